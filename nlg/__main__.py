@@ -1,0 +1,5 @@
+import sys
+
+from nlg.cli import main
+
+sys.exit(main())

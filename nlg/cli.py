@@ -1,0 +1,51 @@
+"""The `nlg` command: one subcommand per pipeline stage.
+
+Each stage module exposes `main(argv) -> int` with its own argument parser. The
+modules are imported only when their subcommand runs, so `nlg score` never pays
+for (or needs) torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("nlg.data", "encode raw E2E text files into jsonl datasets"),
+    "train": ("nlg.train", "fine-tune GPT-2 with LoRA (torchrun for several processes)"),
+    "beam": ("nlg.beam", "beam-search generation for every distinct context"),
+    "decode": ("nlg.decode", "turn predictions into reference/prediction text files"),
+    "score": ("nlg.metrics", "BLEU, NIST, METEOR, ROUGE-L, CIDEr as the E2E challenge scores them"),
+    "analyze": ("nlg.analyze", "spectral analysis of a LoRA adapter"),
+    "plot": ("nlg.plot", "plot training/validation loss curves from a run's metrics log"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: nlg COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<8} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "Run `nlg COMMAND --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if args[0] in ("-V", "--version"):
+        from nlg import __version__
+
+        print(f"nlg {__version__}")
+        return 0
+    name = args[0]
+    if name not in COMMANDS:
+        print(f"nlg: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(args[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
