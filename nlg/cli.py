@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -20,6 +21,28 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("nlg.analyze", "spectral analysis of a LoRA adapter"),
     "plot": ("nlg.plot", "plot training/validation loss curves from a run's metrics log"),
 }
+
+
+def spellings(name: str) -> list[str]:
+    """Both spellings of a long flag, so the paper's `--train_data` and `--train-data` both work.
+
+    >>> spellings("train_data")
+    ['--train_data', '--train-data']
+    """
+    underscored = "--" + name.replace("-", "_")
+    dashed = "--" + name.replace("_", "-")
+    return [underscored] if underscored == dashed else [underscored, dashed]
+
+
+def run_main(stage_main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a stage's main; bad input (InputError) becomes a one-line message and exit code 2."""
+    from nlg.files import InputError
+
+    try:
+        return int(stage_main(argv) or 0)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 def usage() -> str:
@@ -44,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nlg: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(args[1:]) or 0)
+    return run_main(module.main, args[1:])
 
 
 if __name__ == "__main__":
