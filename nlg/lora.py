@@ -1,0 +1,196 @@
+"""LoRA: low-rank adapters on GPT-2's projections (Hu et al., 2021).
+
+A frozen projection W (out x in) gets a trainable low-rank update::
+
+    x ↦ W x + b + (alpha / r) · B A dropout(x)        A: (r x in), B: (out x r)
+
+A starts Kaiming-uniform and B at zero (as in the paper's loralib), so an adapted model
+computes exactly what the base model does until training moves B.
+
+GPT-2 fuses query, key and value into one `c_attn` projection (out = 3·n_embd). The paper
+adapts q and v separately, so one `LoRALinear` can carry several *slices*, each with its own
+A and B acting on its block of output rows. Targets:
+
+    q, k, v  -> rows [0:d], [d:2d], [2d:3d] of attn.c_attn
+    o        -> attn.c_proj          fc -> mlp.c_fc          proj -> mlp.c_proj
+
+`merge` folds (alpha/r)·B A into W for inference at the base model's speed; `unmerge` takes
+it out again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# target -> (module path inside a Block, index of its slice of the fused c_attn or None)
+TARGETS: dict[str, tuple[str, int | None]] = {
+    "q": ("attn.c_attn", 0),
+    "k": ("attn.c_attn", 1),
+    "v": ("attn.c_attn", 2),
+    "o": ("attn.c_proj", None),
+    "fc": ("mlp.c_fc", None),
+    "proj": ("mlp.c_proj", None),
+}
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    rank: int = 4
+    alpha: float = 32.0
+    dropout: float = 0.0
+    targets: tuple[str, ...] = ("q", "v")
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {self.rank}")
+        unknown = [t for t in self.targets if t not in TARGETS]
+        if unknown or not self.targets:
+            raise ValueError(f"unknown LoRA targets {unknown}; choose from {', '.join(TARGETS)}")
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+
+class LoRALinear(nn.Linear):
+    """An `nn.Linear` (same `weight`/`bias` names, so checkpoints still load) plus LoRA slices.
+
+    slices: name -> (first row, end row) of the output that the slice's B writes to.
+    Parameters: `lora_A.<name>` (r x in) and `lora_B.<name>` (rows x r).
+    """
+
+    def __init__(self, base: nn.Linear, slices: dict[str, tuple[int, int]], config: LoRAConfig):
+        super().__init__(base.in_features, base.out_features, bias=base.bias is not None,
+                         device=base.weight.device, dtype=base.weight.dtype)
+        self.weight = base.weight
+        self.bias = base.bias
+        self.rank = config.rank
+        self.alpha = config.alpha
+        self.scaling = config.scaling
+        self.slices = dict(slices)
+        self.lora_dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.lora_A = nn.ParameterDict()
+        self.lora_B = nn.ParameterDict()
+        for name, (start, end) in self.slices.items():
+            a = torch.empty(config.rank, self.in_features, device=self.weight.device, dtype=torch.float32)
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # loralib's initialisation
+            self.lora_A[name] = nn.Parameter(a)
+            self.lora_B[name] = nn.Parameter(
+                torch.zeros(end - start, config.rank, device=self.weight.device, dtype=torch.float32))
+        self.merged = False
+
+    def stacked_A(self) -> Tensor:
+        """All slices' A stacked: (n_slices·r x in)."""
+        return torch.cat([self.lora_A[name] for name in self.slices], dim=0)
+
+    def block_B(self) -> Tensor:
+        """All slices' B placed in their output rows: (out x n_slices·r), zero elsewhere."""
+        names = list(self.slices)
+        if len(names) == 1 and self.slices[names[0]] == (0, self.out_features):
+            return self.lora_B[names[0]]
+        first = self.lora_B[names[0]]
+        full = first.new_zeros(self.out_features, len(names) * self.rank)
+        for index, name in enumerate(names):
+            start, end = self.slices[name]
+            full[start:end, index * self.rank : (index + 1) * self.rank] = self.lora_B[name]
+        return full
+
+    def delta_weight(self) -> Tensor:
+        """(alpha/r) · B A as one (out x in) matrix, in fp32."""
+        return self.scaling * (self.block_B().float() @ self.stacked_A().float())
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.linear(x, self.weight, self.bias)
+        if self.merged:
+            return out
+        A = self.stacked_A().to(x.dtype)
+        B = self.block_B().to(x.dtype)
+        return out + self.scaling * F.linear(F.linear(self.lora_dropout(x), A), B)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            self.weight += self.delta_weight().to(self.weight.dtype)
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            self.weight -= self.delta_weight().to(self.weight.dtype)
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, lora_slices={list(self.slices)}, r={self.rank}, alpha={self.alpha}"
+
+
+def _module_slices(model: nn.Module, targets: tuple[str, ...]) -> dict[str, dict[str, tuple[int, int]]]:
+    """For each block-relative module path, the slices to adapt, in target order."""
+    width = model.config.n_embd
+    plan: dict[str, dict[str, tuple[int, int]]] = {}
+    for target in targets:
+        path, index = TARGETS[target]
+        if index is None:
+            plan.setdefault(path, {})[target] = (0, _get(model.transformer.h[0], path).out_features)
+        else:
+            plan.setdefault(path, {})[target] = (index * width, (index + 1) * width)
+    return plan
+
+
+def _get(module: nn.Module, dotted: str) -> nn.Module:
+    for part in dotted.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def add_lora(model: nn.Module, rank: int = 4, alpha: float = 32.0, dropout: float = 0.0,
+             targets: tuple[str, ...] | list[str] = ("q", "v")) -> nn.Module:
+    """Put LoRA slices on `targets` of every block and freeze everything else (in place)."""
+    config = LoRAConfig(rank=rank, alpha=alpha, dropout=dropout, targets=tuple(targets))
+    if lora_modules(model):
+        raise ValueError("model already has LoRA adapters")
+    for param in model.parameters():
+        param.requires_grad_(False)
+    plan = _module_slices(model, config.targets)
+    for block in model.transformer.h:
+        for path, slices in plan.items():
+            parent_path, _, leaf = path.rpartition(".")
+            parent = _get(block, parent_path)
+            setattr(parent, leaf, LoRALinear(getattr(parent, leaf), slices, config))
+    model.lora_config = config
+    return model
+
+
+def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The adapter's parameters by name, e.g. `transformer.h.0.attn.c_attn.lora_A.q`."""
+    return {name: p for name, p in model.named_parameters() if ".lora_A." in name or ".lora_B." in name}
+
+
+def lora_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    return {name: p.detach() for name, p in lora_parameters(model).items()}
+
+
+def count_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def merge(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its base weight: no extra cost at inference."""
+    for module in lora_modules(model).values():
+        module.merge()
+    return model
+
+
+def unmerge(model: nn.Module) -> nn.Module:
+    """Undo `merge`, so training can go on."""
+    for module in lora_modules(model).values():
+        module.unmerge()
+    return model

@@ -1,0 +1,375 @@
+"""GPT-2, readable top to bottom, with a key/value cache and strict checkpoint loading.
+
+Module and parameter names follow the published checkpoints (`transformer.h.0.attn.c_attn`,
+...), so a Hugging Face state dict maps one to one; the only difference is that
+published checkpoints store their projections as `Conv1D` weights of shape (in, out),
+which are transposed to `nn.Linear`'s (out, in) on load.
+
+Cards: `gpt2.sm` (12 layers, 768 wide, 12 heads), `gpt2.md` (24, 1024, 16),
+`gpt2.lg` (36, 1280, 20), and `gpt2.tiny` (2, 128, 4) for tests and CPU demos.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    vocab_size: int = 50257
+    n_positions: int = 1024
+    layer_norm_epsilon: float = 1e-5
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+
+    @classmethod
+    def from_hf_config(cls, path: str | os.PathLike) -> GPTConfig:
+        """Read a Hugging Face GPT-2 `config.json` (keys n_layer, n_head, n_embd, ...)."""
+        config = json.loads(Path(path).read_text())
+        try:
+            return cls(
+                n_layer=config["n_layer"],
+                n_head=config["n_head"],
+                n_embd=config["n_embd"],
+                vocab_size=config.get("vocab_size", 50257),
+                n_positions=config.get("n_positions", 1024),
+                layer_norm_epsilon=config.get("layer_norm_epsilon", 1e-5),
+            )
+        except KeyError as error:
+            raise ValueError(f"{path}: GPT-2 config lacks key {error.args[0]!r}") from None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+CARDS: dict[str, GPTConfig] = {
+    "gpt2.tiny": GPTConfig(n_layer=2, n_head=4, n_embd=128),
+    "gpt2.sm": GPTConfig(n_layer=12, n_head=12, n_embd=768),
+    "gpt2.md": GPTConfig(n_layer=24, n_head=16, n_embd=1024),
+    "gpt2.lg": GPTConfig(n_layer=36, n_head=20, n_embd=1280),
+}
+
+
+def card_config(card: str) -> GPTConfig:
+    if card not in CARDS:
+        raise ValueError(f"unknown model card {card!r}; choose one of {', '.join(CARDS)}")
+    return CARDS[card]
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated: (B, n_head, max_len, head_dim) each.
+
+    `length` tokens are filled. Beam search reorders the batch with `reorder`.
+    """
+
+    def __init__(self, config: GPTConfig, batch: int, max_len: int, device=None, dtype=None):
+        head_dim = config.n_embd // config.n_head
+        shape = (batch, config.n_head, max_len, head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.length = 0
+        self.max_len = max_len
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows `index` (may repeat rows), e.g. the surviving beams' parents."""
+        for layer in range(len(self.keys)):
+            self.keys[layer] = self.keys[layer].index_select(0, index)
+            self.values[layer] = self.values[layer].index_select(0, index)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k, v fused
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.dropout = config.dropout
+
+    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | None, layer: int) -> Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if cache is not None:
+            start = cache.length
+            cache.keys[layer][:, :, start : start + T] = k
+            cache.values[layer][:, :, start : start + T] = v
+            k = cache.keys[layer][:, :, : start + T]  # (B, nh, S, hs)
+            v = cache.values[layer][:, :, : start + T]
+        dropout = self.dropout if self.training else 0.0
+        if mask is None:
+            # Without a cache, T == S and plain causal attention is right; with a cache and
+            # T == 1 the new token sees every cached one.
+            causal = cache is None or cache.length == 0
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal and T > 1)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | None, layer: int) -> Tensor:
+        x = x + self.resid_dropout(self.attn(self.ln_1(x), mask, cache, layer))
+        return x + self.resid_dropout(self.mlp(self.ln_2(x)))
+
+
+class GPT(nn.Module):
+    """GPT-2 language model: `model(input_ids) -> logits` of shape (B, T, vocab)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.n_positions, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+                ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
+        self.apply(self._init_weights)
+        # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer) at initialisation.
+        for name, param in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        *,
+        cache: KVCache | None = None,
+        position_ids: Tensor | None = None,
+        key_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Logits (B, T, vocab) for `input_ids` (B, T).
+
+        cache: keys/values of earlier tokens; the new ones are appended and `cache.length` grows.
+        position_ids: (B, T); by default the positions follow the cached tokens.
+        key_mask: (B, S) bool over every key position (cached + new), False for padding. With
+            left-padded batches it keeps real tokens from attending to pads.
+        """
+        B, T = input_ids.shape
+        past = cache.length if cache is not None else 0
+        if past + T > self.config.n_positions:
+            raise ValueError(f"sequence of {past + T} tokens exceeds n_positions={self.config.n_positions}")
+        if cache is not None and past + T > cache.max_len:
+            raise ValueError(f"cache holds {cache.max_len} tokens, {past + T} needed")
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=input_ids.device).unsqueeze(0)
+        x = self.transformer.drop(self.transformer.wte(input_ids) + self.transformer.wpe(position_ids))
+        mask = None
+        if key_mask is not None:
+            mask = self._attention_mask(key_mask, past, T)
+        for layer, block in enumerate(self.transformer.h):
+            x = block(x, mask, cache, layer)
+        if cache is not None:
+            cache.length = past + T
+        return self.lm_head(self.transformer.ln_f(x))
+
+    @staticmethod
+    def _attention_mask(key_mask: Tensor, past: int, T: int) -> Tensor:
+        """(B, 1, T, S) bool: causal, no padding keys, and every query sees itself.
+
+        The diagonal keeps a padding query from attending to nothing (softmax of an empty row
+        is NaN); its output is never used.
+        """
+        S = past + T
+        query_pos = torch.arange(past, S, device=key_mask.device).unsqueeze(1)  # (T, 1)
+        key_pos = torch.arange(S, device=key_mask.device).unsqueeze(0)  # (1, S)
+        causal = key_pos <= query_pos  # (T, S)
+        mask = causal.unsqueeze(0) & key_mask[:, None, :S].bool()  # (B, T, S)
+        mask = mask | (key_pos == query_pos).unsqueeze(0)
+        return mask.unsqueeze(1)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        params = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
+        return sum(p.numel() for p in params.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading published checkpoints
+# ---------------------------------------------------------------------------------------------
+
+# Buffers some published checkpoints carry (the causal mask); not parameters, safe to skip.
+_IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+# Published checkpoints store these as Conv1D weights, (in, out).
+_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fill the model exactly; the message lists every problem key."""
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Tensors of a `.safetensors` or `.bin`/`.pt` file; pickles are read with weights_only=True."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model_state_dict" in state:  # the paper's own checkpoints
+        state = state["model_state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(state).__name__}")
+    return state
+
+
+def _normalise_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Map published key spellings onto ours: optional `transformer.` prefix, skip mask buffers."""
+    out = {}
+    for key, tensor in state.items():
+        if key.endswith(_IGNORED_SUFFIXES):
+            continue
+        if key.startswith("module."):  # saved from a DDP-wrapped model
+            key = key[len("module.") :]
+        if not key.startswith(("transformer.", "lm_head.")):
+            key = "transformer." + key
+        out[key] = tensor
+    return out
+
+
+def infer_config(state: dict[str, Tensor]) -> GPTConfig:
+    """Shape of a GPT-2 from its tensors (a bare weights file has no config)."""
+    state = _normalise_keys(state)
+    try:
+        vocab_size, n_embd = state["transformer.wte.weight"].shape
+        n_positions = state["transformer.wpe.weight"].shape[0]
+    except KeyError as error:
+        raise CheckpointError(f"not a GPT-2 checkpoint: no {error.args[0]!r}") from None
+    layers = {int(key.split(".")[2]) for key in state if key.startswith("transformer.h.")}
+    n_layer = max(layers) + 1 if layers else 0
+    # Every published GPT-2 (small to xl) uses 64-wide heads.
+    if n_embd % 64:
+        raise CheckpointError(
+            f"cannot infer the head count for width {n_embd}; pass a card or a config.json"
+        )
+    return GPTConfig(n_layer=n_layer, n_head=n_embd // 64, n_embd=n_embd,
+                     vocab_size=vocab_size, n_positions=n_positions)
+
+
+def load_base_weights(model: GPT, state: dict[str, Tensor], source: str = "checkpoint") -> None:
+    """Copy a published GPT-2 state dict into `model`, strictly.
+
+    Every base parameter must be present with the right shape and nothing else may be there;
+    otherwise CheckpointError lists the missing, unexpected and mis-shaped keys.
+    """
+    state = _normalise_keys(state)
+    if "lm_head.weight" in state:  # tied to wte; check it really is the same matrix
+        head = state.pop("lm_head.weight")
+        wte = state.get("transformer.wte.weight")
+        if wte is not None and (head.shape != wte.shape or not torch.equal(head, wte)):
+            raise CheckpointError(f"{source}: lm_head.weight differs from transformer.wte.weight "
+                                  "(GPT-2 ties them)")
+    expected = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    expected = {k: v for k, v in expected.items() if ".lora_" not in k}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mis_shaped = []
+    converted = {}
+    for key in sorted(set(expected) & set(state)):
+        tensor = state[key]
+        if key.endswith(_CONV1D) and tensor.ndim == 2:
+            tensor = tensor.t()
+        if tensor.shape != expected[key].shape:
+            mis_shaped.append(f"{key}: checkpoint {tuple(tensor.shape)}, model {tuple(expected[key].shape)}")
+        converted[key] = tensor
+    if missing or unexpected or mis_shaped:
+        problems = []
+        if missing:
+            problems.append(f"missing {len(missing)}: {', '.join(missing)}")
+        if unexpected:
+            problems.append(f"unexpected {len(unexpected)}: {', '.join(unexpected)}")
+        if mis_shaped:
+            problems.append(f"mis-shaped {len(mis_shaped)}: {'; '.join(mis_shaped)}")
+        raise CheckpointError(f"{source} does not match the model:\n  " + "\n  ".join(problems))
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        params.update(dict(model.named_buffers()))
+        for key, tensor in converted.items():
+            params[key].copy_(tensor.to(params[key].dtype))
+
+
+def find_weights_file(directory: Path) -> Path:
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (directory / name).is_file():
+            return directory / name
+    raise CheckpointError(f"{directory}: no model.safetensors or pytorch_model.bin in the directory")
+
+
+def from_pretrained(path: str | os.PathLike, card: str | None = None) -> GPT:
+    """Load a GPT-2 from a Hugging Face directory or a bare weights file, strictly.
+
+    path: a directory with `config.json` and `model.safetensors` or `pytorch_model.bin`, or a
+        single file (e.g. the paper's `gpt2-medium-pytorch_model.bin`).
+    card: a model card name; when given, the checkpoint must have that shape. Without it the
+        shape comes from `config.json`, or is inferred from the tensors.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint file or directory")
+    config = None
+    if path.is_dir():
+        weights = find_weights_file(path)
+        if (path / "config.json").is_file():
+            config = GPTConfig.from_hf_config(path / "config.json")
+    else:
+        weights = path
+    state = read_state_dict(weights)
+    if card is not None:
+        card_cfg = card_config(card)
+        if config is not None and config != card_cfg:
+            raise CheckpointError(f"{path}: config.json describes {config}, not card {card} ({card_cfg})")
+        config = card_cfg
+    if config is None:
+        config = infer_config(state)
+    model = GPT(config)
+    load_base_weights(model, state, source=str(weights))
+    return model
