@@ -1,0 +1,92 @@
+"""`nlg plot WORK_DIR`: training and validation loss curves from a run's metrics log.
+
+Reads `WORK_DIR/metrics.jsonl`, the JSON-lines log `nlg train` writes: records with `loss`
+(training loss at `step`) and records with `valid_loss` (validation at `step`). Writes a PNG
+(default `WORK_DIR/loss.png`). matplotlib is an optional extra: `pip install 'nlg[plot]'`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nlg.cli import spellings
+from nlg.files import InputError, atomic_write, read_jsonl
+
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class Curves:
+    train_steps: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    valid_steps: list[int] = field(default_factory=list)
+    valid_loss: list[float] = field(default_factory=list)
+
+
+def read_curves(path: str | os.PathLike) -> Curves:
+    """Training and validation losses by step; a record without `step` is an error."""
+    curves = Curves()
+    for line, record in read_jsonl(path):
+        if not isinstance(record, dict) or "step" not in record:
+            raise InputError(f"{path}:{line}: metrics record without a 'step'")
+        if "loss" in record:
+            curves.train_steps.append(int(record["step"]))
+            curves.train_loss.append(float(record["loss"]))
+        if "valid_loss" in record:
+            curves.valid_steps.append(int(record["step"]))
+            curves.valid_loss.append(float(record["valid_loss"]))
+    if not curves.train_loss and not curves.valid_loss:
+        raise InputError(f"{path}: no 'loss' or 'valid_loss' records to plot")
+    return curves
+
+
+def plot_curves(curves: Curves, output: str | os.PathLike, title: str = "") -> Path:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only; never needs a display
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("nlg plot needs matplotlib: pip install 'nlg[plot]' (or pip install matplotlib)") from None
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
+    if curves.train_loss:
+        axes.plot(curves.train_steps, curves.train_loss, label="train loss", linewidth=1.2)
+    if curves.valid_loss:
+        axes.plot(curves.valid_steps, curves.valid_loss, "o-", label="valid loss", linewidth=1.5)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss (nats / completion token)")
+    axes.set_title(title or "training and validation loss")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    output = Path(output)
+    with atomic_write(output, "wb") as handle:
+        figure.savefig(handle, format="png")
+    plt.close(figure)
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nlg plot", description=__doc__.splitlines()[0])
+    parser.add_argument("work_dir", type=Path, help="a training run's work_dir (holds metrics.jsonl)")
+    parser.add_argument(*spellings("output"), "-o", dest="output", type=Path, default=None,
+                        help="PNG to write (default WORK_DIR/loss.png)")
+    args = parser.parse_args(argv)
+    metrics = args.work_dir / METRICS_FILE
+    if not metrics.is_file():
+        raise InputError(f"{metrics}: no metrics log (is {args.work_dir} an `nlg train` work_dir?)")
+    curves = read_curves(metrics)
+    output = plot_curves(curves, args.output or args.work_dir / "loss.png", title=str(args.work_dir))
+    print(f"wrote {output} ({len(curves.train_loss)} training, {len(curves.valid_loss)} validation points)")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from nlg.cli import run_main
+
+    sys.exit(run_main(main))
