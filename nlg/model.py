@@ -204,6 +204,10 @@ class GPT(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=input_ids.device).unsqueeze(0)
         x = self.transformer.drop(self.transformer.wte(input_ids) + self.transformer.wpe(position_ids))
+        if key_mask is None and past > 0 and T > 1:
+            # Several new tokens after cached ones: SDPA's is_causal aligns its triangle to the
+            # top left, which is wrong once T < S, so spell the causal mask out.
+            key_mask = torch.ones(B, past + T, dtype=torch.bool, device=input_ids.device)
         mask = None
         if key_mask is not None:
             mask = self._attention_mask(key_mask, past, T)
