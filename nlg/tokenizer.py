@@ -187,7 +187,8 @@ def load_tokenizer(vocab_dir: str | os.PathLike | None = None, *, allow_download
         try:
             ranks, source = download_ranks(), "tiktoken gpt2 download"
         except Exception as error:  # no network, proxy, hash mismatch...: all mean "give us the files"
-            raise InputError(f"no GPT-2 vocabulary (download failed: {type(error).__name__}: {error}); "
+            reason = f"{type(error).__name__}: {error}"[:300]  # requests errors run long
+            raise InputError(f"no GPT-2 vocabulary (download failed: {reason}); "
                              f"{HOW_TO_GET_VOCAB}") from None
     encoding = tiktoken.Encoding(
         name="gpt2",
