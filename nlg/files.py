@@ -19,6 +19,11 @@ from typing import IO, Any
 
 
 def _umask() -> int:
+    # Linux reports the umask without changing it; elsewhere set-and-restore (not thread-safe).
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
     return mask
