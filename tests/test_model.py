@@ -156,6 +156,15 @@ def test_bare_safetensors_file(hf_model_64, tmp_path):
     torch.testing.assert_close(our_logits(model, ids), hf_logits(hf_model_64, ids), atol=ATOL, rtol=0)
 
 
+def test_ddp_module_prefix(hf_model_64, tmp_path):
+    # Saved from a DistributedDataParallel-wrapped model: every key starts with `module.`.
+    path = tmp_path / "ddp.bin"
+    torch.save({"module." + k: v for k, v in hf_state(hf_model_64).items()}, path)
+    model = from_pretrained(path).eval()
+    ids = random_ids(1000, seed=12)
+    torch.testing.assert_close(our_logits(model, ids), hf_logits(hf_model_64, ids), atol=ATOL, rtol=0)
+
+
 def test_paper_training_checkpoint_wrapper(hf_model_64, tmp_path):
     # The paper's own trainer saves {"model_state_dict": ...}.
     path = tmp_path / "model.pt"
