@@ -69,6 +69,8 @@ class LoRAConfig:
         unknown = [t for t in self.targets if t not in TARGETS]
         if unknown or not self.targets:
             raise ValueError(f"unknown LoRA targets {unknown}; choose from {', '.join(TARGETS)}")
+        if len(set(self.targets)) != len(self.targets):
+            raise ValueError(f"LoRA targets repeat: {self.targets}")
         if "qkv" in self.targets and set(self.targets) & {"q", "k", "v"}:
             raise ValueError("target qkv already covers q, k and v; use either qkv or the slices")
 
@@ -85,8 +87,10 @@ class LoRALinear(nn.Linear):
     """
 
     def __init__(self, base: nn.Linear, slices: dict[str, tuple[int, int]], config: LoRAConfig):
-        super().__init__(base.in_features, base.out_features, bias=base.bias is not None,
-                         device=base.weight.device, dtype=base.weight.dtype)
+        # nn.Linear.__init__ would allocate and randomly fill a full weight only to drop it (GBs
+        # of work on gpt2.lg, and it would consume global random numbers); share base's instead.
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = base.in_features, base.out_features
         self.weight = base.weight
         self.bias = base.bias
         self.rank = config.rank

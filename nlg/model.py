@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,6 +41,17 @@ class GPTConfig:
     def from_hf_config(cls, path: str | os.PathLike) -> GPTConfig:
         """Read a Hugging Face GPT-2 `config.json` (keys n_layer, n_head, n_embd, ...)."""
         config = json.loads(Path(path).read_text())
+        # Variants this GPT-2 does not implement would load without a shape error and compute
+        # something else; refuse them by name.
+        unsupported = {
+            "activation_function": (config.get("activation_function", "gelu_new"), ("gelu_new", "gelu_pytorch_tanh")),
+            "n_inner": (config.get("n_inner"), (None, 4 * config.get("n_embd", 0))),
+            "scale_attn_weights": (config.get("scale_attn_weights", True), (True,)),
+            "scale_attn_by_inverse_layer_idx": (config.get("scale_attn_by_inverse_layer_idx", False), (False,)),
+        }
+        for key, (value, allowed) in unsupported.items():
+            if value not in allowed:
+                raise ValueError(f"{path}: {key}={value!r} is not supported (GPT-2 uses {allowed[0]!r})")
         try:
             return cls(
                 n_layer=config["n_layer"],
@@ -258,7 +270,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # weights_only refuses anything but tensors and plain containers: never run a pickle's code.
+        raise CheckpointError(f"{path}: refused: the pickle holds objects other than tensors, "
+                              "which could run code when loaded") from None
     if isinstance(state, dict) and "model_state_dict" in state:  # the paper's own checkpoints
         state = state["model_state_dict"]
     if not isinstance(state, dict):
@@ -305,6 +322,8 @@ def load_base_weights(model: GPT, state: dict[str, Tensor], source: str = "check
     Every base parameter must be present with the right shape and nothing else may be there;
     otherwise CheckpointError lists the missing, unexpected and mis-shaped keys.
     """
+    if any(getattr(module, "merged", False) for module in model.modules()):
+        raise CheckpointError("cannot load base weights into a model whose LoRA is merged; unmerge first")
     state = _normalise_keys(state)
     if "lm_head.weight" in state:  # tied to wte; check it really is the same matrix
         head = state.pop("lm_head.weight")

@@ -342,3 +342,14 @@ def test_from_pretrained_then_add_lora(tmp_path):
     torch.testing.assert_close(logits(model, tokens), expected, atol=1e-4, rtol=0)
     randomise_b(model, seed=8)
     assert not torch.allclose(logits(model, tokens), expected, atol=1e-3)
+
+
+def test_repeated_targets_are_refused():
+    with pytest.raises(ValueError, match="repeat"):
+        LoRAConfig(targets=("q", "q"))
+
+
+def test_lora_linear_shares_the_base_weight_without_reallocating():
+    base = torch.nn.Linear(8, 12)
+    module = LoRALinear(base, {"all": (0, 12)}, LoRAConfig(rank=2))
+    assert module.weight is base.weight and module.bias is base.bias

@@ -316,9 +316,9 @@ def test_malicious_pickle_is_refused(tmp_path, writer):
     else:
         path.write_bytes(pickle.dumps(payload, protocol=2))
     assert not marker.exists()
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(CheckpointError, match="refused"):
         read_state_dict(path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(CheckpointError, match="refused"):
         from_pretrained(path)
     assert not marker.exists()
     # The same file does run code when loaded without weights_only: the test can fail.
@@ -498,3 +498,22 @@ def test_config_validation_and_inference():
     assert infer_config(state) == CARDS["gpt2.md"]
     with pytest.raises(CheckpointError, match="not a GPT-2 checkpoint"):
         infer_config({"h.0.ln_1.weight": torch.zeros(4)})
+
+
+@pytest.mark.parametrize("key, value", [("activation_function", "relu"), ("n_inner", 100),
+                                        ("scale_attn_by_inverse_layer_idx", True)])
+def test_unsupported_config_variants_are_refused(tmp_path, key, value):
+    import json
+
+    config = {"n_layer": 2, "n_head": 2, "n_embd": 64, key: value}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=key):
+        GPTConfig.from_hf_config(tmp_path / "config.json")
+
+
+def test_loading_into_a_merged_model_is_refused():
+    from nlg.lora import add_lora, merge
+
+    model = merge(add_lora(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=50))))
+    with pytest.raises(CheckpointError, match="unmerge first"):
+        load_base_weights(model, GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=50)).state_dict())
