@@ -1,0 +1,468 @@
+"""Beam search for E2E: the best completion of every distinct context, batched on a KV cache.
+
+    nlg beam --data data/e2e/test.jsonl --init_checkpoint BASE [--model_card gpt2.md]
+             [--lora_checkpoint ADAPTER_DIR] --beam 10 --length_penalty 0.8
+             --no_repeat_ngram_size 4 --repetition_penalty 1.0 --eos_token_id 628
+             --eval_len 64 --batch_size 32 --output_file predict.jsonl
+    torchrun --nproc_per_node N -m nlg.beam ...     # contexts split over ranks, rank 0 writes
+
+The algorithm is the one of the LoRA paper's `gpt2_beam.py`, so its settings mean the same
+here. For each context, `beam` hypotheses; hypothesis h has generated tokens y_h (the context
+is not part of y_h) and a score s_h, the sum of the log-probabilities of y_h. At step t
+(t = |y_h| tokens generated so far, t = 0 .. eval_len-1), for every hypothesis:
+
+  1. logits z = model(context + y_h)[-1]                         (raw logits, not log-probs)
+  2. repetition penalty p (CTRL): for every token v in y_h, z_v <- z_v * p if z_v < 0 else z_v / p
+  3. t < min_length: z_e <- -inf for every eos id e
+  4. no-repeat n-gram n: if the last n-1 tokens of y_h followed by v form an n-gram already in
+     y_h, z_v <- -inf (bans act on logits, so the softmax renormalises over what is left)
+  5. candidate score s_h + log_softmax(z)_v for every token v
+
+and the best `beam` of the beam x vocab candidates are kept (at t = 0 only the first
+hypothesis is expanded: the others start at score -inf). A kept candidate whose last token
+is an eos id is finished: its final score is s / |y| ** length_penalty, |y| counting the eos;
+the best final score per context is kept (ties keep the earlier one) and the candidate's
+score becomes -inf, so it never grows again and its slot refills from the live hypotheses at
+the next step. After eval_len steps every live hypothesis is finished the same way (without
+an eos). The output is the best finished sequence.
+
+Two deliberate differences in arithmetic, not in the algorithm: log_softmax instead of the
+paper's log(softmax) (identical except where softmax underflows to 0 and the paper gets
+-inf), and the search may stop early where that cannot change the result:
+
+  Early stopping bound. A live hypothesis with score s <= 0 after t tokens can only finish
+  at a length L in [t+1, eval_len] with a score s' <= s (log-probabilities are <= 0), i.e.
+  with final score s' / L**lp <= s / L**lp. For s <= 0 that is increasing in L when lp >= 0
+  (best case L = eval_len) and decreasing when lp < 0 (best case L = t+1), so
+      bound(s, t) = max(s / (t+1)**lp, s / eval_len**lp)
+  bounds everything the hypothesis can still become. When every live hypothesis of a
+  context has bound <= the context's best final score, nothing can replace the best
+  (replacement needs a strictly greater score) and the context is done; its rows leave the
+  batch. A context whose hypotheses have all finished is done too.
+
+Batching. Contexts are left-padded to the longest in the batch (`position_ids` restart at 0
+after the padding and `key_mask` hides it), so a context's logits do not depend on its
+neighbours except for floating-point rounding; the batch size changes results only at
+floating-point ties. The per-step work is tensor operations over all (context, hypothesis)
+rows at once; the cache is reordered with `KVCache.reorder`.
+
+Output (`--output_file`, written atomically), one JSON line per distinct context of `--data`,
+in order of first occurrence:
+
+    {"id": <index of the context's first line in --data>, "context": [ids], "predict": [ids]}
+
+`context` is the context exactly as in --data (`nlg decode` checks it against the formatted
+file); `predict` is the generated tokens, ending with the eos id when one was produced.
+The E2E test split has 4693 lines but 630 distinct contexts, and every line of a context
+would get the same prediction, so each is decoded once (the paper decodes every line).
+
+End of sequence: like the paper (whose `--eos_token_id` appends to a default of [50256]),
+50256 (<|endoftext|>, which ends every training completion) always ends a sequence, and each
+`--eos_token_id` adds one more id; the paper's README passes 628 ("\\n\\n").
+
+Without --init_checkpoint, --model_card gives a model with random weights (seeded by --seed):
+for tests and demos only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from nlg.cli import run_main, spellings
+from nlg.files import InputError, write_jsonl
+from nlg.model import CARDS, GPT, KVCache, card_config, from_pretrained
+
+EOS_ID = 50256  # <|endoftext|>; always an eos, as in the paper's argparse default
+NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class BeamConfig:
+    """Decoding settings; the defaults are the paper's README settings for E2E."""
+
+    beam: int = 10
+    eval_len: int = 64  # tokens generated at most
+    length_penalty: float = 0.8
+    no_repeat_ngram_size: int = 4  # 0 disables
+    repetition_penalty: float = 1.0  # 1.0 disables
+    min_length: int = 0  # eos is blocked while fewer tokens than this were generated
+    eos_ids: tuple[int, ...] = (EOS_ID, 628)
+    early_stop: bool = True  # stop a context once its result is final (see module docstring)
+
+    def __post_init__(self) -> None:
+        if self.beam < 1:
+            raise ValueError(f"beam must be >= 1, got {self.beam}")
+        if self.eval_len < 1:
+            raise ValueError(f"eval_len must be >= 1, got {self.eval_len}")
+        if self.no_repeat_ngram_size < 0 or self.min_length < 0:
+            raise ValueError("no_repeat_ngram_size and min_length must be >= 0")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if not self.eos_ids:
+            raise ValueError("at least one eos id is needed")
+
+
+# ---------------------------------------------------------------------------------------------
+# One step's score processing, for all hypotheses at once
+# ---------------------------------------------------------------------------------------------
+
+
+def apply_repetition_penalty_(logits: Tensor, history: Tensor, penalty: float) -> Tensor:
+    """CTRL repetition penalty, in place: every token in a row's history gets
+    z <- z * penalty if z < 0 else z / penalty (once per token, however often it occurs).
+
+    logits: (N, V); history: (N, t) generated token ids.
+    """
+    if penalty == 1.0 or history.shape[1] == 0:
+        return logits
+    picked = logits.gather(1, history)
+    # A repeated token writes the same value several times: the result does not depend on order.
+    logits.scatter_(1, history, torch.where(picked < 0, picked * penalty, picked / penalty))
+    return logits
+
+
+def ban_repeated_ngrams_(logits: Tensor, history: Tensor, n: int) -> Tensor:
+    """No-repeat n-gram ban, in place: z_v <- -inf where (last n-1 tokens of the row, v) is an
+    n-gram that already occurs in the row's history.
+
+    logits: (N, V); history: (N, t). Every window of n tokens is compared with the row's last
+    n-1 tokens at once; a match bans the window's last token.
+    """
+    t = history.shape[1]
+    if n <= 0 or t < n:  # fewer than n tokens: no complete n-gram yet
+        return logits
+    windows = history.unfold(1, n, 1)  # (N, t-n+1, n)
+    prefix = history[:, t - n + 1 :]  # (N, n-1), empty for n = 1 (then every seen token is banned)
+    match = (windows[:, :, :-1] == prefix.unsqueeze(1)).all(dim=2)  # (N, t-n+1)
+    # amin with +inf for non-matches: order-independent, so duplicate indices are harmless.
+    ban = torch.full(match.shape, float("inf"), dtype=logits.dtype, device=logits.device)
+    ban.masked_fill_(match, NEG_INF)
+    logits.scatter_reduce_(1, windows[:, :, -1], ban, reduce="amin", include_self=True)
+    return logits
+
+
+def next_token_logprobs(logits: Tensor, history: Tensor, config: BeamConfig, eos: Tensor) -> Tensor:
+    """Steps 2-4 of the module docstring on raw logits (N, V), then log_softmax; history (N, t)."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    apply_repetition_penalty_(logits, history, config.repetition_penalty)
+    if history.shape[1] < config.min_length:
+        logits.index_fill_(1, eos, NEG_INF)
+    ban_repeated_ngrams_(logits, history, config.no_repeat_ngram_size)
+    logprobs = F.log_softmax(logits, dim=-1)
+    # A row with every token banned would be NaN; it simply has no candidates.
+    return logprobs.nan_to_num_(nan=NEG_INF)
+
+
+def final_score(score: Tensor, length: int, length_penalty: float) -> Tensor:
+    """Summed log-probability normalised by length ** length_penalty (the paper's formula)."""
+    return score / (length**length_penalty)
+
+
+# ---------------------------------------------------------------------------------------------
+# Beam search over a batch of contexts
+# ---------------------------------------------------------------------------------------------
+
+
+def _left_pad(contexts: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """(ids (B, P), positions (B, P), real (B, P) bool) for contexts left-padded to length P."""
+    P = max(len(c) for c in contexts)
+    ids = torch.zeros(len(contexts), P, dtype=torch.long)
+    real = torch.zeros(len(contexts), P, dtype=torch.bool)
+    for row, context in enumerate(contexts):
+        ids[row, P - len(context) :] = torch.tensor(context, dtype=torch.long)
+        real[row, P - len(context) :] = True
+    positions = (real.long().cumsum(dim=1) - 1).clamp(min=0)  # 0 at the first real token
+    return ids.to(device), positions.to(device), real.to(device)
+
+
+@torch.inference_mode()
+def beam_search(model: GPT, contexts: list[list[int]], config: BeamConfig) -> list[list[int]]:
+    """The best generated sequence for each context (batched; see the module docstring)."""
+    if not contexts:
+        return []
+    if any(len(c) == 0 for c in contexts):
+        raise ValueError("empty context")
+    V, K, T = model.config.vocab_size, config.beam, config.eval_len
+    if K > V:
+        raise ValueError(f"beam {K} exceeds the vocabulary size {V}")
+    if max(config.eos_ids) >= V or min(config.eos_ids) < 0:
+        raise ValueError(f"eos ids {config.eos_ids} outside the vocabulary [0, {V})")
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
+    B = len(contexts)
+    eos = torch.tensor(sorted(set(config.eos_ids)), device=device)
+
+    # Prefill each context once, then copy its cache row to its K hypotheses.
+    ids, positions, real = _left_pad(contexts, device)
+    P = ids.shape[1]
+    key_mask = torch.ones(B, P + T, dtype=torch.bool, device=device)
+    key_mask[:, :P] = real
+    cache = KVCache(model.config, B, P + T, device=device, dtype=dtype)
+    logits = model(ids, cache=cache, position_ids=positions, key_mask=key_mask)[:, -1]
+    rows = torch.arange(B, device=device).repeat_interleave(K)
+    cache.reorder(rows)
+    logits, key_mask = logits[rows], key_mask[rows]
+    next_position = positions[:, -1][rows] + 1  # (B*K,) position of the next token
+
+    # Per active context: which original context it is; per row: score and generated tokens.
+    context_of = torch.arange(B, device=device)  # (Ba,)
+    scores = torch.full((B, K), NEG_INF, device=device, dtype=torch.promote_types(dtype, torch.float32))
+    scores[:, 0] = 0.0  # step 0 expands only the first hypothesis
+    history = torch.zeros(B * K, T, dtype=torch.long, device=device)
+    best_score = torch.full((B,), NEG_INF, device=device, dtype=scores.dtype)
+    best_tokens = torch.zeros(B, T, dtype=torch.long, device=device)
+    best_length = torch.zeros(B, dtype=torch.long, device=device)
+
+    def keep_best(final: Tensor, candidates: Tensor, length: int) -> None:
+        """final (Ba, K) final scores (-inf: not finishing); candidates (Ba*K, T) their tokens."""
+        value, index = final.max(dim=1)  # the first of equal maxima: ties keep the earlier one
+        better = value > best_score[context_of]
+        if better.any():
+            where = context_of[better]
+            best_score[where] = value[better]
+            best_tokens[where] = candidates.view(-1, K, T)[better, index[better]]
+            best_length[where] = length
+
+    for step in range(T):
+        if step > 0:
+            token = history[:, step - 1 : step]
+            logits = model(token, cache=cache, position_ids=next_position.unsqueeze(1),
+                           key_mask=key_mask)[:, -1]
+            next_position = next_position + 1
+        Ba = context_of.shape[0]
+        logprobs = next_token_logprobs(logits, history[:, :step], config, eos)
+        candidates = (scores.unsqueeze(2) + logprobs.view(Ba, K, V)).view(Ba, K * V)
+        scores, flat = candidates.topk(K, dim=1, largest=True, sorted=True)  # (Ba, K)
+        parent = torch.div(flat, V, rounding_mode="floor")
+        token = flat % V
+        rows = (parent + K * torch.arange(Ba, device=device).unsqueeze(1)).view(-1)
+        history = history[rows]
+        history[:, step] = token.view(-1)
+
+        # Candidates ending in eos are finished; their slots are dead from now on.
+        finished = torch.isin(token, eos) & torch.isfinite(scores)
+        length = step + 1
+        keep_best(final_score(scores, length, config.length_penalty).masked_fill(~finished, NEG_INF),
+                  history, length)
+        scores = scores.masked_fill(finished, NEG_INF)
+        if length == T:  # the live hypotheses end here, without an eos
+            keep_best(final_score(scores, T, config.length_penalty), history, T)
+            break
+
+        active = torch.ones(Ba, dtype=torch.bool, device=device)
+        if config.early_stop:
+            bound = torch.maximum(final_score(scores, length + 1, config.length_penalty),
+                                  final_score(scores, T, config.length_penalty))
+            done = (bound <= best_score[context_of].unsqueeze(1)).all(dim=1)
+            if done.all():
+                break
+            if done.any():
+                active = ~done
+                rows = rows.view(Ba, K)[active].view(-1)
+                keep = active.repeat_interleave(K)
+                context_of, scores = context_of[active], scores[active]
+                history, next_position, key_mask = history[keep], next_position[keep], key_mask[keep]
+        cache.reorder(rows)
+
+    return [best_tokens[b, : best_length[b]].tolist() for b in range(B)]
+
+
+def generate(model: GPT, contexts: list[list[int]], config: BeamConfig, batch_size: int = 16,
+             progress: tqdm | None = None) -> list[list[int]]:
+    """`beam_search` over all contexts in batches of `batch_size`; results in input order.
+
+    Batches are formed longest context first, so similar lengths share a batch (less padding)
+    and an out-of-memory error shows at the first batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
+    results: list[list[int]] = [[] for _ in contexts]
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        for index, predict in zip(chunk, beam_search(model, [contexts[i] for i in chunk], config), strict=True):
+            results[index] = predict
+        if progress is not None:
+            progress.update(len(chunk))
+    return results
+
+
+def distinct_contexts(contexts: list[list[int]]) -> list[int]:
+    """Index of the first line of every distinct context, in order of first occurrence."""
+    first: dict[tuple[int, ...], int] = {}
+    for index, context in enumerate(contexts):
+        first.setdefault(tuple(context), index)
+    return list(first.values())
+
+
+def truncate_context(context: list[int], max_len: int) -> list[int]:
+    """The last `max_len` tokens, as the paper's data loader keeps them."""
+    return context[-max_len:] if len(context) > max_len else context
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_model(init_checkpoint: str | None, model_card: str | None, lora_checkpoint: str | None,
+               seed: int = 0) -> GPT:
+    """Base weights (or random ones from a card, for demos), with the adapter merged in."""
+    if init_checkpoint is None:
+        if model_card is None:
+            raise InputError("give --init_checkpoint (and optionally --model_card), or --model_card "
+                             "alone for a model with random weights")
+        torch.manual_seed(seed)
+        model = GPT(card_config(model_card))
+    else:
+        try:
+            model = from_pretrained(init_checkpoint, card=model_card)
+        except (FileNotFoundError, ValueError) as error:  # CheckpointError is a ValueError
+            raise InputError(str(error)) from None
+    if lora_checkpoint is not None:
+        from nlg.lora import load_adapter, merge
+
+        try:
+            load_adapter(model, lora_checkpoint)
+        except ValueError as error:  # AdapterError
+            raise InputError(str(error)) from None
+        merge(model)  # zero extra cost per token while decoding
+    return model.eval()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="nlg beam", description=__doc__.split("\n\n")[0])
+    arg = parser.add_argument
+    arg("--data", required=True, help="encoded jsonl from `nlg data` (e.g. data/e2e/test.jsonl)")
+    arg(*spellings("init_checkpoint"), dest="init_checkpoint", default=None,
+        help="base GPT-2: Hugging Face directory or bare .bin/.safetensors file")
+    arg(*spellings("model_card"), dest="model_card", choices=list(CARDS), default=None,
+        help="model shape; required without --init_checkpoint (then the weights are random)")
+    arg(*spellings("lora_checkpoint"), dest="lora_checkpoint", default=None,
+        help="LoRA adapter directory (adapter_config.json + adapter_model.safetensors), merged before decoding")
+    arg("--beam", type=int, default=10, help="beam size (default 10)")
+    arg(*spellings("length_penalty"), dest="length_penalty", type=float, default=0.8,
+        help="final score = log-prob sum / length ** this (default 0.8)")
+    arg(*spellings("no_repeat_ngram_size"), dest="no_repeat_ngram_size", type=int, default=4,
+        help="ban repeating any n-gram of the generated tokens; 0 disables (default 4)")
+    arg(*spellings("repetition_penalty"), dest="repetition_penalty", type=float, default=1.0,
+        help="CTRL repetition penalty on generated tokens; 1.0 disables (default 1.0)")
+    arg(*spellings("eos_token_id"), dest="eos_token_id", type=int, action="append", default=None,
+        help=f"an extra id that ends a sequence (repeatable); {EOS_ID} always does (default: 628)")
+    arg(*spellings("eval_len"), dest="eval_len", type=int, default=64, help="tokens generated at most (default 64)")
+    arg(*spellings("min_length"), dest="min_length", type=int, default=0,
+        help="block eos until this many tokens were generated (default 0)")
+    arg(*spellings("seq_len"), dest="seq_len", type=int, default=512,
+        help="context + eval_len budget: longer contexts keep their last seq_len - eval_len tokens, "
+             "as in the paper (default 512)")
+    arg(*spellings("batch_size"), dest="batch_size", type=int, default=16,
+        help="contexts per batch (each with `beam` hypotheses) (default 16)")
+    arg(*spellings("output_file"), dest="output_file", default="beam_prediction.jsonl",
+        help="where the predictions go (default beam_prediction.jsonl)")
+    arg(*spellings("work_dir"), dest="work_dir", default=None,
+        help="if given, --output_file is taken relative to it (the paper's layout)")
+    arg("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    arg("--dtype", choices=list(DTYPES), default="float32", help="weights and cache dtype (default float32)")
+    arg("--seed", type=int, default=0, help="seed for random weights (no --init_checkpoint)")
+    arg(*spellings("no_early_stop"), dest="early_stop", action="store_false",
+        help="run every context for eval_len steps (same results, slower; for checking)")
+    arg(*spellings("no_progress"), dest="progress", action="store_false", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank); initialises torch.distributed under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size(), local_rank
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    eos_ids = tuple(dict.fromkeys([EOS_ID, *(args.eos_token_id or [628])]))
+    try:
+        config = BeamConfig(beam=args.beam, eval_len=args.eval_len, length_penalty=args.length_penalty,
+                            no_repeat_ngram_size=args.no_repeat_ngram_size,
+                            repetition_penalty=args.repetition_penalty, min_length=args.min_length,
+                            eos_ids=eos_ids, early_stop=args.early_stop)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    if args.batch_size < 1:
+        raise InputError(f"--batch_size must be >= 1, got {args.batch_size}")
+    output = Path(args.work_dir) / args.output_file if args.work_dir else Path(args.output_file)
+
+    from nlg.data import load_encoded
+
+    pairs = load_encoded(args.data)
+    rank, world, local_rank = _distributed()
+    model = load_model(args.init_checkpoint, args.model_card, args.lora_checkpoint, args.seed)
+    if args.init_checkpoint is None and rank == 0:
+        print(f"no --init_checkpoint: {args.model_card} with random weights (seed {args.seed}); "
+              "for tests and demos only", file=sys.stderr)
+    V, n_positions = model.config.vocab_size, model.config.n_positions
+    if max(eos_ids) >= V:
+        raise InputError(f"eos ids {list(eos_ids)} outside the model's vocabulary of {V}")
+    for pair in pairs:
+        if max(pair.context) >= V:
+            raise InputError(f"{args.data}:{pair.line}: token id {max(pair.context)} outside the model's "
+                             f"vocabulary of {V}")
+    max_context = min(args.seq_len, n_positions) - config.eval_len
+    if max_context < 1:
+        raise InputError(f"eval_len {config.eval_len} leaves no room for a context in "
+                         f"min(seq_len, n_positions) = {min(args.seq_len, n_positions)} positions")
+
+    device = torch.device(args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
+    model = model.to(device=device, dtype=DTYPES[args.dtype])
+
+    contexts = [pair.context for pair in pairs]
+    firsts = distinct_contexts(contexts)
+    mine = firsts[rank::world]  # strided, so every rank gets short and long contexts alike
+    if rank == 0:
+        print(f"{len(pairs)} lines, {len(firsts)} distinct contexts; beam {config.beam}, "
+              f"eval_len {config.eval_len}, batch {args.batch_size}, eos {list(eos_ids)}, "
+              f"{world} process(es) on {device}", file=sys.stderr)
+    start = time.perf_counter()
+    with tqdm(total=len(mine), unit="ctx", desc="beam", file=sys.stderr,
+              disable=rank != 0 or not args.progress) as bar:
+        predicts = generate(model, [truncate_context(contexts[i], max_context) for i in mine], config,
+                            args.batch_size, bar)
+    results = dict(zip(mine, predicts, strict=True))
+    if world > 1:
+        import torch.distributed as dist
+
+        gathered: list[dict[int, list[int]]] | None = [{} for _ in range(world)] if rank == 0 else None
+        dist.gather_object(results, gathered, dst=0)
+        if rank == 0:
+            for part in gathered:
+                results.update(part)
+        dist.destroy_process_group()
+    if rank != 0:
+        return 0
+    seconds = time.perf_counter() - start
+    write_jsonl(output, [{"id": i, "context": contexts[i], "predict": results[i]} for i in firsts])
+    print(f"decoded {len(firsts)} contexts in {seconds:.1f}s ({len(firsts) / seconds:.2f} contexts/s); "
+          f"wrote {output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

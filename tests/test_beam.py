@@ -1,0 +1,305 @@
+"""Beam search: equal to a plain reference implementation of the paper's algorithm, batch-size
+independent, and the `nlg beam` command's file (one line per distinct context)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nlg.beam import (
+    BeamConfig,
+    apply_repetition_penalty_,
+    ban_repeated_ngrams_,
+    beam_search,
+    distinct_contexts,
+    generate,
+    load_model,
+    main,
+)
+from nlg.model import GPT, GPTConfig
+
+V = 64  # small vocabulary: the reference below loops over it
+EOS = 7
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy shared CPU they lose a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(eos_pull: float = 7.0, seed: int = 0) -> GPT:
+    """A 2-layer float64 GPT with peaked next-token distributions that likes to emit EOS.
+
+    float64 and large logits make near-ties (where cache vs. recompute rounding could flip a
+    choice) practically impossible. `eos_pull` adds that much to EOS's logit at every
+    position, through ln_f's bias along EOS's (tied) embedding.
+    """
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=V, n_positions=128))
+    model = model.double().eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.mul_(3)
+        model.transformer.ln_f.weight.fill_(20.0)
+        w = model.transformer.wte.weight[EOS]
+        model.transformer.ln_f.bias.copy_(eos_pull * w / w.norm() ** 2)
+    return model
+
+
+def random_contexts(count: int, seed: int = 1, low: int = 3, high: int = 12) -> list[list[int]]:
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(low, high, (count,), generator=gen).tolist()
+    return [torch.randint(0, V, (n,), generator=gen).tolist() for n in lengths]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference: the paper's algorithm, one context, plain Python, no cache, no early stop
+# ---------------------------------------------------------------------------------------------
+
+
+def reference_beam(model: GPT, context: list[int], cfg: BeamConfig) -> list[int]:
+    eos = set(cfg.eos_ids)
+    hyps = [([], 0.0)] + [([], -math.inf)] * (cfg.beam - 1)
+    best, best_tokens = None, None
+
+    def offer(tokens: list[int], score: float) -> None:
+        nonlocal best, best_tokens
+        final = score / len(tokens) ** cfg.length_penalty
+        if best is None or final > best:
+            best, best_tokens = final, tokens
+
+    for step in range(cfg.eval_len):
+        candidates = []
+        for h, (tokens, score) in enumerate(hyps):
+            if score == -math.inf:  # dead slot: every child is -inf too
+                candidates += [(-math.inf, h, v) for v in range(V)]
+                continue
+            with torch.no_grad():
+                logits = model(torch.tensor([context + tokens]))[0, -1].tolist()
+            p = cfg.repetition_penalty
+            for v in set(tokens):
+                logits[v] = logits[v] * p if logits[v] < 0 else logits[v] / p
+            if step < cfg.min_length:
+                for e in eos:
+                    logits[e] = -math.inf
+            n = cfg.no_repeat_ngram_size
+            if n > 0:
+                prefix = tuple(tokens[len(tokens) - n + 1:]) if n > 1 else ()
+                for j in range(len(tokens) - n + 1):
+                    if tuple(tokens[j:j + n - 1]) == prefix:
+                        logits[tokens[j + n - 1]] = -math.inf
+            top = max(logits)
+            log_z = top + math.log(sum(math.exp(x - top) for x in logits))
+            candidates += [(score + logits[v] - log_z, h, v) for v in range(V)]
+        candidates.sort(key=lambda c: -c[0])
+        new = []
+        for score, h, v in candidates[:cfg.beam]:
+            tokens = hyps[h][0] + [v]
+            if v in eos and score > -math.inf:
+                offer(tokens, score)
+                score = -math.inf
+            new.append((tokens, score))
+        hyps = new
+    for tokens, score in hyps:
+        if score > -math.inf:
+            offer(tokens, score)
+    return best_tokens
+
+
+SETTINGS = {
+    "paper": BeamConfig(beam=4, eval_len=16, length_penalty=0.8, no_repeat_ngram_size=3, eos_ids=(EOS,)),
+    "bigram_reppen_minlen": BeamConfig(beam=4, eval_len=14, length_penalty=1.0, no_repeat_ngram_size=2,
+                                       repetition_penalty=1.3, min_length=3, eos_ids=(EOS,)),
+    "two_eos_reppen_below_1": BeamConfig(beam=5, eval_len=12, length_penalty=0.0, no_repeat_ngram_size=0,
+                                         repetition_penalty=0.7, eos_ids=(EOS, 28)),
+    "unigram_ban_negative_lp": BeamConfig(beam=3, eval_len=12, length_penalty=-0.5, no_repeat_ngram_size=1,
+                                          min_length=5, eos_ids=(EOS,)),
+    "greedy_long_lp": BeamConfig(beam=1, eval_len=12, length_penalty=2.0, no_repeat_ngram_size=4,
+                                 repetition_penalty=1.5, eos_ids=(EOS,)),
+}
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_beam_search_equals_reference(name: str) -> None:
+    cfg = SETTINGS[name]
+    model = tiny_model()
+    contexts = random_contexts(10)
+    expected = [reference_beam(model, c, cfg) for c in contexts]
+    got = beam_search(model, contexts, cfg)  # one batch, left-padded, cached, early stop
+    assert got == expected
+    # The settings really exercise eos: some results end in one, at different lengths.
+    ended = [len(p) for p in expected if p[-1] in cfg.eos_ids]
+    assert ended and len(set(ended)) > 1 or cfg.beam == 1
+    assert beam_search(model, contexts, BeamConfig(**{**cfg.__dict__, "early_stop": False})) == expected
+
+
+def test_batch_size_does_not_change_results() -> None:
+    model = tiny_model(eos_pull=6.0)
+    contexts = random_contexts(16, seed=5, low=2, high=20)
+    cfg = SETTINGS["paper"]
+    one = generate(model, contexts, cfg, batch_size=1)
+    eight = generate(model, contexts, cfg, batch_size=8)
+    assert one == eight
+    assert one == [reference_beam(model, c, cfg) for c in contexts[:4]] + one[4:]
+
+
+def test_generated_sequences_respect_bans_and_min_length() -> None:
+    model = tiny_model(eos_pull=9.0)
+    for n in (1, 2, 3):
+        cfg = BeamConfig(beam=4, eval_len=16, no_repeat_ngram_size=n, min_length=4, eos_ids=(EOS,))
+        for predict in beam_search(model, random_contexts(6, seed=n), cfg):
+            ngrams = [tuple(predict[i:i + n]) for i in range(len(predict) - n + 1)]
+            assert len(ngrams) == len(set(ngrams))
+            assert EOS not in predict[:4]  # eos blocked while fewer than 4 tokens exist
+
+
+def test_repetition_penalty_matches_loop() -> None:
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 20, generator=gen, dtype=torch.float64)
+    history = torch.randint(0, 20, (6, 9), generator=gen)
+    expected = logits.clone()
+    for row in range(6):
+        for v in set(history[row].tolist()):
+            x = expected[row, v]
+            expected[row, v] = x * 1.7 if x < 0 else x / 1.7
+    assert torch.equal(apply_repetition_penalty_(logits.clone(), history, 1.7), expected)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 12])
+def test_ngram_ban_matches_loop(n: int) -> None:
+    gen = torch.Generator().manual_seed(n)
+    logits = torch.randn(8, 5, generator=gen)
+    history = torch.randint(0, 5, (8, 10), generator=gen)  # 5 tokens: repeats are common
+    expected = logits.clone()
+    for row in range(8):
+        tokens = history[row].tolist()
+        seen: dict[tuple, list[int]] = {}
+        for j in range(len(tokens) - n + 1):
+            seen.setdefault(tuple(tokens[j:j + n - 1]), []).append(tokens[j + n - 1])
+        if len(tokens) >= n:
+            for v in seen.get(tuple(tokens[len(tokens) - n + 1:]) if n > 1 else (), []):
+                expected[row, v] = -math.inf
+    got = ban_repeated_ngrams_(logits.clone(), history, n)
+    assert torch.equal(got, expected)
+    assert (got == -math.inf).any() or n == 12
+
+
+def test_distinct_contexts_first_occurrence() -> None:
+    assert distinct_contexts([[1, 2], [3], [1, 2], [3], [4], [1, 2]]) == [0, 1, 4]
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def published_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our nn.Linear (out, in) projections as published GPT-2 files store them: Conv1D (in, out)."""
+    conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    return {k: v.t().contiguous() if k.endswith(conv1d) else v for k, v in state.items()}
+
+
+def write_encoded(path: Path, contexts: list[list[int]]) -> None:
+    with open(path, "w") as handle:
+        for context in contexts:
+            handle.write(json.dumps({"context": context + [50256], "completion": [11, 50256]}) + "\n")
+
+
+def cli_contexts() -> list[list[int]]:
+    gen = torch.Generator().manual_seed(3)
+    distinct = [torch.randint(0, 50000, (n,), generator=gen).tolist() for n in (5, 9, 3, 7)]
+    return [distinct[i] for i in (0, 0, 1, 0, 2, 1, 3, 3)]
+
+
+def read_output(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+CLI_SETTINGS = ["--beam", "3", "--eval_len", "6", "--no_progress"]
+
+
+def test_cli_one_line_per_distinct_context(tmp_path: Path) -> None:
+    data = tmp_path / "test.jsonl"
+    write_encoded(data, cli_contexts())
+    out = tmp_path / "out"
+    assert main(["--data", str(data), "--model-card", "gpt2.tiny", "--batch-size", "2",
+                 "--work-dir", str(out), "--output-file", "predict.jsonl", *CLI_SETTINGS]) == 0
+    records = read_output(out / "predict.jsonl")
+    assert [r["id"] for r in records] == [0, 2, 4, 6]
+    contexts = [c + [50256] for c in cli_contexts()]
+    assert [r["context"] for r in records] == [contexts[i] for i in (0, 2, 4, 6)]
+    model = load_model(None, "gpt2.tiny", None, seed=0)
+    cfg = BeamConfig(beam=3, eval_len=6, eos_ids=(50256, 628))
+    assert [r["predict"] for r in records] == generate(model, [contexts[i] for i in (0, 2, 4, 6)], cfg)
+
+
+def test_cli_merges_adapter(tmp_path: Path) -> None:
+    from nlg.lora import add_lora, lora_parameters, merge, save_adapter
+
+    torch.manual_seed(11)
+    base = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=128))
+    torch.save(published_layout(base.state_dict()), tmp_path / "base.bin")
+    add_lora(base, rank=2, alpha=8, targets=("q", "v"))
+    with torch.no_grad():
+        for param in lora_parameters(base).values():
+            param.normal_(0, 0.5)
+    save_adapter(base, tmp_path / "adapter")
+    merge(base)
+    data = tmp_path / "test.jsonl"
+    write_encoded(data, cli_contexts())
+    out = tmp_path / "predict.jsonl"
+    argv = ["--data", str(data), "--init_checkpoint", str(tmp_path / "base.bin"),
+            "--model_card", "gpt2.tiny", "--lora_checkpoint", str(tmp_path / "adapter"),
+            "--eos_token_id", "628", "--eos_token_id", "50256", "--output_file", str(out), *CLI_SETTINGS]
+    assert main(argv) == 0
+    contexts = [c + [50256] for c in cli_contexts()]
+    cfg = BeamConfig(beam=3, eval_len=6, eos_ids=(50256, 628))
+    expected = generate(base.eval(), [contexts[i] for i in (0, 2, 4, 6)], cfg)
+    assert [r["predict"] for r in read_output(out)] == expected
+    # Without the adapter the outputs differ, so the adapter really was applied.
+    plain = load_model(str(tmp_path / "base.bin"), "gpt2.tiny", None)
+    assert generate(plain, [contexts[i] for i in (0, 2, 4, 6)], cfg) != expected
+
+
+def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from nlg.cli import main as nlg
+
+    data = tmp_path / "test.jsonl"
+    write_encoded(data, cli_contexts())
+    assert nlg(["beam", "--data", str(data), "--output_file", str(tmp_path / "x.jsonl")]) == 2
+    assert "--model_card" in capsys.readouterr().err
+    assert nlg(["beam", "--data", str(data), "--model_card", "gpt2.tiny", "--eos_token_id", "60000",
+                "--output_file", str(tmp_path / "x.jsonl")]) == 2
+    assert "vocabulary" in capsys.readouterr().err
+    data.write_text('{"context": [1, 2], "completion": [3]}\nnot json\n')
+    assert nlg(["beam", "--data", str(data), "--model_card", "gpt2.tiny"]) == 2
+    assert f"{data}:2" in capsys.readouterr().err
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_torchrun_two_processes_match_one(tmp_path: Path) -> None:
+    data = tmp_path / "test.jsonl"
+    write_encoded(data, cli_contexts())
+    single = tmp_path / "single.jsonl"
+    assert main(["--data", str(data), "--model_card", "gpt2.tiny", "--output_file", str(single),
+                 *CLI_SETTINGS]) == 0
+    double = tmp_path / "double.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+         "-m", "nlg.beam", "--data", str(data), "--model_card", "gpt2.tiny", "--output_file", str(double),
+         *CLI_SETTINGS],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert double.read_text() == single.read_text()
