@@ -144,6 +144,25 @@ def test_beam_search_equals_reference(name: str) -> None:
     assert beam_search(model, contexts, BeamConfig(**{**cfg.__dict__, "early_stop": False})) == expected
 
 
+@pytest.mark.parametrize("eos_pull", [7.0, 11.0])
+def test_early_stop_changes_work_not_results(eos_pull: float) -> None:
+    """Stopping a context early is exact for any length penalty (the bound's sign matters)."""
+    model = tiny_model(eos_pull=eos_pull)
+    rows = []
+    model.register_forward_hook(lambda module, args, output: rows.append(output.shape[0]))
+    contexts = random_contexts(10, seed=2)
+    for lp in (-1.0, 0.0, 0.8, 1.5, 3.0):
+        cfg = BeamConfig(beam=4, eval_len=16, length_penalty=lp, no_repeat_ngram_size=3, eos_ids=(EOS,))
+        rows.clear()
+        early = beam_search(model, contexts, cfg)
+        early_rows = sum(rows)
+        rows.clear()
+        full = beam_search(model, contexts, BeamConfig(**{**cfg.__dict__, "early_stop": False}))
+        assert early == full, f"length_penalty {lp}"
+        if lp <= 0.8:
+            assert early_rows < sum(rows)  # finished contexts really left the batch
+
+
 def test_batch_size_does_not_change_results() -> None:
     model = tiny_model(eos_pull=6.0)
     contexts = random_contexts(16, seed=5, low=2, high=20)
