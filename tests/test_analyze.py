@@ -25,6 +25,7 @@ from nlg.analyze import (
     stable_rank,
     subspace_similarity,
     subspace_similarity_grid,
+    top_singular_values,
 )
 from nlg.cli import run_main
 from nlg.lora import (
@@ -90,6 +91,8 @@ def test_spectrum_of_a_matrix_built_from_chosen_singular_values():
     p = sigma / sigma.sum()
     assert effective_rank(s) == pytest.approx(math.exp(-np.sum(p * np.log(p))))
     assert numerical_rank(s, dense.shape) == 4
+    for matrix in (dense, dense.T, np.random.default_rng(2).standard_normal((30, 50))):
+        assert np.allclose(top_singular_values(matrix, 3), singular_values(matrix)[:3], rtol=1e-10)
 
 
 def test_ranks_at_their_extremes():
@@ -124,6 +127,17 @@ def test_power_law_finds_where_the_tail_starts():
     assert abs(fit.alpha - 2.5) < 0.15
     naive = 1 + 3500 / np.sum(np.log(np.concatenate([body, tail]) / 0.05))  # xmin = min(x)
     assert abs(naive - 2.5) > 0.5  # so choosing xmin matters
+
+
+def test_power_law_by_hand():
+    # xmin = 1: alpha = 1 + 3 / (ln 2 + ln 4) = 1 + 1/ln 2, so P(2) = 1 - 1/e and P(4) = 1 - 1/e²,
+    # against 1/3 and 2/3 of the points below: D = 1 - 1/e - 1/3 = 0.299. xmin = 2 does worse
+    # (alpha = 1 + 2/ln 2, D = P(4) - 1/2 = 0.364); 4 alone is no tail.
+    fit = fit_power_law(np.array([4.0, 1.0, 2.0, -3.0, 0.0]))
+    assert fit.xmin == 1.0 and fit.n_tail == 3
+    assert fit.alpha == pytest.approx(1 + 1 / math.log(2))
+    assert fit.ks_distance == pytest.approx(1 - math.exp(-1) - 1 / 3)
+    assert fit.sigma == pytest.approx((fit.alpha - 1) / math.sqrt(3))
 
 
 def test_power_law_needs_values():
