@@ -1,0 +1,356 @@
+"""nlg.train: the objective, batching, DDP equivalence, exact resume, faults and the CLI.
+
+Every run trains a 2-layer, 32-wide GPT on real E2E pairs (a slice of the shared valid split,
+BPE-encoded, then token ids renumbered densely so the vocabulary is ~1k instead of 50257:
+the same sequences, a much cheaper softmax).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import nlg.train as train_module
+from nlg.batching import Example, batches_per_epoch, collate, epoch_batches, make_examples
+from nlg.cli import main as nlg_main
+from nlg.cli import run_main
+from nlg.data import Pair, encode_pairs, parse_pairs
+from nlg.files import read_lines
+from nlg.lora import read_adapter
+from nlg.model import GPT, GPTConfig
+from nlg.tokenizer import load_tokenizer
+from nlg.train import TrainConfig, completion_loss, lr_factor, main, parse_args
+
+N_TRAIN, N_VALID = 240, 48
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures: real pairs with a dense vocabulary, and a tiny random base checkpoint
+# ---------------------------------------------------------------------------------------------
+
+
+def write_pairs(path: Path, pairs: list[tuple[list[int], list[int]]]) -> Path:
+    path.write_text("".join(json.dumps({"context": c, "completion": r}) + "\n" for c, r in pairs))
+    return path
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory, e2e_raw_dir, vocab_dir) -> dict:
+    """train.jsonl / valid.jsonl / small.jsonl from the first 288 valid pairs, ids renumbered."""
+    lines = read_lines(e2e_raw_dir / "valid.txt")[: N_TRAIN + N_VALID]
+    pairs = encode_pairs(parse_pairs(lines, "valid.txt"), load_tokenizer(vocab_dir))
+    used = sorted({t for p in pairs for t in p.context + p.completion})
+    dense = {token: i for i, token in enumerate(used)}
+    renumbered = [([dense[t] for t in p.context], [dense[t] for t in p.completion]) for p in pairs]
+    root = tmp_path_factory.mktemp("e2e")
+    return {
+        "train": write_pairs(root / "train.jsonl", renumbered[:N_TRAIN]),
+        "valid": write_pairs(root / "valid.jsonl", renumbered[N_TRAIN:]),
+        "small": write_pairs(root / "small.jsonl", renumbered[:36]),
+        "vocab": len(used),
+        "eos": dense[50256],
+    }
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory, e2e) -> Path:
+    """A Hugging Face-style directory (config.json + model.safetensors) of a tiny random GPT-2."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=e2e["vocab"], n_positions=128)
+    model = GPT(config)
+    with torch.no_grad():  # GPT-2's 0.02 init leaves logits too flat to fit anything; widen them
+        model.transformer.wte.weight.mul_(25)
+    conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    state = {k: (v.t() if k.endswith(conv1d) else v).contiguous()
+             for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    directory = tmp_path_factory.mktemp("base")
+    save_file(state, str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(json.dumps(
+        {"n_layer": 2, "n_head": 2, "n_embd": 32, "vocab_size": e2e["vocab"], "n_positions": 128}))
+    return directory
+
+
+def args(e2e, base_dir, work_dir, *extra, train="train", valid=True) -> list[str]:
+    """A small, fast run: no warmup, no dropout, short seq_len cap, logs every step."""
+    out = ["--train_data", str(e2e[train]), "--init_checkpoint", str(base_dir),
+           "--work_dir", str(work_dir), "--train_batch_size", "8", "--seq_len", "96",
+           "--warmup_step", "0", "--lr", "2e-3", "--lora_dropout", "0", "--log_interval", "1",
+           "--eval_interval", "1000", "--save_interval", "1000", "--device", "cpu"]
+    if valid:
+        out += ["--valid_data", str(e2e["valid"])]
+    return out + [str(x) for x in extra]
+
+
+def adapter(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return read_adapter(checkpoint)[1]
+
+
+def metrics(work_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (work_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_timing(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in records]
+
+
+def assert_same_log(a: list[dict], b: list[dict], rel: float) -> None:
+    a, b = without_timing(a), without_timing(b)
+    assert [sorted(r) for r in a] == [sorted(r) for r in b]
+    for x, y in zip(a, b, strict=True):
+        assert x == pytest.approx(y, rel=rel), (x, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# Objective and batching
+# ---------------------------------------------------------------------------------------------
+
+
+def test_masked_label_smoothed_loss_matches_hand_computation():
+    # context [5, 6, EOS] and completion [7, 8, EOS]: inputs 5 6 EOS 7 8, loss on predicting
+    # 7 (from the context's EOS), 8 and the final EOS; second pair is shorter (padding).
+    eos, eps, V = 9, 0.1, 10
+    examples = [Example((5, 6, eos, 7, 8, eos), 3), Example((1, eos, 2, eos), 2)]
+    batch = collate(examples)
+    assert batch.input_ids.tolist() == [[5, 6, eos, 7, 8], [1, eos, 2, 0, 0]]
+    assert batch.n_tokens == 5 + 3 and batch.n_loss == 3 + 2
+    logits = torch.randn(2, 5, V, generator=torch.Generator().manual_seed(0))
+    expected = []
+    for b, t, target in [(0, 2, 7), (0, 3, 8), (0, 4, eos), (1, 1, 2), (1, 2, eos)]:
+        logp = [logits[b, t, v].item() - math.log(sum(math.exp(x) for x in logits[b, t].tolist()))
+                for v in range(V)]
+        expected.append((1 - eps) * -logp[target] + eps * sum(-x for x in logp) / V)
+    got = completion_loss(logits, batch, label_smooth=eps) / batch.n_loss
+    assert got.item() == pytest.approx(sum(expected) / len(expected), rel=1e-6)
+    # Without smoothing it is the plain masked cross-entropy.
+    targets = torch.full((2, 5), -100)
+    targets[0, 2:5] = torch.tensor([7, 8, eos])
+    targets[1, 1:3] = torch.tensor([2, eos])
+    plain = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=-100)
+    assert (completion_loss(logits, batch) / batch.n_loss).item() == pytest.approx(plain.item(), rel=1e-6)
+    # The joint objective predicts every next token, context included.
+    assert collate(examples, obj="jlm").n_loss == 5 + 3
+
+
+def test_seq_len_truncates_and_counts():
+    pairs = [Pair([1, 2, 3, 9], [4, 5, 9], 1), Pair([1, 9], [4, 9], 2), Pair([1, 2, 3, 4, 5, 9], [6, 9], 3)]
+    examples, cut = make_examples(pairs, seq_len=5)
+    assert cut == 2
+    assert [e.tokens for e in examples] == [(1, 2, 3, 9, 4), (1, 9, 4, 9), (1, 2, 3, 4, 5)]
+    batch = collate(examples)
+    assert batch.input_ids.shape == (3, 4)  # padded to the longest pair, not to seq_len
+    assert batch.n_loss == 1 + 2 + 0  # the third pair lost its whole completion
+    assert collate(examples, pad_to=16).input_ids.shape == (3, 16)  # the paper's fixed padding
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_batch_plan_is_deterministic_and_splits_across_ranks(grouped):
+    lengths = [(i * 37) % 50 + 5 for i in range(101)]
+    plan = dict(epoch=3, seed=7, group_by_length=grouped)
+    one = epoch_batches(lengths, 8, **plan)
+    assert one == epoch_batches(lengths, 8, **plan)
+    assert one != epoch_batches(lengths, 8, **{**plan, "epoch": 4})
+    assert sorted(i for b in one for i in b) == list(range(101))
+    assert len(one) == batches_per_epoch(101, 8, 1)
+    # Two ranks with batch 4 see, step by step, the pairs one process sees with batch 8.
+    even = lengths[:100]
+    single = epoch_batches(even, 8, **plan)
+    ranks = [epoch_batches(even, 4, world_size=2, rank=r, **plan) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == len(single) == batches_per_epoch(100, 4, 2)
+    for k, batch in enumerate(single):
+        assert sorted(batch) == sorted(ranks[0][k] + ranks[1][k])
+    if grouped:  # similar lengths together: far less padding than random batches
+        def padding(batches):
+            return sum(max(even[i] for i in b) * len(b) - sum(even[i] for i in b) for b in batches)
+        assert padding(single) < 0.3 * padding(epoch_batches(even, 8, epoch=3, seed=7))
+
+
+def test_schedules():
+    assert [lr_factor(s, "linear", 4, 12) for s in (0, 2, 4, 8, 12, 20)] == [0, 0.5, 1, 0.5, 0, 0]
+    assert [lr_factor(s, "constant", 2, 10) for s in (1, 2, 9)] == [0.5, 1, 1]
+    assert lr_factor(5, "cosine", 0, 10) == pytest.approx(0.5)
+    assert lr_factor(10, "cosine", 0, 10) == pytest.approx(0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training runs
+# ---------------------------------------------------------------------------------------------
+
+
+def test_loss_falls_on_real_pairs(e2e, base_dir, tmp_path, capsys):
+    work = tmp_path / "run"
+    code = nlg_main(["train", *args(e2e, base_dir, work, "--max_epoch", 2, "--lr", "1e-2",
+                                    "--lora_targets", "q,k,v,o,fc,proj", "--lora_dim", 8,
+                                    "--label_smooth", 0.1, "--group_by_length")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "trainable" in out and f"final checkpoint: {work / 'checkpoint-60'}" in out
+    records = metrics(work)
+    train = [r["loss"] for r in records if "loss" in r]
+    valid = [r for r in records if "valid_loss" in r]
+    assert len(train) == 60 and [r["step"] for r in valid] == [30, 60]  # each epoch's end
+    assert sum(train[-10:]) / 10 < sum(train[:10]) / 10 - 0.3
+    first_valid = valid[0]["valid_loss"]
+    assert valid[-1]["valid_loss"] < first_valid
+    assert valid[-1]["valid_ppl"] == pytest.approx(math.exp(valid[-1]["valid_loss"]))
+    assert all({"step", "epoch", "lr", "tokens_per_s"} <= set(r) for r in records if "loss" in r)
+    config = json.loads((work / "train_config.json").read_text())
+    assert config["trainable_parameters"] == 2 * (3 * 2 * 8 * 32 + 8 * (32 + 32) + 8 * (32 + 128)
+                                                  + 8 * (128 + 32))
+
+
+def test_grad_accumulation_matches_larger_batch(e2e, base_dir, tmp_path):
+    assert main(args(e2e, base_dir, tmp_path / "big", "--max_step", 3, valid=False)) == 0
+    assert main(args(e2e, base_dir, tmp_path / "acc", "--max_step", 3, "--train_batch_size", 4,
+                     "--grad_acc", 2, valid=False)) == 0
+    big, acc = adapter(tmp_path / "big/checkpoint-3"), adapter(tmp_path / "acc/checkpoint-3")
+    for name in big:
+        torch.testing.assert_close(acc[name], big[name], atol=1e-6, rtol=0)
+    assert_same_log(metrics(tmp_path / "acc"), metrics(tmp_path / "big"), rel=1e-6)
+
+
+def test_two_process_ddp_matches_one_process_with_double_batch(e2e, base_dir, tmp_path):
+    assert main(args(e2e, base_dir, tmp_path / "one", "--max_step", 3, "--clip", 0.5)) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "nlg.train", *args(e2e, base_dir, tmp_path / "two", "--max_step", 3, "--clip", 0.5,
+                                  "--train_batch_size", 4)],
+        env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 process(es)" in result.stdout
+    one, two = adapter(tmp_path / "one/checkpoint-3"), adapter(tmp_path / "two/checkpoint-3")
+    assert one.keys() == two.keys()
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], atol=1e-5, rtol=0)
+    # The same loss log, validation included (evaluated in shards across both ranks).
+    assert_same_log(metrics(tmp_path / "two"), metrics(tmp_path / "one"), rel=1e-5)
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(e2e, base_dir, tmp_path, monkeypatch):
+    # 36 pairs / batch 8 = 5 steps per epoch: the run crosses an epoch boundary after resuming.
+    # Dropout on, so restoring the RNG state matters; log every 2 steps, saved every 3, so the
+    # checkpoint also has to carry a half-filled loss window.
+    settings = ["--max_step", 9, "--lora_dropout", 0.1, "--log_interval", 2, "--save_interval", 3,
+                "--eval_interval", 4, "--warmup_step", 2]
+    full = tmp_path / "full"
+    assert main(args(e2e, base_dir, full, *settings, train="small")) == 0
+
+    broken = tmp_path / "broken"
+    real_step, calls = train_module.train_step, []
+
+    def dies_at_step_5(*a, **k):
+        calls.append(1)
+        if len(calls) == 5:  # after checkpoint-3 and the step-4 records
+            raise KeyboardInterrupt("simulated kill")
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(train_module, "train_step", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        main(args(e2e, base_dir, broken, *settings, train="small"))
+    monkeypatch.setattr(train_module, "train_step", real_step)
+    assert [r["step"] for r in metrics(broken)][-1] == 4
+    assert sorted(p.name for p in broken.glob("checkpoint-*")) == ["checkpoint-3"]
+    state = torch.load(broken / "checkpoint-3/training_state.pt", weights_only=True)
+    assert state["step"] == 3 and state["batch_in_epoch"] == 3
+
+    assert main(args(e2e, base_dir, broken, *settings, "--resume", "latest", train="small")) == 0
+    expected, got = adapter(full / "checkpoint-9"), adapter(broken / "checkpoint-9")
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=0)
+    assert without_timing(metrics(broken)) == without_timing(metrics(full))
+
+    # Resuming under settings that change the data order is refused, by name.
+    assert run_main(main, args(e2e, base_dir, broken, *settings, "--resume", str(broken / "checkpoint-3"),
+                               "--train_batch_size", 4, train="small")) == 2
+
+
+def test_fresh_run_refuses_a_work_dir_with_checkpoints(e2e, base_dir, tmp_path, capsys):
+    work = tmp_path / "run"
+    assert main(args(e2e, base_dir, work, "--max_step", 1, train="small", valid=False)) == 0
+    assert run_main(main, args(e2e, base_dir, work, "--max_step", 1, train="small", valid=False)) == 2
+    assert "--resume latest" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content, where", [
+    ('{"context": [1, 2], "completion": [3]}\n{"context": [1], "completion": [2]}\nnot json\n', ":3:"),
+    ('{"context": [1, 2], "completion": [3]}\n{"context": [1, "a"], "completion": [2]}\n', ":2:"),
+    ('{"context": [1, 2], "completion": [3, 99999999]}\n', ":1:"),
+    ("", "no pairs"),
+])
+def test_bad_input_fails_before_training_with_file_and_line(e2e, base_dir, tmp_path, capsys, content, where):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(content)
+    work = tmp_path / "run"
+    argv = args(e2e, base_dir, work, "--max_step", 1)
+    argv[argv.index("--train_data") + 1] = str(bad)
+    assert run_main(main, argv) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}" in err and where in err
+    assert not work.exists()  # nothing was trained or written
+
+
+def test_missing_valid_file_is_named(e2e, base_dir, tmp_path, capsys):
+    argv = args(e2e, base_dir, tmp_path / "run", "--max_step", 1)
+    argv[argv.index("--valid_data") + 1] = str(tmp_path / "nope.jsonl")
+    assert run_main(main, argv) == 2
+    assert "nope.jsonl: no such file" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(e2e, base_dir, tmp_path, capsys):
+    # An absurd learning rate makes the first update ~1e30; the next forward overflows.
+    work = tmp_path / "run"
+    code = run_main(main, args(e2e, base_dir, work, "--max_step", 5, "--lr", "1e30",
+                               "--weight_decay", 0, "--save_interval", 1, train="small", valid=False))
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "non-finite" in err and "step 2" in err and str(work / "checkpoint-1") in err
+    assert sorted(p.name for p in work.glob("checkpoint-*")) == ["checkpoint-1"]
+    state = torch.load(work / "checkpoint-1/training_state.pt", weights_only=True)
+    assert state["step"] == 1
+    assert all(torch.isfinite(t).all() for t in adapter(work / "checkpoint-1").values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+PAPER_COMMAND = """--train_data ./data/e2e/train.jsonl --valid_data ./data/e2e/valid.jsonl
+    --train_batch_size 8 --grad_acc 1 --valid_batch_size 4 --seq_len 512 --model_card gpt2.md
+    --init_checkpoint ./pretrained_checkpoints/gpt2-medium-pytorch_model.bin --platform local
+    --clip 0.0 --lr 0.0002 --weight_decay 0.01 --correct_bias --adam_beta2 0.999
+    --scheduler linear --warmup_step 500 --max_epoch 5 --save_interval 1000 --lora_dim 4
+    --lora_alpha 32 --lora_dropout 0.1 --label_smooth 0.1 --work_dir ./trained_models/GPT2_M/e2e
+    --random_seed 110 --local_rank=0""".split()
+
+
+def test_cli_accepts_both_spellings_and_the_papers_command(capsys):
+    underscored = parse_args(PAPER_COMMAND)
+    dashed = parse_args([a.replace("_", "-") if a.startswith("--") else a for a in PAPER_COMMAND])
+    assert underscored == dashed
+    assert "--platform is ignored" in capsys.readouterr().err
+    assert underscored == TrainConfig(
+        train_data="./data/e2e/train.jsonl", valid_data="./data/e2e/valid.jsonl", model_card="gpt2.md",
+        init_checkpoint="./pretrained_checkpoints/gpt2-medium-pytorch_model.bin", max_epoch=5,
+        work_dir="./trained_models/GPT2_M/e2e", dist_timeout=underscored.dist_timeout)
+    assert parse_args(["--train-data", "x", "--adam-epislon", "1e-8", "--lora-targets", "q,k,v"]) == \
+        TrainConfig(train_data="x", adam_epsilon=1e-8, lora_targets=("q", "k", "v"),
+                    dist_timeout=underscored.dist_timeout)
+    with pytest.raises(SystemExit):
+        parse_args(["--train_data", "x", "--lora_targets", "q,zz"])
+    with pytest.raises(SystemExit):
+        parse_args(["--train_data", "x", "--scheduler", "cycle"])
