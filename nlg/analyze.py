@@ -729,6 +729,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _checkpoint_hint(directory: str) -> str:
+    """Pointed at `nlg train`'s work dir instead of one of its checkpoints? Say which to use."""
+    path = Path(directory)
+    if not path.is_dir() or (path / "adapter_config.json").exists():
+        return ""
+    steps = [(int(c.name.rsplit("-", 1)[1]), c) for c in path.glob("checkpoint-*")
+             if c.name.rsplit("-", 1)[1].isdigit() and (c / "adapter_config.json").is_file()]
+    return f"; the latest checkpoint there is {max(steps)[1]}" if steps else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.min_evals < 2:
@@ -739,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
         report = analyze(args.adapter, base=args.base, card=args.model_card, compare=args.compare,
                          min_evals=args.min_evals, subspace=args.subspace, seed=args.seed)
     except AdapterError as error:
-        raise InputError(str(error)) from None
+        raise InputError(str(error) + _checkpoint_hint(args.adapter)) from None
     print(format_table(report, top=max(args.top, 0)))
     if args.json:
         with atomic_write(args.json) as handle:

@@ -411,6 +411,10 @@ def test_through_the_nlg_command(tmp_path, capsys):
 def test_directory_without_an_adapter(tmp_path, capsys):
     code, _, err = run([tmp_path], capsys)
     assert code == 2 and str(tmp_path) in err and "not an adapter directory" in err
+    for step in (5, 40, 300):  # nlg train's work dir: point at its newest checkpoint
+        save_adapter(add_lora(GPT(small_config()), rank=2), tmp_path / f"checkpoint-{step}")
+    code, _, err = run([tmp_path], capsys)
+    assert code == 2 and f"the latest checkpoint there is {tmp_path / 'checkpoint-300'}" in err
 
 
 def test_adapter_that_does_not_fit_the_base(tmp_path, capsys):
