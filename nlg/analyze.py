@@ -10,7 +10,8 @@ for every adapted matrix ΔW = (alpha/r) · B A  (out x in, nn.Linear orientatio
     power law alpha  of the eigenvalues λ_i = σ_i² of ΔWᵀΔW, as WeightWatcher fits a layer's
                      spectrum: continuous maximum likelihood α = 1 + n / Σ_{λ_i >= xmin} ln(λ_i / xmin),
                      with xmin the eigenvalue minimising the Kolmogorov-Smirnov distance
-                     (Clauset, Shalizi & Newman, 2009). Needs >= `min_evals` nonzero eigenvalues,
+                     (Clauset, Shalizi & Newman, 2009; the same numbers as the `powerlaw`
+                     package WeightWatcher calls). Needs >= `min_evals` nonzero eigenvalues,
                      so low-rank adapters (r = 4: four eigenvalues) are not fitted.
 
 With `--base CHECKPOINT`, the LoRA paper's Section 7.3 question — does ΔW amplify directions
@@ -20,12 +21,13 @@ r x in matrix of right singular vectors as rows). Then
 
     projection      ‖Uᵀ W V‖_F        how much of W lies in ΔW's r-dimensional subspaces
     amplification   ‖ΔW‖_F / ‖Uᵀ W V‖_F
-    controls        ‖Uᵀ W V‖_F for random orthonormal U, V (seeded; its expectation is
+    controls        ‖Uᵀ W V‖_F for random orthonormal U, V (seeded; its root mean square is
                     r ‖W‖_F / sqrt(out · in)) and for W's own top r singular vectors (= the root
                     of the sum of W's top r squared singular values, the ceiling).
 
-The paper (GPT-3, layer 48, W_q, r = 4) reports 0.32 for ΔW's directions against 21.67 for W's
-own and 0.02 for random ones, and ‖ΔW‖_F = 6.91: an amplification factor of about 21.5.
+The paper (Table 7: GPT-3, layer 48, W_q, r = 4) reports 0.32 for ΔW's directions against
+21.67 for W's own and 0.02 for random ones, and ‖ΔW‖_F = 6.91: an amplification factor of
+6.91 / 0.32 ≈ 21.5. A factor near the random control's means ΔW ignores W's structure.
 
 W is the matching slice of the base checkpoint: published GPT-2 files store c_attn, c_proj,
 c_fc as Conv1D weights of shape (in, out), which are transposed to (out, in) here (as
