@@ -57,13 +57,19 @@ def write_e2e_files(test_txt: Path, out_dir: Path) -> tuple[Path, Path, int, int
         mr, ref = line.split("||", 1)
         groups.setdefault(mr.strip(), []).append(ref.strip())
     ref_path, pred_path = out_dir / "e2e_ref.txt", out_dir / "e2e_pred.txt"
-    ref_path.write_text("".join("\n".join(refs) + "\n\n" for refs in groups.values()), encoding="utf-8")
+    ref_path.write_text(
+        "".join("\n".join(refs) + "\n\n" for refs in groups.values()), encoding="utf-8"
+    )
     pred_path.write_text("".join(template_output(mr) + "\n" for mr in groups), encoding="utf-8")
     return ref_path, pred_path, len(groups), sum(map(len, groups.values()))
 
 
 def parse_report(text: str) -> dict[str, float]:
-    return {name: float(value) for name, value in re.findall(r"^(\w+): ([0-9.]+)$", text, re.M) if name in NAMES}
+    return {
+        name: float(value)
+        for name, value in re.findall(r"^(\w+): ([0-9.]+)$", text, re.M)
+        if name in NAMES
+    }
 
 
 def timed(command: list[str], cwd: Path | None = None) -> tuple[float, dict[str, float]]:
@@ -98,11 +104,19 @@ def stock_baseline(ref_path: str, pred_path: str, pymteval: bool) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--official", default=os.environ.get("E2E_METRICS_DIR"), help="an e2e-metrics checkout")
-    parser.add_argument("-p", "--pymteval", action="store_true", help="BLEU/NIST as the official -p, on both sides")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--official", default=os.environ.get("E2E_METRICS_DIR"), help="an e2e-metrics checkout"
+    )
+    parser.add_argument(
+        "-p", "--pymteval", action="store_true", help="BLEU/NIST as the official -p, on both sides"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per side; the fastest counts")
-    parser.add_argument("--stock-baseline", nargs=2, metavar=("REF", "PRED"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--stock-baseline", nargs=2, metavar=("REF", "PRED"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.stock_baseline:
         stock_baseline(*args.stock_baseline, args.pymteval)
@@ -118,12 +132,27 @@ def main() -> int:
         if args.official:
             base_name = f"official measure_scores.py ({args.official})"
             script = Path(args.official).resolve() / "measure_scores.py"
-            base_cmd, base_cwd = [sys.executable, str(script), str(ref), str(pred), *flag], script.parent
+            base_cmd, base_cwd = (
+                [sys.executable, str(script), str(ref), str(pred), *flag],
+                script.parent,
+            )
         else:
             base_name = "stock pycocoevalcap pipeline + our BLEU/NIST, sequential"
-            base_cmd, base_cwd = [sys.executable, str(Path(__file__).resolve()), *flag, "--stock-baseline", str(ref), str(pred)], None
-        print(f"E2E test set: {n_inst} instances, {n_refs} references; template predictions; "
-              f"BLEU/NIST {'pymteval (-p)' if args.pymteval else 'mteval-v13a'}; {os.cpu_count()} CPUs")
+            base_cmd, base_cwd = (
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    *flag,
+                    "--stock-baseline",
+                    str(ref),
+                    str(pred),
+                ],
+                None,
+            )
+        print(
+            f"E2E test set: {n_inst} instances, {n_refs} references; template predictions; "
+            f"BLEU/NIST {'pymteval (-p)' if args.pymteval else 'mteval-v13a'}; {os.cpu_count()} CPUs"
+        )
         ours_times, base_times = [], []
         for _ in range(args.repeat):  # alternate, so that machine load hits both sides alike
             seconds, ours = timed(ours_cmd, REPO)
@@ -132,9 +161,15 @@ def main() -> int:
             base_times.append(seconds)
     ours_s, base_s = min(ours_times), min(base_times)
     print(f"nlg score : {ours_s:6.2f} s   runs: {', '.join(f'{t:.2f}' for t in ours_times)}")
-    print(f"baseline  : {base_s:6.2f} s   runs: {', '.join(f'{t:.2f}' for t in base_times)}   [{base_name}]")
+    print(
+        f"baseline  : {base_s:6.2f} s   runs: {', '.join(f'{t:.2f}' for t in base_times)}   [{base_name}]"
+    )
     print(f"ratio nlg/baseline: {ours_s / base_s:.2f}  (speed-up x{base_s / ours_s:.2f})")
-    same = all(abs(ours[k] - base[k]) < 1e-9 for k in NAMES) if set(ours) == set(base) == set(NAMES) else False
+    same = (
+        all(abs(ours[k] - base[k]) < 1e-9 for k in NAMES)
+        if set(ours) == set(base) == set(NAMES)
+        else False
+    )
     print(f"scores {'agree' if same else 'DIFFER'}: nlg {json.dumps(ours)}")
     if not same:
         print(f"                baseline {json.dumps(base)}")

@@ -108,12 +108,18 @@ def read_predictions(path: str | Path) -> list[str]:
     return [line.strip() for line in read_lines(path)]
 
 
-def check_counts(references: Sequence, predictions: Sequence, ref_name: str = "REF", pred_name: str = "PRED") -> None:
+def check_counts(
+    references: Sequence, predictions: Sequence, ref_name: str = "REF", pred_name: str = "PRED"
+) -> None:
     """Refuse to score unless there is exactly one prediction per reference group."""
     if len(references) == len(predictions):
         return
     hint = ""
-    if predictions and len(predictions) > len(references) and not any(predictions[len(references):]):
+    if (
+        predictions
+        and len(predictions) > len(references)
+        and not any(predictions[len(references) :])
+    ):
         hint = f" ({pred_name} ends with {len(predictions) - len(references)} extra empty line(s))"
     raise InputError(
         f"{pred_name} has {len(predictions)} predictions but {ref_name} has {len(references)} "
@@ -126,13 +132,16 @@ def check_counts(references: Sequence, predictions: Sequence, ref_name: str = "R
 # ---------------------------------------------------------------------------------------------
 
 # Perl's \s on Unicode strings; Python's \s also matches \x1c-\x1f, which Perl leaves in words.
-_PERL_SPACES = re.compile("[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
+_PERL_SPACES = re.compile(
+    "[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+"
+)
 # mteval's s/([\{-\~\[-\` -\&\(-\+\:-\@\/])/ $1 /g: spaces around ASCII punctuation but ' - . ,
-_PUNCTUATION = str.maketrans({c: f" {c} " for c in "{|}~[\\]^_` !\"#$%&()*+:;<=>?@/"})
+_PUNCTUATION = str.maketrans({c: f" {c} " for c in '{|}~[\\]^_` !"#$%&()*+:;<=>?@/'})
 _PERIOD_COMMA_AFTER = re.compile(r"([^0-9])([\.,])")  # split . and , unless preceded by a digit
 _PERIOD_COMMA_BEFORE = re.compile(r"([\.,])([^0-9])")  # ... or followed by one
 _DIGIT_DASH = re.compile(r"([0-9])(-)")
-_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)  # Perl's tr/[A-Z]/[a-z]/
+# Perl's tr/[A-Z]/[a-z]/: only ASCII letters are lowercased
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _ENTITIES = (("&quot;", '"'), ("&amp;", "&"), ("&lt;", "<"), ("&gt;", ">"))
 NIST_N, BLEU_N = 5, 4
 
@@ -164,7 +173,9 @@ def mteval_tokenize(text: str, pymteval: bool = False) -> list[str]:
 
 def ngram_counts(tokens: Sequence[str], max_n: int = NIST_N) -> Counter:
     """Counts of all 1..max_n-grams (as tuples) of a token list."""
-    return Counter(tuple(tokens[i : i + n]) for n in range(1, max_n + 1) for i in range(len(tokens) - n + 1))
+    return Counter(
+        tuple(tokens[i : i + n]) for n in range(1, max_n + 1) for i in range(len(tokens) - n + 1)
+    )
 
 
 @dataclass
@@ -184,16 +195,22 @@ class SegmentStats:
         return max(count, 0) if clamp else count
 
 
-def _information(ref_counters: Sequence[Sequence[Counter]], total_words: int, pymteval: bool) -> Callable[[tuple], float]:
+def _information(
+    ref_counters: Sequence[Sequence[Counter]], total_words: int, pymteval: bool
+) -> Callable[[tuple], float]:
     """info(w1..wn) = log2(count(w1..wn-1) / count(w1..wn)), counts over every reference."""
-    counts = Counter(chain.from_iterable(c.elements() for counters in ref_counters for c in counters))
+    counts = Counter(
+        chain.from_iterable(c.elements() for counters in ref_counters for c in counters)
+    )
     cache: dict[tuple, float] = {}
 
     def info(ngram: tuple) -> float:
         if ngram not in cache:
             prefix = ngram[:-1]
             if pymteval:
-                cache[ngram] = math.log((counts[prefix] if prefix else total_words) / counts[ngram], 2)
+                cache[ngram] = math.log(
+                    (counts[prefix] if prefix else total_words) / counts[ngram], 2
+                )
             else:
                 # mteval tests the prefix string for truth, so the prefix "0" counts as no prefix.
                 denominator = counts[prefix] if prefix and prefix != ("0",) else total_words
@@ -203,7 +220,9 @@ def _information(ref_counters: Sequence[Sequence[Counter]], total_words: int, py
     return info
 
 
-def mteval_statistics(references: Sequence[Sequence[str]], predictions: Sequence[str], pymteval: bool = False) -> list[SegmentStats]:
+def mteval_statistics(
+    references: Sequence[Sequence[str]], predictions: Sequence[str], pymteval: bool = False
+) -> list[SegmentStats]:
     """Per-instance BLEU/NIST statistics, n-grams counted once per sentence."""
     ref_tokens = [[mteval_tokenize(ref, pymteval) for ref in refs] for refs in references]
     ref_counters = [[ngram_counts(tokens) for tokens in refs] for refs in ref_tokens]
@@ -269,7 +288,9 @@ def _nist_length_penalty(ratio: float) -> float:
     return math.exp(-beta * math.log(ratio) * math.log(ratio))
 
 
-def _nist(mean_refs: float, ref_words: int, info: Sequence[float], hyp_ngrams: Sequence[int]) -> float:
+def _nist(
+    mean_refs: float, ref_words: int, info: Sequence[float], hyp_ngrams: Sequence[int]
+) -> float:
     """mteval's NIST from summed statistics; average reference length = ref_words / mean_refs."""
     if ref_words == 0:
         return 0.0  # references that tokenise to nothing; mteval dies dividing by zero here
@@ -283,8 +304,12 @@ def _bleu_python(stats: Sequence[SegmentStats]) -> float:
     hyp_ngrams = [sum(s.hyp_ngrams(n + 1, clamp=False) for s in stats) for n in range(BLEU_N)]
     brevity = 1.0
     if hyp_ngrams[0] <= total.closest_ref_len:
-        brevity = math.exp(1.0 - total.closest_ref_len / (float(hyp_ngrams[0]) if hyp_ngrams[0] else 1e-5))
-    log_sum = sum(math.log(max(total.matches[n], 1e-15) / max(hyp_ngrams[n], 1e-9)) for n in range(BLEU_N))
+        brevity = math.exp(
+            1.0 - total.closest_ref_len / (float(hyp_ngrams[0]) if hyp_ngrams[0] else 1e-5)
+        )
+    log_sum = sum(
+        math.log(max(total.matches[n], 1e-15) / max(hyp_ngrams[n], 1e-9)) for n in range(BLEU_N)
+    )
     return brevity * math.exp((1.0 / BLEU_N) * log_sum)
 
 
@@ -295,14 +320,16 @@ def _nist_python(stats: Sequence[SegmentStats]) -> float:
     different numbers of references (as in E2E) and the output is short."""
     total = _total(stats)
     hyp_ngrams = [sum(s.hyp_ngrams(n + 1, clamp=False) for s in stats) for n in range(NIST_N)]
-    # pymteval divides by zero here; lxuechen's fork of it uses 1, so do we
+    # pymteval divides by zero where no output has n words; count 1 n-gram there instead
     score = sum(total.info[n] / (hyp_ngrams[n] or 1) for n in range(NIST_N))
     mean_ref_len = sum(s.ref_words / float(s.n_refs) for s in stats)
     ratio = hyp_ngrams[0] / float(mean_ref_len)
     return score * _nist_length_penalty(ratio)
 
 
-def bleu_nist(references: Sequence[Sequence[str]], predictions: Sequence[str], pymteval: bool = False) -> tuple[float, float]:
+def bleu_nist(
+    references: Sequence[Sequence[str]], predictions: Sequence[str], pymteval: bool = False
+) -> tuple[float, float]:
     """Corpus BLEU (0..1) and NIST, mteval-v13a (or pymteval with `pymteval=True`)."""
     stats = mteval_statistics(references, predictions, pymteval)
     return (_bleu_python(stats), _nist_python(stats)) if pymteval else corpus_bleu_nist(stats)
@@ -311,7 +338,9 @@ def bleu_nist(references: Sequence[Sequence[str]], predictions: Sequence[str], p
 def corpus_bleu_nist(stats: Sequence[SegmentStats]) -> tuple[float, float]:
     """mteval's corpus BLEU and NIST from per-instance statistics."""
     total = _total(stats)
-    hyp_ngrams = [total.hyp_len] + [sum(s.hyp_ngrams(n) for s in stats) for n in range(2, NIST_N + 1)]
+    hyp_ngrams = [total.hyp_len] + [
+        sum(s.hyp_ngrams(n) for s in stats) for n in range(2, NIST_N + 1)
+    ]
     return (
         _bleu(total.closest_ref_len, total.matches, hyp_ngrams),
         _nist(total.n_refs / len(stats), total.ref_words, total.info, hyp_ngrams),
@@ -336,6 +365,9 @@ def segment_bleu_nist(stats: SegmentStats) -> tuple[float, float]:
 _LINE_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 # Only make the JVM start faster; they do not change what it computes.
 _QUICK_JVM = ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto"]
+# The commands pycocoevalcap runs (Meteor from its meteor/ directory, where it finds data/).
+PTB_ARGS = ["edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase"]
+METEOR_ARGS = ["-Xmx2G", "-jar", "meteor-1.5.jar", "-", "-", "-stdio", "-l", "en", "-norm"]
 
 
 def find_java() -> str | None:
@@ -356,15 +388,18 @@ def ptb_tokenize(sentences: Sequence[str], java: str) -> list[str]:
 
     jar = coco_dir() / "tokenizer" / STANFORD_CORENLP_3_4_1_JAR
     text = "".join(_LINE_BREAKS.sub(" ", sentence) + "\n" for sentence in sentences)
-    command = [java, *_QUICK_JVM, "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase"]
+    command = [java, *_QUICK_JVM, "-cp", str(jar), *PTB_ARGS]
     done = subprocess.run(command, input=text.encode("utf-8"), capture_output=True)
     if done.returncode != 0:
-        raise RuntimeError(f"the PTB tokenizer failed ({' '.join(command)}):\n{done.stderr.decode(errors='replace')[-2000:]}")
+        err = done.stderr.decode(errors="replace")[-2000:]
+        raise RuntimeError(f"the PTB tokenizer failed ({' '.join(command)}):\n{err}")
     lines = done.stdout.decode("utf-8").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     if len(lines) != len(sentences):
-        raise RuntimeError(f"the PTB tokenizer returned {len(lines)} lines for {len(sentences)} sentences")
+        raise RuntimeError(
+            f"the PTB tokenizer returned {len(lines)} lines for {len(sentences)} sentences"
+        )
     punctuation = frozenset(PUNCTUATIONS)
     return [" ".join(w for w in line.rstrip().split(" ") if w not in punctuation) for line in lines]
 
@@ -381,8 +416,14 @@ class Meteor:
     def __init__(self, java: str):
         meteor_dir = coco_dir() / "meteor"
         self._stderr = tempfile.TemporaryFile()
-        self.command = [java, "-Xmx2G", "-jar", "meteor-1.5.jar", "-", "-", "-stdio", "-l", "en", "-norm"]
-        self.process = subprocess.Popen(self.command, cwd=meteor_dir, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
+        self.command = [java, *METEOR_ARGS]
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=meteor_dir,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+        )
 
     def _readline(self) -> float:
         line = self.process.stdout.readline()
@@ -392,7 +433,9 @@ class Meteor:
             self.process.kill()
             self._stderr.seek(0)
             err = self._stderr.read().decode(errors="replace")[-2000:]
-            raise RuntimeError(f"METEOR ({' '.join(self.command)}) answered {line!r}:\n{err}") from None
+            raise RuntimeError(
+                f"METEOR ({' '.join(self.command)}) answered {line!r}:\n{err}"
+            ) from None
 
     def _send(self, lines: Sequence[str]) -> None:
         try:
@@ -402,7 +445,9 @@ class Meteor:
         except BrokenPipeError:
             pass  # the reader sees the dead process and reports its stderr
 
-    def score(self, references: Sequence[Sequence[str]], hypotheses: Sequence[str]) -> tuple[float, list[float]]:
+    def score(
+        self, references: Sequence[Sequence[str]], hypotheses: Sequence[str]
+    ) -> tuple[float, list[float]]:
         """Corpus METEOR and per-instance METEOR of tokenised texts."""
         # pycocoevalcap cleans the hypothesis (only) the same way
         lines = [
@@ -431,7 +476,9 @@ class Meteor:
         self._stderr.close()
 
 
-def rouge_cider(references: Sequence[Sequence[str]], hypotheses: Sequence[str]) -> dict[str, tuple[float, list[float]]]:
+def rouge_cider(
+    references: Sequence[Sequence[str]], hypotheses: Sequence[str]
+) -> dict[str, tuple[float, list[float]]]:
     """pycocoevalcap's ROUGE-L (beta 1.2, mean of sentence scores) and CIDEr (its CIDEr-D:
     sigma 6, clipped, x10, idf over this corpus' references) on tokenised texts."""
     from pycocoevalcap.cider.cider import Cider
@@ -494,28 +541,24 @@ def score(
     if reason and strict:
         raise MissingJavaError(reason)
 
-    meteor = None if reason else Meteor(java)  # loads its paraphrase table meanwhile
+    meteor = None if reason else Meteor(java)  # starts loading its paraphrase table now
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
-            tokenized = None
+            tokenized = None  # Java tokenises while Python counts n-grams
             if not reason:
-                flat = [ref for refs in references for ref in refs] + list(predictions)
-                tokenized = pool.submit(ptb_tokenize, flat, java)
-            segments = [] if pymteval and not per_instance else mteval_statistics(references, predictions)
-            bleu, nist = bleu_nist(references, predictions, True) if pymteval else corpus_bleu_nist(segments)
-            scores: dict[str, float | None] = {"BLEU": bleu, "NIST": nist, **dict.fromkeys(JAVA_METRICS)}
-            coco: dict[str, tuple[float, list[float]]] = {}
-            if tokenized is not None:
-                tokens = tokenized.result()
-                ref_tokens, start = [], 0
-                for refs in references:
-                    ref_tokens.append(tokens[start : start + len(refs)])
-                    start += len(refs)
-                hyp_tokens = tokens[start:]
-                meteor_job = pool.submit(meteor.score, ref_tokens, hyp_tokens)
-                coco.update(rouge_cider(ref_tokens, hyp_tokens))
-                coco["METEOR"] = meteor_job.result()
-                scores.update({name: coco[name][0] for name in JAVA_METRICS})
+                sentences = [ref for refs in references for ref in refs] + list(predictions)
+                tokenized = pool.submit(ptb_tokenize, sentences, java)
+            segments = (
+                mteval_statistics(references, predictions) if per_instance or not pymteval else []
+            )
+            bleu, nist = (
+                bleu_nist(references, predictions, True) if pymteval else corpus_bleu_nist(segments)
+            )
+            coco = (
+                {}
+                if tokenized is None
+                else _coco_metrics(pool, meteor, references, tokenized.result())
+            )
     except BaseException:
         if meteor is not None:
             meteor.process.kill()
@@ -524,17 +567,42 @@ def score(
         if meteor is not None:
             meteor.close()
 
+    scores = {"BLEU": bleu, "NIST": nist} | {
+        name: coco[name][0] if coco else None for name in JAVA_METRICS
+    }
     rows = []
     for i, stats in enumerate(segments if per_instance else []):
         seg_bleu, seg_nist = segment_bleu_nist(stats)
-        row = {"line": i + 1, "prediction": predictions[i], "references": list(references[i]), "BLEU": seg_bleu, "NIST": seg_nist}
-        row.update({name: coco[name][1][i] if coco else None for name in JAVA_METRICS})
+        row = {"line": i + 1, "prediction": predictions[i], "references": list(references[i])}
+        row |= {"BLEU": seg_bleu, "NIST": seg_nist}
+        row |= {name: coco[name][1][i] if coco else None for name in JAVA_METRICS}
         rows.append(row)
-    return ScoreReport({name: scores[name] for name in METRICS}, rows, reason)
+    return ScoreReport(scores, rows, reason)
+
+
+def _coco_metrics(
+    pool: ThreadPoolExecutor, meteor: Meteor, references: Sequence[Sequence[str]], tokens: list[str]
+) -> dict[str, tuple[float, list[float]]]:
+    """METEOR in its JVM (waited on from a pool thread) while ROUGE-L and CIDEr run here, on the
+    tokenised references (flattened, in order) followed by the tokenised predictions."""
+    ref_tokens, start = [], 0
+    for refs in references:
+        ref_tokens.append(tokens[start : start + len(refs)])
+        start += len(refs)
+    hyp_tokens = tokens[start:]
+    meteor_job = pool.submit(meteor.score, ref_tokens, hyp_tokens)
+    out = rouge_cider(ref_tokens, hyp_tokens)
+    out["METEOR"] = meteor_job.result()
+    return out
 
 
 def score_files(
-    ref_path: str | Path, pred_path: str | Path, *, pymteval: bool = False, strict: bool = False, java: str | None = "auto"
+    ref_path: str | Path,
+    pred_path: str | Path,
+    *,
+    pymteval: bool = False,
+    strict: bool = False,
+    java: str | None = "auto",
 ) -> dict[str, float | None]:
     """Corpus scores of a PRED file against a REF file, in METRICS order (None for the metrics
     that need Java when there is none; `strict` raises MissingJavaError instead)."""
@@ -551,7 +619,10 @@ def score_report(ref_path: str | Path, pred_path: str | Path, **options) -> Scor
 def format_scores(scores: Mapping[str, float | None]) -> str:
     """The official script's report: `SCORES:`, a rule, then `NAME: value` (4 decimals)."""
     lines = ["SCORES:", "=============="]
-    lines += [f"{name}: {'n/a' if scores.get(name) is None else f'{scores[name]:.4f}'}" for name in METRICS]
+    lines += [
+        f"{name}: {'n/a' if scores.get(name) is None else f'{scores[name]:.4f}'}"
+        for name in METRICS
+    ]
     return "\n".join(lines)
 
 
@@ -561,21 +632,45 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score system outputs like the E2E NLG Challenge's measure_scores.py: "
         "BLEU and NIST (mteval-v13a), METEOR 1.5, ROUGE-L and CIDEr (MS-COCO caption evaluation).",
     )
-    parser.add_argument("ref", help="references: per instance one per line, a blank line between instances")
+    parser.add_argument(
+        "ref", help="references: per instance one per line, a blank line between instances"
+    )
     parser.add_argument("pred", help="predictions: one per line, in the same order")
-    parser.add_argument("--json", metavar="FILE", help="also write the corpus scores as JSON (null = unavailable)")
-    parser.add_argument(*spellings("per_instance"), dest="per_instance", metavar="FILE",
-                        help="also write per-instance scores, prediction and references as JSON lines")
-    parser.add_argument("--strict", action="store_true", help="fail (exit 1) unless all five metrics can be computed")
-    parser.add_argument("-p", "--python", "--pymteval", dest="pymteval", action="store_true",
-                        help="BLEU/NIST like the official script's -p (its Python pymteval), as the LoRA paper's script runs it")
+    parser.add_argument(
+        "--json", metavar="FILE", help="also write the corpus scores as JSON (null = unavailable)"
+    )
+    parser.add_argument(
+        *spellings("per_instance"),
+        dest="per_instance",
+        metavar="FILE",
+        help="also write per-instance scores, prediction and references as JSON lines",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 1) unless all five metrics can be computed",
+    )
+    parser.add_argument(
+        "-p",
+        "--python",
+        "--pymteval",
+        dest="pymteval",
+        action="store_true",
+        help="BLEU/NIST like the official script's -p (its Python pymteval), as the LoRA paper's script runs it",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        report = score_report(args.ref, args.pred, pymteval=args.pymteval, strict=args.strict, per_instance=bool(args.per_instance))
+        report = score_report(
+            args.ref,
+            args.pred,
+            pymteval=args.pymteval,
+            strict=args.strict,
+            per_instance=bool(args.per_instance),
+        )
     except RuntimeError as error:  # MissingJavaError, or Java failing under us
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -583,7 +678,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if report.unavailable:
         missing = ", ".join(JAVA_METRICS)
-        print(f"warning: {missing} not computed. {report.unavailable} (--strict makes this an error.)", file=sys.stderr)
+        print(
+            f"warning: {missing} not computed. {report.unavailable} (--strict makes this an error.)",
+            file=sys.stderr,
+        )
     if args.json:
         with atomic_write(args.json) as handle:
             handle.write(json.dumps(report.scores, indent=2) + "\n")
