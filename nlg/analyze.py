@@ -348,11 +348,11 @@ class _LazyCheckpoint(Mapping):
     def __init__(self, path: Path):
         from safetensors import safe_open
 
-        from nlg.model import _normalise_keys
+        from nlg.model import normalise_keys
 
         self._handle = safe_open(str(path), framework="pt")
-        # _normalise_keys maps our spelling onto the file's: apply it to the names themselves
-        self._names = _normalise_keys({name: name for name in self._handle.keys()})
+        # normalise_keys maps our spelling onto the file's: apply it to the names themselves
+        self._names = normalise_keys({name: name for name in self._handle.keys()})
 
     def __getitem__(self, key: str):
         return self._handle.get_tensor(self._names[key])
@@ -367,7 +367,7 @@ class _LazyCheckpoint(Mapping):
 def read_base(path: str | os.PathLike) -> tuple[Mapping, str]:
     """({our key spelling: tensor as stored}, the file it came from) of a base checkpoint: an HF
     directory or a bare .safetensors / .bin file, as `nlg.model.from_pretrained` accepts."""
-    from nlg.model import CheckpointError, _normalise_keys, find_weights_file, read_state_dict
+    from nlg.model import CheckpointError, find_weights_file, normalise_keys, read_state_dict
 
     path = Path(path)
     if not path.exists():
@@ -376,7 +376,7 @@ def read_base(path: str | os.PathLike) -> tuple[Mapping, str]:
         weights = find_weights_file(path) if path.is_dir() else path
         if weights.suffix == ".safetensors":
             return _LazyCheckpoint(weights), str(weights)
-        return _normalise_keys(read_state_dict(weights)), str(weights)
+        return normalise_keys(read_state_dict(weights)), str(weights)
     except CheckpointError as error:
         raise InputError(str(error)) from None
     except Exception as error:  # a corrupt or foreign file: say which

@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nlg.files import InputError
+
 # target -> (module path inside a Block, index of its slice of the fused c_attn or None)
 TARGETS: dict[str, tuple[str, int | None]] = {
     "q": ("attn.c_attn", 0),
@@ -229,7 +231,7 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PEFT_PREFIX = "base_model.model."
 
 
-class AdapterError(ValueError):
+class AdapterError(InputError):
     """An adapter file that does not fit the model; the message names the tensor or key."""
 
 

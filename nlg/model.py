@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nlg.files import InputError
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -259,7 +261,7 @@ _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that does not fill the model exactly; the message lists every problem key."""
 
 
@@ -283,7 +285,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     return state
 
 
-def _normalise_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
+def normalise_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """Map published key spellings onto ours: optional `transformer.` prefix, skip mask buffers."""
     out = {}
     for key, tensor in state.items():
@@ -299,7 +301,7 @@ def _normalise_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def infer_config(state: dict[str, Tensor]) -> GPTConfig:
     """Shape of a GPT-2 from its tensors (a bare weights file has no config)."""
-    state = _normalise_keys(state)
+    state = normalise_keys(state)
     try:
         vocab_size, n_embd = state["transformer.wte.weight"].shape
         n_positions = state["transformer.wpe.weight"].shape[0]
@@ -324,7 +326,7 @@ def load_base_weights(model: GPT, state: dict[str, Tensor], source: str = "check
     """
     if any(getattr(module, "merged", False) for module in model.modules()):
         raise CheckpointError("cannot load base weights into a model whose LoRA is merged; unmerge first")
-    state = _normalise_keys(state)
+    state = normalise_keys(state)
     if "lm_head.weight" in state:  # tied to wte; check it really is the same matrix
         head = state.pop("lm_head.weight")
         wte = state.get("transformer.wte.weight")
