@@ -369,15 +369,44 @@ def build_model(config: TrainConfig) -> GPT:
 # ---------------------------------------------------------------------------------------------
 
 
-def completion_loss(logits: Tensor, batch: Batch, label_smooth: float = 0.0) -> Tensor:
-    """SUM over the batch's loss positions of (1-ε)·NLL + ε·mean_v(-log p_v), in fp32.
+def completion_loss(logits: Tensor, targets: Tensor, label_smooth: float = 0.0) -> Tensor:
+    """SUM over rows of (1-ε)·(-log p(target)) + ε·mean_v(-log p_v), in fp32.
 
-    `F.cross_entropy(label_smoothing=ε)` computes exactly the paper's smoothed term per token.
-    Only the loss positions are gathered before the softmax, so padding costs no softmax work.
+    logits: (N, vocab) at the loss positions only; targets: (N,). `F.cross_entropy` with
+    `label_smoothing=ε` computes exactly the paper's smoothed term per token.
     """
-    vocab = logits.size(-1)
-    picked = logits.reshape(-1, vocab).index_select(0, batch.loss_index).float()
-    return F.cross_entropy(picked, batch.loss_targets, reduction="sum", label_smoothing=label_smooth)
+    return F.cross_entropy(logits.float(), targets, reduction="sum", label_smoothing=label_smooth)
+
+
+class CompletionLM(nn.Module):
+    """GPT plus the training loss, with the LM head run only where the loss reads it.
+
+    A forward hook narrows the final layer norm's output (B, T, C) to the N loss rows, so the
+    (tied, vocab-wide) head and softmax see (N, C) instead of every context and padding
+    position: on E2E over half the positions, and the head is a third of GPT-2 small's work.
+    The hook does nothing outside this module's forward, so `self.gpt` stays a plain GPT.
+    """
+
+    def __init__(self, gpt: GPT):
+        super().__init__()
+        self.gpt = gpt
+        self._rows: Tensor | None = None
+        gpt.transformer.ln_f.register_forward_hook(self._narrow)
+
+    def _narrow(self, module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
+        if self._rows is None:
+            return output
+        return output.reshape(-1, output.size(-1)).index_select(0, self._rows)
+
+    def forward(self, input_ids: Tensor, loss_index: Tensor, loss_targets: Tensor,
+                label_smooth: float = 0.0) -> Tensor:
+        self._rows = loss_index
+        try:
+            with autocast(input_ids.device):
+                logits = self.gpt(input_ids)  # (N, vocab)
+        finally:
+            self._rows = None
+        return completion_loss(logits, loss_targets, label_smooth)
 
 
 @dataclass
@@ -395,7 +424,7 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-def train_step(model: nn.Module, micro_batches: list[Batch], optimizer: torch.optim.Optimizer,
+def train_step(model: CompletionLM | nn.Module, micro_batches: list[Batch], optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler, params: list[nn.Parameter],
                config: TrainConfig, rt: Runtime) -> StepStats:
     """Forward/backward every micro-batch, then one update with the token-averaged gradient.
@@ -412,9 +441,7 @@ def train_step(model: nn.Module, micro_batches: list[Batch], optimizer: torch.op
         final = i == len(micro_batches) - 1
         sync = model.no_sync() if rt.distributed and not final else contextlib.nullcontext()
         with sync:
-            with autocast(rt.device):
-                logits = model(batch.input_ids)
-            loss = completion_loss(logits, batch, config.label_smooth)
+            loss = model(batch.input_ids, batch.loss_index, batch.loss_targets, config.label_smooth)
             loss.backward()
         loss_sum += loss.detach()
         n_loss += batch.n_loss
@@ -466,15 +493,14 @@ def lr_factor(step: int, schedule: str, warmup: int, total: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: GPT, batches: list[list[Example]], config: TrainConfig, rt: Runtime) -> tuple[float, float]:
+def evaluate(model: CompletionLM, batches: list[list[Example]], config: TrainConfig,
+             rt: Runtime) -> tuple[float, float]:
     """(mean NLL per completion token over the whole validation set, its perplexity)."""
     model.eval()
     loss_sum, n_loss = torch.zeros((), device=rt.device, dtype=torch.float64), 0
     for examples in batches:
         batch = collate(examples, obj=config.obj).to(rt.device)
-        with autocast(rt.device):
-            logits = model(batch.input_ids)
-        loss_sum += completion_loss(logits, batch, 0.0).double()
+        loss_sum += model(batch.input_ids, batch.loss_index, batch.loss_targets).double()
         n_loss += batch.n_loss
     total, n = all_reduce_sum([loss_sum.item(), n_loss], rt)
     model.train()
@@ -688,10 +714,11 @@ def _train(config: TrainConfig, rt: Runtime, train_examples: list[Example], n_cu
                        "steps_per_epoch": per_epoch, "total_steps": total_steps}, handle, indent=2)
     metrics = MetricsLog(work_dir / METRICS_FILE, rt.is_main, step if resume_from else None)
 
-    wrapped: nn.Module = model
+    lm = CompletionLM(model)
+    wrapped: nn.Module = lm
     if rt.distributed:
         wrapped = nn.parallel.DistributedDataParallel(
-            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+            lm, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
             gradient_as_bucket_view=True)
     valid = eval_batches(valid_examples, config.valid_batch_size, rt) if valid_examples else []
     lengths = [len(e.tokens) for e in train_examples]
@@ -716,7 +743,7 @@ def _train(config: TrainConfig, rt: Runtime, train_examples: list[Example], n_cu
         if not valid or last_eval_step == step:
             return
         start = time.perf_counter()
-        loss, ppl = evaluate(model, valid, config, rt)
+        loss, ppl = evaluate(lm, valid, config, rt)
         last_eval_step = step
         metrics.write({"step": step, "epoch": epoch + 1, "valid_loss": loss, "valid_ppl": ppl})
         log(rt, f"step {step:>7} | valid loss {loss:.4f} | valid ppl {ppl:.3f} | "

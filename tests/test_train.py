@@ -27,7 +27,7 @@ from nlg.files import read_lines
 from nlg.lora import read_adapter
 from nlg.model import GPT, GPTConfig
 from nlg.tokenizer import load_tokenizer
-from nlg.train import TrainConfig, completion_loss, lr_factor, main, parse_args
+from nlg.train import CompletionLM, TrainConfig, completion_loss, lr_factor, main, parse_args
 
 N_TRAIN, N_VALID = 240, 48
 
@@ -129,16 +129,29 @@ def test_masked_label_smoothed_loss_matches_hand_computation():
         logp = [logits[b, t, v].item() - math.log(sum(math.exp(x) for x in logits[b, t].tolist()))
                 for v in range(V)]
         expected.append((1 - eps) * -logp[target] + eps * sum(-x for x in logp) / V)
-    got = completion_loss(logits, batch, label_smooth=eps) / batch.n_loss
+    picked = logits.reshape(-1, V)[batch.loss_index]
+    got = completion_loss(picked, batch.loss_targets, label_smooth=eps) / batch.n_loss
     assert got.item() == pytest.approx(sum(expected) / len(expected), rel=1e-6)
     # Without smoothing it is the plain masked cross-entropy.
     targets = torch.full((2, 5), -100)
     targets[0, 2:5] = torch.tensor([7, 8, eos])
     targets[1, 1:3] = torch.tensor([2, eos])
     plain = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=-100)
-    assert (completion_loss(logits, batch) / batch.n_loss).item() == pytest.approx(plain.item(), rel=1e-6)
+    assert (completion_loss(picked, batch.loss_targets) / batch.n_loss).item() == pytest.approx(plain.item(), rel=1e-6)
     # The joint objective predicts every next token, context included.
     assert collate(examples, obj="jlm").n_loss == 5 + 3
+
+
+def test_head_runs_only_at_loss_positions_with_the_same_loss():
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=50, n_positions=32))
+    examples = [Example((5, 6, 49, 7, 8, 49), 3), Example((1, 49, 2, 49), 2), Example((3, 4, 5), 3)]
+    batch = collate(examples)
+    full = gpt(batch.input_ids)  # (B, T, V): the hook is inert outside CompletionLM
+    expected = completion_loss(full.reshape(-1, 50)[batch.loss_index], batch.loss_targets, 0.1)
+    got = CompletionLM(gpt)(batch.input_ids, batch.loss_index, batch.loss_targets, 0.1)
+    torch.testing.assert_close(got, expected)
+    assert gpt(batch.input_ids).shape == full.shape
 
 
 def test_seq_len_truncates_and_counts():

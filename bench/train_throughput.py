@@ -1,0 +1,194 @@
+"""Training throughput: `nlg train`'s step vs the paper's fixed 512 padding vs transformers + PEFT.
+
+    python bench/train_throughput.py                           # CPU: gpt2.sm, a few minutes
+    python bench/train_throughput.py --device cuda --card gpt2.md --steps 50 --warmup 5
+
+All three train the same LoRA (r=4, alpha=32, dropout 0.1, q and v; PEFT adapts the fused
+c_attn with r=4, which has the same 2·4·(d+d) parameters per layer) on the same GPT-2 shape
+with the same random weights (no pretrained weights exist on these machines; speed does not
+depend on them), with AdamW, label smoothing 0.1 and bf16 autocast on GPU, on the same
+batches of real E2E pairs (the shared valid split, BPE-encoded, shuffled with a fixed seed):
+
+  ours      `nlg.train.train_step`: each batch padded to its longest pair, the softmax only
+            over completion tokens.
+  padded    the same step with every batch padded to 512 tokens, as the paper's FT_Dataset
+            pads (--seq_len 512 in its E2E command).
+  hf        transformers' GPT2LMHeadModel (sdpa attention) + peft LoRA, given the same
+            dynamically padded batches (no attention mask: right padding under a causal mask
+            needs none, the same work as ours), the loss over its full logits with ignore_index
+            and label_smoothing, as a Trainer with label_smoothing_factor computes it.
+
+tokens/s counts real (non-pad) input tokens. Each method runs in its own process, so the
+peak memory is its own: peak RSS on CPU, torch.cuda.max_memory_allocated on GPU. The ratios
+are ours over each baseline, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from nlg.batching import Batch, collate, epoch_batches, make_examples
+from nlg.data import encode_pairs, read_raw
+from nlg.lora import add_lora, count_trainable, lora_parameters
+from nlg.model import GPT, card_config
+from nlg.tokenizer import load_tokenizer
+from nlg.train import CompletionLM, Runtime, TrainConfig, autocast, build_optimizer, train_step
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("NLG_SHARED_DIR", REPO.parent / "shared"))
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+METHODS = ("ours", "padded", "hf")
+PAPER_PAD = 512
+
+
+def load_batches(args) -> list[list]:
+    """The first warmup+steps shuffled batches of the encoded valid split, as Example lists."""
+    tokenizer = load_tokenizer(args.vocab or SHARED / "vocab" / "gpt2")
+    pairs = encode_pairs(read_raw(Path(args.data or SHARED / "data" / "e2e" / "valid.txt")), tokenizer)
+    examples, _ = make_examples(pairs, PAPER_PAD)
+    plan = epoch_batches([len(e.tokens) for e in examples], args.batch_size, epoch=0, seed=0)
+    needed = args.warmup + args.steps
+    if len(plan) < needed:
+        raise SystemExit(f"only {len(plan)} batches of {args.batch_size}; ask for fewer steps")
+    return [[examples[i] for i in batch] for batch in plan[:needed]]
+
+
+def base_model(card: str) -> GPT:
+    torch.manual_seed(0)
+    return GPT(card_config(card))
+
+
+def hf_peft_model(model: GPT):
+    """transformers GPT2LMHeadModel with `model`'s weights, wrapped by peft LoRA on c_attn."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    c = model.config
+    config = GPT2Config(vocab_size=c.vocab_size, n_positions=c.n_positions, n_embd=c.n_embd,
+                        n_layer=c.n_layer, n_head=c.n_head, layer_norm_epsilon=c.layer_norm_epsilon,
+                        activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    config._attn_implementation = "sdpa"
+    hf = GPT2LMHeadModel(config)
+    state = {k: v.t() if k.endswith(CONV1D) else v for k, v in model.state_dict().items()}
+    hf.load_state_dict(state, strict=False)
+    lora = LoraConfig(r=4, lora_alpha=32, lora_dropout=0.1, target_modules=["c_attn"],
+                      fan_in_fan_out=True, bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(hf, lora)
+
+
+def run_method(method: str, args) -> dict:
+    """Train `warmup + steps` steps; time the last `steps`. Runs in its own process."""
+    device = torch.device(args.device)
+    torch.set_grad_enabled(True)
+    batches = load_batches(args)
+    config = TrainConfig(train_data="", label_smooth=0.1, lora_dropout=0.1)
+    rt = Runtime(device=device)
+    model = base_model(args.card)
+    if method == "hf":
+        model = hf_peft_model(model).to(device)
+        params = [p for p in model.parameters() if p.requires_grad]
+    else:
+        add_lora(model, rank=4, alpha=32, dropout=0.1, targets=("q", "v"))
+        model = CompletionLM(model.to(device))
+        params = list(lora_parameters(model.gpt).values())
+    trainable = count_trainable(model)
+    optimizer = build_optimizer(params, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    pad_to = PAPER_PAD if method == "padded" else None
+
+    def hf_step(batch: Batch) -> None:
+        model.train()
+        labels = torch.full(batch.input_ids.shape, -100, device=device).view(-1)
+        labels[batch.loss_index] = batch.loss_targets
+        with autocast(device):
+            logits = model(input_ids=batch.input_ids).logits
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), labels, ignore_index=-100,
+                               label_smoothing=0.1)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    tokens, start = 0, 0.0
+    for i, examples in enumerate(batches):
+        if i == args.warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+        batch = collate(examples, pad_to=pad_to).to(device)  # batching is part of the cost
+        if method == "hf":
+            hf_step(batch)
+        else:
+            train_step(model, [batch], optimizer, scheduler, params, config, rt)
+        if i >= args.warmup:
+            tokens += batch.n_tokens
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    seconds = time.perf_counter() - start
+    return {"method": method, "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
+            "peak_bytes": peak, "trainable": trainable}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    cuda = torch.cuda.is_available()
+    parser.add_argument("--device", default="cuda" if cuda else "cpu")
+    parser.add_argument("--card", default=None, help="model shape (default gpt2.md on GPU, gpt2.sm on CPU)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 50 GPU, 5 CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5 GPU, 1 CPU)")
+    parser.add_argument("--batch_size", type=int, default=8, help="pairs per step (the paper's 8)")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--data", default=None, help="raw E2E text split (default: shared valid.txt)")
+    parser.add_argument("--vocab", default=None, help="GPT-2 vocabulary folder (default: shared)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    on_gpu = args.device.startswith("cuda")
+    args.card = args.card or ("gpt2.md" if on_gpu else "gpt2.sm")
+    args.steps = args.steps or (50 if on_gpu else 5)
+    args.warmup = args.warmup if args.warmup is not None else (5 if on_gpu else 1)
+
+    if args.worker:
+        print(json.dumps(run_method(args.worker, args)))
+        return 0
+
+    methods = [m for m in args.methods.split(",") if m]
+    print(f"{args.card} on {args.device}, batch {args.batch_size}, {args.warmup} warm-up + "
+          f"{args.steps} timed steps, threads {torch.get_num_threads()}")
+    results = {}
+    for method in methods:
+        command = [sys.executable, __file__, "--worker", method, "--device", args.device, "--card", args.card,
+                   "--steps", str(args.steps), "--warmup", str(args.warmup),
+                   "--batch_size", str(args.batch_size)]
+        command += ["--data", args.data] if args.data else []
+        command += ["--vocab", args.vocab] if args.vocab else []
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stderr[-3000:], file=sys.stderr)
+            return 1
+        results[method] = json.loads(done.stdout.strip().splitlines()[-1])
+        r = results[method]
+        print(f"  {method:<7} {r['tokens_per_s']:>10,.0f} tokens/s  {r['tokens']:>7} tokens in "
+              f"{r['seconds']:6.1f}s  peak {r['peak_bytes'] / 2**30:5.2f} GiB  "
+              f"trainable {r['trainable']:,}")
+    if "ours" in results:
+        for other in (m for m in results if m != "ours"):
+            ratio = results["ours"]["tokens_per_s"] / results[other]["tokens_per_s"]
+            print(f"ours / {other}: {ratio:.2f}x tokens/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
