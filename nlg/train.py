@@ -28,9 +28,12 @@ validation loss is averaged over tokens, not over batches.
 
 Files in --work_dir:
     train_config.json              the run's settings, model shape, trainable parameter count
-    metrics.jsonl                  {"step", "epoch", "loss", "lr", "tokens_per_s", "tokens", ...}
-                                   every --log_interval steps; {"step", "epoch", "valid_loss",
-                                   "valid_ppl"} every --eval_interval steps and at each epoch end
+    metrics.jsonl                  every --log_interval steps {"step", "epoch", "loss", "lr",
+                                   "tokens_per_s", "tokens"}: the training loss (smoothed, per
+                                   completion token) since the previous record, the lr of the
+                                   last update, real input tokens per second; every
+                                   --eval_interval steps and at each epoch end {"step", "epoch",
+                                   "valid_loss", "valid_ppl"}
     checkpoint-STEP/               adapter_model.safetensors + adapter_config.json (PEFT layout,
                                    for `nlg beam --lora_checkpoint`) and training_state.pt
                                    (optimiser, scheduler, step, data position, RNG states of
@@ -38,7 +41,10 @@ Files in --work_dir:
                                    torch.load(weights_only=True)); written atomically.
 
 --resume latest (or a checkpoint path) continues exactly where the checkpoint was taken: same
-data order, same dropout masks, and metrics.jsonl is cut back to the checkpoint's step.
+data order, same dropout masks, and metrics.jsonl is cut back to the checkpoint's step. It
+needs the same data, batch size, grad_acc, seq_len, seed, LoRA shape and process count, and
+says which differ; `latest` with no checkpoint yet starts afresh. A run without --resume
+refuses a work_dir that already holds checkpoints.
 
 Faults: bad input files stop with FILE:LINE before training (exit 2); a non-finite loss stops
 before the bad update with an error (exit 1), checkpoints already written stay valid; when a
@@ -699,6 +705,8 @@ def _train(config: TrainConfig, rt: Runtime, train_examples: list[Example], n_cu
         set_rng_state(state["rng"][rt.rank])
         log(rt, f"resumed from {resume_from} at step {step} (epoch {epoch + 1})")
 
+    if not config.init_checkpoint:
+        log(rt, "no --init_checkpoint: training a randomly initialised model (for tests and demos)")
     trainable = count_trainable(model)
     log(rt, f"model: {model.config.n_layer} layers, width {model.config.n_embd}, "
             f"{model.num_parameters():,} parameters, {trainable:,} trainable (LoRA r={config.lora_dim} "
