@@ -159,8 +159,11 @@ def next_token_logprobs(logits: Tensor, history: Tensor, config: BeamConfig, eos
         logits.index_fill_(1, eos, NEG_INF)
     ban_repeated_ngrams_(logits, history, config.no_repeat_ngram_size)
     logprobs = F.log_softmax(logits, dim=-1)
-    # A row with every token banned would be NaN; it simply has no candidates.
-    return logprobs.nan_to_num_(nan=NEG_INF)
+    # Bans remove at most t + len(eos) tokens, so only a tiny vocabulary can lose them all; such a
+    # row would be NaN (which topk ranks first) and must instead have no candidates.
+    if logits.shape[1] <= history.shape[1] + len(eos):
+        logprobs.nan_to_num_(nan=NEG_INF)
+    return logprobs
 
 
 def final_score(score: Tensor, length: int, length_penalty: float) -> Tensor:
@@ -259,8 +262,7 @@ def beam_search(model: GPT, contexts: list[list[int]], config: BeamConfig) -> li
             keep_best(final_score(scores, T, config.length_penalty), history, T)
             break
 
-        active = torch.ones(Ba, dtype=torch.bool, device=device)
-        if config.early_stop:
+        if config.early_stop:  # contexts whose result is final leave the batch
             bound = torch.maximum(final_score(scores, length + 1, config.length_penalty),
                                   final_score(scores, T, config.length_penalty))
             done = (bound <= best_score[context_of].unsqueeze(1)).all(dim=1)

@@ -183,6 +183,18 @@ def test_generated_sequences_respect_bans_and_min_length() -> None:
             assert EOS not in predict[:4]  # eos blocked while fewer than 4 tokens exist
 
 
+def test_every_token_banned_gives_no_candidates_not_nan() -> None:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, vocab_size=6, n_positions=32)).eval()
+    # 5 non-eos tokens, each usable once (unigram ban), eos blocked for 8 steps: every
+    # hypothesis runs out of tokens at step 5 and nothing can finish.
+    blocked = BeamConfig(beam=3, eval_len=10, no_repeat_ngram_size=1, min_length=8, eos_ids=(0,))
+    assert beam_search(model, [[1, 2], [3]], blocked) == [[], []]
+    allowed = BeamConfig(**{**blocked.__dict__, "min_length": 3})
+    for predict in beam_search(model, [[1, 2], [3]], allowed):
+        assert predict[-1] == 0 and len(predict) == len(set(predict)) >= 4
+
+
 def test_repetition_penalty_matches_loop() -> None:
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(6, 20, generator=gen, dtype=torch.float64)

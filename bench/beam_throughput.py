@@ -1,0 +1,165 @@
+"""Beam-search throughput: `nlg beam` vs the paper's setting and vs Hugging Face `generate`.
+
+    python bench/beam_throughput.py                                  # CPU, gpt2.sm: ~5 minutes
+    python bench/beam_throughput.py --device cuda --card gpt2.md --contexts 630 --eval_len 64 \\
+        --batch_size 64 --sample_lines 20 --hf_contexts 128          # GPU, bigger settings
+
+All three decode contexts of the shared E2E test split with the same random weights (no
+pretrained weights exist here, so a random model: it rarely emits an eos, which makes every
+run go the full eval_len; early stopping cannot help, as with a model that never finishes):
+
+  ours      `nlg.beam.generate`: each distinct context once, `--batch_size` contexts per batch,
+            KV cache, early stopping.
+  paper     the paper's README setting: batch 1 and every line of the test split (4693 lines
+            for 630 distinct contexts), without early stopping. Run here as `beam_search` on
+            one line at a time for `--sample_lines` lines spread over the split, and
+            extrapolated: time/line x 4693 lines for the 630 contexts. (The paper's own script
+            is slower still: it loops over hypotheses in Python for the n-gram ban.)
+  hf        transformers' GPT2LMHeadModel.generate with num_beams, length_penalty,
+            no_repeat_ngram_size and both eos ids, on the same distinct contexts and batch size
+            (left padding with an attention mask). Its beam search differs in details (n-gram
+            bans also see the context, its own stopping rule), so only speed is compared.
+
+Reported: contexts/s of each and ours' speed-up ratios over both, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from nlg.beam import BeamConfig, beam_search, distinct_contexts, generate
+from nlg.data import encode_pairs, read_raw
+from nlg.model import GPT, card_config
+from nlg.tokenizer import load_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("NLG_SHARED_DIR", REPO.parent / "shared"))
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def hf_model(model: GPT):
+    """A transformers GPT2LMHeadModel holding exactly `model`'s weights."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    c = model.config
+    config = GPT2Config(vocab_size=c.vocab_size, n_positions=c.n_positions, n_embd=c.n_embd,
+                        n_layer=c.n_layer, n_head=c.n_head, layer_norm_epsilon=c.layer_norm_epsilon,
+                        activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    hf = GPT2LMHeadModel(config)
+    state = {k: v.t() if k.endswith(CONV1D) else v for k, v in model.state_dict().items()}
+    missing, unexpected = hf.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith((".attn.bias", ".attn.masked_bias"))]
+    if missing or unexpected:
+        raise RuntimeError(f"weight transfer to transformers failed: missing {missing}, unexpected {unexpected}")
+    return hf.eval()
+
+
+@torch.inference_mode()
+def hf_generate(hf, contexts: list[list[int]], cfg: BeamConfig, batch_size: int, device) -> list[list[int]]:
+    out = []
+    for start in range(0, len(contexts), batch_size):
+        batch = contexts[start:start + batch_size]
+        width = max(len(c) for c in batch)
+        ids = torch.tensor([[0] * (width - len(c)) + c for c in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in batch], device=device)
+        result = hf.generate(input_ids=ids, attention_mask=mask, num_beams=cfg.beam, do_sample=False,
+                             length_penalty=cfg.length_penalty, no_repeat_ngram_size=cfg.no_repeat_ngram_size,
+                             eos_token_id=list(cfg.eos_ids), pad_token_id=0, max_new_tokens=cfg.eval_len,
+                             num_return_sequences=1)
+        out += [cut_at_eos(row[width:].tolist(), cfg.eos_ids) for row in result]
+    return out
+
+
+def cut_at_eos(tokens: list[int], eos_ids: tuple[int, ...]) -> list[int]:
+    """Tokens up to and including the first eos (generate pads finished rows after it)."""
+    for index, token in enumerate(tokens):
+        if token in eos_ids:
+            return tokens[:index + 1]
+    return tokens
+
+
+def timed(fn, device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--card", default="gpt2.sm")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--contexts", type=int, default=16, help="distinct contexts decoded by ours and hf")
+    parser.add_argument("--sample_lines", type=int, default=3, help="lines timed for the paper setting")
+    parser.add_argument("--rounds", type=int, default=2, help="timing rounds; each method keeps its fastest")
+    parser.add_argument("--hf_contexts", type=int, default=None, help="contexts for hf (default: --contexts)")
+    parser.add_argument("--beam", type=int, default=10)
+    parser.add_argument("--eval_len", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--data", default=str(SHARED / "data" / "e2e" / "test.txt"))
+    parser.add_argument("--vocab", default=os.environ.get("NLG_VOCAB_DIR", str(SHARED / "vocab" / "gpt2")))
+    args = parser.parse_args(argv)
+
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    tokenizer = load_tokenizer(args.vocab)
+    lines = [p.context for p in encode_pairs(read_raw(args.data), tokenizer)]
+    firsts = distinct_contexts(lines)
+    contexts = [lines[i] for i in firsts[:args.contexts]]
+    step = max(1, len(lines) // args.sample_lines)
+    sample = [lines[i] for i in range(0, len(lines), step)][:args.sample_lines]
+
+    torch.manual_seed(0)
+    model = GPT(card_config(args.card)).to(device=device, dtype=dtype).eval()
+    hf = hf_model(model).to(device=device, dtype=dtype)
+    cfg = BeamConfig(beam=args.beam, eval_len=args.eval_len, length_penalty=0.8, no_repeat_ngram_size=4,
+                     eos_ids=(50256, 628))
+    paper_cfg = BeamConfig(**{**cfg.__dict__, "early_stop": False})
+    print(f"{args.card} random weights on {device} ({args.dtype}, {torch.get_num_threads()} threads), "
+          f"beam {cfg.beam}, eval_len {cfg.eval_len}; test split: {len(lines)} lines, {len(firsts)} "
+          f"distinct contexts", flush=True)
+
+    # Warm-up (allocator, kernels, lazy imports) on one short run each.
+    generate(model, contexts[:2], BeamConfig(**{**cfg.__dict__, "eval_len": 2}), args.batch_size)
+    hf_generate(hf, contexts[:2], BeamConfig(**{**cfg.__dict__, "eval_len": 2}), args.batch_size, device)
+
+    # The three are timed in turn, `--rounds` times, and each keeps its fastest round: on a
+    # shared machine that is the least disturbed measurement, and no method gets all the quiet.
+    hf_contexts = contexts[:args.hf_contexts or len(contexts)]
+    t_ours = t_paper = t_hf = float("inf")
+    for round_ in range(args.rounds):
+        ours, seconds = timed(lambda: generate(model, contexts, cfg, args.batch_size), device)
+        t_ours = min(t_ours, seconds)
+        _, seconds = timed(lambda: [beam_search(model, [c], paper_cfg) for c in sample], device)
+        t_paper = min(t_paper, seconds)
+        theirs, seconds = timed(lambda: hf_generate(hf, hf_contexts, cfg, args.batch_size, device), device)
+        t_hf = min(t_hf, seconds)
+        print(f"round {round_ + 1}: ours {t_ours:.1f}s, paper {t_paper:.1f}s, hf {t_hf:.1f}s (best so far)",
+              flush=True)
+
+    ours_rate = len(contexts) / t_ours
+    print(f"ours   {len(contexts)} contexts, batch {args.batch_size}: {t_ours:.1f}s -> {ours_rate:.3f} contexts/s")
+    per_line = t_paper / len(sample)
+    paper_rate = len(firsts) / (per_line * len(lines))
+    print(f"paper  {len(sample)} sampled lines at batch 1, no early stop: {per_line:.2f}s/line; "
+          f"x {len(lines)} lines for {len(firsts)} contexts -> {paper_rate:.4f} contexts/s (extrapolated)")
+    hf_rate = len(hf_contexts) / t_hf
+    same = sum(a == b for a, b in zip(ours, theirs, strict=False))
+    print(f"hf     {len(hf_contexts)} contexts, batch {args.batch_size}: {t_hf:.1f}s -> {hf_rate:.3f} contexts/s "
+          f"(same output as ours for {same}/{len(hf_contexts)})")
+    print(f"speed-up of ours: {ours_rate / paper_rate:.1f}x over the paper setting (batch 1, every line), "
+          f"{ours_rate / hf_rate:.2f}x over transformers generate")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
