@@ -63,8 +63,8 @@ METRICS = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
 JAVA_METRICS = ("METEOR", "ROUGE_L", "CIDEr")
 
 JAVA_HELP = (
-    "METEOR (METEOR 1.5) and the Stanford PTB tokenizer, on whose output ROUGE_L and CIDEr are "
-    "computed, need a Java runtime, and `java` is not on PATH. Install one, e.g. "
+    "METEOR 1.5 and the Stanford PTB tokenizer (ROUGE_L and CIDEr are computed on its output) "
+    "need a Java runtime, and `java` is not on PATH. Install one, e.g. "
     "`apt-get install default-jre-headless` (Debian/Ubuntu), `brew install openjdk` (macOS) or "
     "`conda install -c conda-forge openjdk`."
 )
@@ -678,9 +678,9 @@ def main(argv: list[str] | None = None) -> int:
     print(format_scores(report.scores))
     print()
     if report.unavailable:
-        missing = ", ".join(JAVA_METRICS)
         print(
-            f"warning: {missing} not computed. {report.unavailable} (--strict makes this an error.)",
+            f"warning: METEOR, ROUGE_L and CIDEr not computed: {report.unavailable} "
+            "(--strict makes this an error)",
             file=sys.stderr,
         )
     if args.json:
