@@ -18,20 +18,25 @@ batches of real E2E pairs (the shared valid split, BPE-encoded, shuffled with a 
             needs none, the same work as ours), the loss over its full logits with ignore_index
             and label_smoothing, as a Trainer with label_smoothing_factor computes it.
 
-tokens/s counts real (non-pad) input tokens. Each method runs in its own process, so the
-peak memory is its own: peak RSS on CPU, torch.cuda.max_memory_allocated on GPU. The ratios
-are ours over each baseline, measured in the same run.
+tokens/s counts real (non-pad) input tokens. The three run in one process, one step each in
+turn (rotating who goes first), so a change in machine load hits all of them alike; the ratios
+are ours over each baseline, from the same run; on CPU also per CPU second of this process,
+which other processes on a shared machine do not disturb as much. Peak memory is measured separately, each
+method alone in a fresh process for two steps: peak RSS on CPU (so it includes the process's
+torch and model), torch.cuda.max_memory_allocated on GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -86,11 +91,9 @@ def hf_peft_model(model: GPT):
     return get_peft_model(hf, lora)
 
 
-def run_method(method: str, args) -> dict:
-    """Train `warmup + steps` steps; time the last `steps`. Runs in its own process."""
+def make_step(method: str, args) -> tuple[Callable[[list], int], int]:
+    """(one training step on a list of Examples -> real tokens trained, trainable count)."""
     device = torch.device(args.device)
-    torch.set_grad_enabled(True)
-    batches = load_batches(args)
     config = TrainConfig(train_data="", label_smooth=0.1, lora_dropout=0.1)
     rt = Runtime(device=device)
     model = base_model(args.card)
@@ -101,7 +104,6 @@ def run_method(method: str, args) -> dict:
         add_lora(model, rank=4, alpha=32, dropout=0.1, targets=("q", "v"))
         model = CompletionLM(model.to(device))
         params = list(lora_parameters(model.gpt).values())
-    trainable = count_trainable(model)
     optimizer = build_optimizer(params, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     pad_to = PAPER_PAD if method == "padded" else None
@@ -118,28 +120,68 @@ def run_method(method: str, args) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    tokens, start = 0, 0.0
-    for i, examples in enumerate(batches):
-        if i == args.warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            start = time.perf_counter()
+    def step(examples: list) -> int:
         batch = collate(examples, pad_to=pad_to).to(device)  # batching is part of the cost
         if method == "hf":
             hf_step(batch)
         else:
             train_step(model, [batch], optimizer, scheduler, params, config, rt)
-        if i >= args.warmup:
-            tokens += batch.n_tokens
-    if device.type == "cuda":
+        return batch.n_tokens
+
+    return step, count_trainable(model)
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated()
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    seconds = time.perf_counter() - start
-    return {"method": method, "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
-            "peak_bytes": peak, "trainable": trainable}
+
+
+def throughput(methods: list[str], args) -> dict[str, dict]:
+    """tokens/s of each method, steps interleaved round-robin so load changes hit all alike."""
+    batches = load_batches(args)
+    steps = {m: make_step(m, args) for m in methods}
+    tokens = dict.fromkeys(methods, 0)
+    seconds = dict.fromkeys(methods, 0.0)
+    cpu_seconds = dict.fromkeys(methods, 0.0)
+    for i, examples in enumerate(batches):
+        order = methods[i % len(methods):] + methods[:i % len(methods)]  # nobody always goes first
+        for method in order:
+            synchronize(args.device)
+            start, cpu_start = time.perf_counter(), time.process_time()
+            n = steps[method][0](examples)
+            synchronize(args.device)
+            if i >= args.warmup:
+                tokens[method] += n
+                seconds[method] += time.perf_counter() - start
+                cpu_seconds[method] += time.process_time() - cpu_start
+    return {m: {"tokens": tokens[m], "seconds": seconds[m], "tokens_per_s": tokens[m] / seconds[m],
+                "tokens_per_cpu_s": tokens[m] / cpu_seconds[m], "trainable": steps[m][1]}
+            for m in methods}
+
+
+def peak_memory(method: str, args) -> int:
+    """Peak bytes of `method` alone over its first two steps (run in a fresh process)."""
+    batches = load_batches(args)[:2]
+    step, _ = make_step(method, args)
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    for examples in batches:
+        step(examples)
+    if args.device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated()
+    return peak_rss()
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes.
+
+    VmHWM where Linux has it: ru_maxrss would also count the parent's size at fork time.
+    """
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def main() -> int:
@@ -160,33 +202,40 @@ def main() -> int:
     args.steps = args.steps or (50 if on_gpu else 5)
     args.warmup = args.warmup if args.warmup is not None else (5 if on_gpu else 1)
 
-    if args.worker:
-        print(json.dumps(run_method(args.worker, args)))
+    if args.worker:  # peak memory of one method, in a process of its own
+        print(json.dumps({"peak_bytes": peak_memory(args.worker, args)}))
         return 0
 
     methods = [m for m in args.methods.split(",") if m]
     print(f"{args.card} on {args.device}, batch {args.batch_size}, {args.warmup} warm-up + "
-          f"{args.steps} timed steps, threads {torch.get_num_threads()}")
-    results = {}
-    for method in methods:
+          f"{args.steps} timed steps per method (interleaved), threads {torch.get_num_threads()}")
+    peaks = {}
+    for method in methods:  # first, while this process is small
         command = [sys.executable, __file__, "--worker", method, "--device", args.device, "--card", args.card,
-                   "--steps", str(args.steps), "--warmup", str(args.warmup),
-                   "--batch_size", str(args.batch_size)]
+                   "--batch_size", str(args.batch_size), "--steps", str(args.steps),
+                   "--warmup", str(args.warmup)]
         command += ["--data", args.data] if args.data else []
         command += ["--vocab", args.vocab] if args.vocab else []
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             print(done.stderr[-3000:], file=sys.stderr)
             return 1
-        results[method] = json.loads(done.stdout.strip().splitlines()[-1])
-        r = results[method]
+        peaks[method] = json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
+    results = throughput(methods, args)
+    for method in methods:
+        r = {**results[method], "method": method, "peak_bytes": peaks[method]}
+        results[method] = r
         print(f"  {method:<7} {r['tokens_per_s']:>10,.0f} tokens/s  {r['tokens']:>7} tokens in "
               f"{r['seconds']:6.1f}s  peak {r['peak_bytes'] / 2**30:5.2f} GiB  "
               f"trainable {r['trainable']:,}")
     if "ours" in results:
-        for other in (m for m in results if m != "ours"):
-            ratio = results["ours"]["tokens_per_s"] / results[other]["tokens_per_s"]
-            print(f"ours / {other}: {ratio:.2f}x tokens/s")
+        ours = results["ours"]
+        for other in (results[m] for m in methods if m != "ours"):
+            line = (f"ours / {other['method']}: {ours['tokens_per_s'] / other['tokens_per_s']:.2f}x tokens/s, "
+                    f"{ours['peak_bytes'] / other['peak_bytes']:.2f}x peak memory")
+            if not on_gpu:  # CPU time ignores what other processes on a shared machine take
+                line += f" ({ours['tokens_per_cpu_s'] / other['tokens_per_cpu_s']:.2f}x tokens per CPU second)"
+            print(line)
     return 0
 
 
