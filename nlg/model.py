@@ -362,6 +362,39 @@ def load_base_weights(model: GPT, state: dict[str, Tensor], source: str = "check
             params[key].copy_(tensor.to(params[key].dtype))
 
 
+def save_pretrained(model: GPT, directory: str | os.PathLike) -> Path:
+    """Write `model` as a Hugging Face GPT-2 directory (config.json + model.safetensors).
+
+    Projections go back to Conv1D's (in, out) layout and the tied lm_head is left out, so
+    `from_pretrained` here and transformers' `GPT2LMHeadModel.from_pretrained` both read it.
+    A LoRA'd model is refused: merge it into a copy or save its adapter instead.
+    """
+    from safetensors.torch import save
+
+    from nlg.files import atomic_dir
+
+    if any(".lora_" in name for name, _ in model.named_parameters()):
+        raise ValueError("save_pretrained writes base models; save the adapter with nlg.lora.save_adapter")
+    tensors = {}
+    for key, tensor in model.state_dict().items():
+        if key == "lm_head.weight":
+            continue
+        tensor = tensor.detach().cpu()
+        tensors[key] = (tensor.t() if key.endswith(_CONV1D) else tensor).contiguous()
+    c = model.config
+    config = {
+        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+        "n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd, "vocab_size": c.vocab_size,
+        "n_positions": c.n_positions, "n_ctx": c.n_positions, "layer_norm_epsilon": c.layer_norm_epsilon,
+        "activation_function": "gelu_new", "bos_token_id": 50256, "eos_token_id": 50256,
+        "tie_word_embeddings": True,
+    }
+    with atomic_dir(directory) as tmp:
+        (tmp / "model.safetensors").write_bytes(save(tensors, metadata={"format": "pt"}))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return Path(directory)
+
+
 def find_weights_file(directory: Path) -> Path:
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (directory / name).is_file():

@@ -30,6 +30,7 @@ from nlg.model import (  # noqa: E402
     infer_config,
     load_base_weights,
     read_state_dict,
+    save_pretrained,
 )
 
 ATOL = 1e-4  # fp32 logits against transformers
@@ -517,3 +518,22 @@ def test_loading_into_a_merged_model_is_refused():
     model = merge(add_lora(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=50))))
     with pytest.raises(CheckpointError, match="unmerge first"):
         load_base_weights(model, GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=50)).state_dict())
+
+
+def test_save_pretrained_round_trips_through_us_and_transformers(tmp_path):
+    torch.manual_seed(0)
+    ours = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=64, vocab_size=300, n_positions=32)).eval()
+    save_pretrained(ours, tmp_path / "saved")
+    x = torch.randint(0, 300, (2, 11))
+    with torch.no_grad():
+        expected = ours(x)
+        assert torch.equal(from_pretrained(tmp_path / "saved")(x), expected)
+        theirs = GPT2LMHeadModel.from_pretrained(tmp_path / "saved").eval()
+        assert torch.allclose(theirs(x).logits, expected, atol=1e-5)
+
+
+def test_save_pretrained_refuses_a_lora_model(tmp_path):
+    from nlg.lora import add_lora
+
+    with pytest.raises(ValueError, match="save_adapter"):
+        save_pretrained(add_lora(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=50))), tmp_path)
