@@ -100,6 +100,8 @@ RESUME_MUST_MATCH = ("train_batch_size", "grad_acc", "seq_len", "random_seed", "
 
 @dataclass
 class TrainConfig:
+    """Every setting of a run; each field is the flag of the same name (see build_parser)."""
+
     train_data: str
     valid_data: str | None = None
     train_batch_size: int = 8
