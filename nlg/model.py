@@ -371,7 +371,7 @@ def save_pretrained(model: GPT, directory: str | os.PathLike) -> Path:
     """
     from safetensors.torch import save
 
-    from nlg.files import atomic_dir
+    from nlg.files import atomic_write
 
     if any(".lora_" in name for name, _ in model.named_parameters()):
         raise ValueError("save_pretrained writes base models; save the adapter with nlg.lora.save_adapter")
@@ -389,10 +389,13 @@ def save_pretrained(model: GPT, directory: str | os.PathLike) -> Path:
         "activation_function": "gelu_new", "bos_token_id": 50256, "eos_token_id": 50256,
         "tie_word_embeddings": True,
     }
-    with atomic_dir(directory) as tmp:
-        (tmp / "model.safetensors").write_bytes(save(tensors, metadata={"format": "pt"}))
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    return Path(directory)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_write(directory / "model.safetensors", "wb") as handle:
+        handle.write(save(tensors, metadata={"format": "pt"}))
+    with atomic_write(directory / "config.json") as handle:
+        handle.write(json.dumps(config, indent=2) + "\n")
+    return directory
 
 
 def find_weights_file(directory: Path) -> Path:

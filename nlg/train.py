@@ -80,7 +80,14 @@ from nlg.cli import run_main, spellings
 from nlg.data import load_encoded
 from nlg.files import InputError, atomic_dir, atomic_write, read_lines, write_jsonl
 from nlg.lora import TARGETS, add_lora, count_trainable, load_adapter, lora_parameters, save_adapter
-from nlg.model import GPT, card_config, from_pretrained
+from nlg.model import (
+    GPT,
+    card_config,
+    from_pretrained,
+    load_base_weights,
+    read_state_dict,
+    save_pretrained,
+)
 
 STATE_FILE = "training_state.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -90,7 +97,7 @@ CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 # Settings a resumed run must share with the checkpoint, or the data order / model differ.
 RESUME_MUST_MATCH = ("train_batch_size", "grad_acc", "seq_len", "random_seed", "group_by_length",
-                     "obj", "lora_dim", "lora_alpha", "lora_targets")
+                     "obj", "lora_dim", "lora_alpha", "lora_targets", "full_finetune")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,6 +132,7 @@ class TrainConfig:
     lora_alpha: float = 32.0
     lora_dropout: float = 0.1
     lora_targets: tuple[str, ...] = ("q", "v")
+    full_finetune: bool = False  # train every parameter, no LoRA (the CPU demo's stand-in pre-training)
     label_smooth: float = 0.1
     obj: str = "clm"  # clm: loss on completion tokens; jlm: on every token
     group_by_length: bool = False
@@ -200,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("lora_dropout", type=float, default=d.lora_dropout)
     add("lora_targets", default=",".join(d.lora_targets),
         help=f"comma-separated projections to adapt, from {','.join(TARGETS)}")
+    add("full_finetune", action="store_true",
+        help="train every parameter instead of LoRA; checkpoints are then whole models "
+             "(Hugging Face directories, usable as --init_checkpoint)")
     add("label_smooth", type=float, default=d.label_smooth)
     add("obj", default=d.obj, choices=["clm", "jlm"],
         help="clm: loss on completion tokens only; jlm: on every token (the paper's joint LM)")
@@ -367,9 +378,14 @@ def build_model(config: TrainConfig) -> GPT:
             raise InputError(f"--init_checkpoint {config.init_checkpoint}: {error}") from None
     else:
         model = GPT(card_config(config.model_card or "gpt2.md"))
-    add_lora(model, rank=config.lora_dim, alpha=config.lora_alpha, dropout=config.lora_dropout,
-             targets=config.lora_targets)
+    if not config.full_finetune:
+        add_lora(model, rank=config.lora_dim, alpha=config.lora_alpha, dropout=config.lora_dropout,
+                 targets=config.lora_targets)
     return model
+
+
+def trainable_parameters(model: GPT, config: TrainConfig) -> list[nn.Parameter]:
+    return list(model.parameters()) if config.full_finetune else list(lora_parameters(model).values())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -552,10 +568,17 @@ def gather_rng_states(rt: Runtime) -> list[dict]:
 
 
 def save_checkpoint(model: GPT, state: dict, work_dir: Path, step: int, base_model: str | None) -> Path:
-    """`work_dir/checkpoint-STEP/`: the adapter (PEFT files) and training_state.pt, atomically."""
+    """`work_dir/checkpoint-STEP/`: the adapter (PEFT files) and training_state.pt, atomically.
+
+    After --full_finetune the checkpoint holds the whole model (config.json + model.safetensors)
+    instead of an adapter.
+    """
     path = work_dir / f"checkpoint-{step}"
     with atomic_dir(path) as tmp:
-        save_adapter(model, tmp, base_model=base_model)
+        if state["config"].get("full_finetune"):
+            save_pretrained(model, tmp)
+        else:
+            save_adapter(model, tmp, base_model=base_model)
         torch.save(state, tmp / STATE_FILE)
     return path
 
@@ -679,7 +702,7 @@ def _train(config: TrainConfig, rt: Runtime, train_examples: list[Example], n_cu
         if top >= model.config.vocab_size:
             raise InputError(f"{path}: token id {top} is outside the model's vocabulary "
                              f"({model.config.vocab_size} ids)")
-    params = list(lora_parameters(model).values())
+    params = trainable_parameters(model, config)
     torch.manual_seed(config.random_seed + rt.rank)  # distinct dropout masks per rank
 
     n_train = len(train_examples)
@@ -698,7 +721,10 @@ def _train(config: TrainConfig, rt: Runtime, train_examples: list[Example], n_cu
     if resume_from is not None:
         state = load_training_state(resume_from)
         check_resumable(state, config, rt, n_train, resume_from)
-        load_adapter(model, resume_from)
+        if config.full_finetune:
+            load_base_weights(model, read_state_dict(resume_from / "model.safetensors"), str(resume_from))
+        else:
+            load_adapter(model, resume_from)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, position = state["step"], state["epoch"], state["batch_in_epoch"]
@@ -710,9 +736,11 @@ def _train(config: TrainConfig, rt: Runtime, train_examples: list[Example], n_cu
     if not config.init_checkpoint:
         log(rt, "no --init_checkpoint: training a randomly initialised model (for tests and demos)")
     trainable = count_trainable(model)
+    what = ("full fine-tuning" if config.full_finetune
+            else f"LoRA r={config.lora_dim} on {','.join(config.lora_targets)}")
     log(rt, f"model: {model.config.n_layer} layers, width {model.config.n_embd}, "
-            f"{model.num_parameters():,} parameters, {trainable:,} trainable (LoRA r={config.lora_dim} "
-            f"on {','.join(config.lora_targets)}, {100 * trainable / model.num_parameters():.3f}%)")
+            f"{model.num_parameters():,} parameters, {trainable:,} trainable ({what}, "
+            f"{100 * trainable / model.num_parameters():.3f}%)")
     log(rt, f"data: {n_train} training pairs ({n_cut} cut to --seq_len {config.seq_len}), "
             f"{len(valid_examples)} validation pairs ({n_cut_valid} cut); {rt.world_size} process(es) on "
             f"{rt.device.type}, {per_epoch} steps per epoch, {total_steps} steps")

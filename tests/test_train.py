@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -414,3 +415,27 @@ def test_cli_accepts_both_spellings_and_the_papers_command(capsys):
         parse_args(["--train_data", "x", "--lora_targets", "q,zz"])
     with pytest.raises(SystemExit):
         parse_args(["--train_data", "x", "--scheduler", "cycle"])
+
+
+def test_full_finetune_learns_writes_a_model_and_resumes_exactly(e2e, base_dir, tmp_path, capsys):
+    """--full_finetune (the CPU demo's pre-training) trains everything and saves whole models."""
+    from nlg.model import from_pretrained
+
+    settings = ["--full_finetune", "--max_step", 6, "--save_interval", 3, "--lr", "3e-3"]
+    full = tmp_path / "full"
+    assert main(args(e2e, base_dir, full, *settings, train="small")) == 0
+    assert "full fine-tuning" in capsys.readouterr().out
+    train = [r["loss"] for r in metrics(full) if "loss" in r]
+    assert train[-1] < train[0]
+    model = from_pretrained(full / "checkpoint-6")  # a plain model directory, no adapter
+    base = from_pretrained(base_dir)
+    assert not torch.equal(model.transformer.h[0].mlp.c_fc.weight, base.transformer.h[0].mlp.c_fc.weight)
+
+    # Resume from the run's own step-3 checkpoint in a fresh work_dir: the same step 6 must come out.
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")
+    assert main(args(e2e, base_dir, resumed, *settings, "--resume", "latest", train="small")) == 0
+    x = torch.randint(0, e2e["vocab"], (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(from_pretrained(resumed / "checkpoint-6")(x), model(x), atol=1e-6, rtol=0)
