@@ -1,6 +1,6 @@
 """Beam-search throughput: `nlg beam` vs the paper's setting and vs Hugging Face `generate`.
 
-    python bench/beam_throughput.py                                  # CPU, gpt2.sm: ~5 minutes
+    python bench/beam_throughput.py                                  # CPU, gpt2.sm: ~3 minutes
     python bench/beam_throughput.py --device cuda --card gpt2.md --contexts 630 --eval_len 64 \\
         --batch_size 64 --sample_lines 20 --hf_contexts 128          # GPU, bigger settings
 
@@ -101,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--contexts", type=int, default=16, help="distinct contexts decoded by ours and hf")
     parser.add_argument("--sample_lines", type=int, default=3, help="lines timed for the paper setting")
-    parser.add_argument("--rounds", type=int, default=2, help="timing rounds; each method keeps its fastest")
+    parser.add_argument("--rounds", type=int, default=3, help="timing rounds; each method keeps its fastest")
     parser.add_argument("--hf_contexts", type=int, default=None, help="contexts for hf (default: --contexts)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default 1 on cpu: on a shared machine a busy second core "
+                             "stalls every multi-threaded op for a scheduler tick, which swamps the timings)")
     parser.add_argument("--beam", type=int, default=10)
     parser.add_argument("--eval_len", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=16)
@@ -111,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    if args.threads or device.type == "cpu":
+        torch.set_num_threads(args.threads or 1)
     tokenizer = load_tokenizer(args.vocab)
     lines = [p.context for p in encode_pairs(read_raw(args.data), tokenizer)]
     firsts = distinct_contexts(lines)
