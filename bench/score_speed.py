@@ -12,7 +12,11 @@ Baseline, every side run as a fresh process (imports and JVM starts included):
   * otherwise the official pipeline rebuilt from stock pycocoevalcap, run one step after another as
     measure_scores.py does: PTBTokenizer on the references, PTBTokenizer on the predictions,
     Meteor, Rouge, Cider, then BLEU/NIST (ours: the official Perl or pymteval is not at hand).
-Prints both times, the ratio, and whether the two report the same scores.
+`nlg score` runs with a fresh cache directory: its first run loads METEOR's full paraphrase table
+and caches the cut of it for these references ("cold", reported on its own); the timed runs use
+that cache ("warm", the usual case when scoring system after system on one test set).
+Prints wall and CPU times (CPU: the process and its children, JVMs and Perl included), the
+ratios, and whether both sides report the same scores.
 """
 
 from __future__ import annotations
@@ -73,11 +77,13 @@ def parse_report(text: str) -> dict[str, float]:
     }
 
 
-def timed(command: list[str], cwd: Path | None = None) -> tuple[float, float, dict[str, float]]:
+def timed(
+    command: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[float, float, dict[str, float]]:
     """Wall seconds, CPU seconds (the process and its children: JVMs, Perl) and parsed scores."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -158,13 +164,18 @@ def main() -> int:
             f"E2E test set: {n_inst} instances, {n_refs} references; template predictions; "
             f"BLEU/NIST {'pymteval (-p)' if args.pymteval else 'mteval-v13a'}; {os.cpu_count()} CPUs"
         )
+        env = {**os.environ, "NLG_CACHE_DIR": str(Path(tmp) / "cache")}
+        cold_wall, cold_cpu, _ = timed(ours_cmd, REPO, env)
         runs: dict[str, list[tuple[float, float]]] = {"ours": [], "base": []}
         for _ in range(args.repeat):  # alternate, so that machine load hits both sides alike
-            wall, cpu, ours = timed(ours_cmd, REPO)
+            wall, cpu, ours = timed(ours_cmd, REPO, env)
             runs["ours"].append((wall, cpu))
             wall, cpu, base = timed(base_cmd, base_cwd)
             runs["base"].append((wall, cpu))
     best = {side: min(runs[side]) for side in runs}  # the fastest wall time, with its CPU time
+    print(
+        f"nlg score, first run (builds its cache): {cold_wall:6.2f} s wall, {cold_cpu:6.2f} s CPU"
+    )
     for side, label in (("ours", "nlg score"), ("base", "baseline ")):
         walls = ", ".join(f"{wall:.2f}" for wall, _ in runs[side])
         print(f"{label}: {best[side][0]:6.2f} s wall, {best[side][1]:6.2f} s CPU   (runs: {walls})")

@@ -4,11 +4,12 @@ The pinned E2E numbers were checked against a re-creation of the official script
 measure_scores.py multi-reference path, the scoring core of its mteval-v13a-sig.pl run by Perl, its
 pymteval.py, stock pycocoevalcap): they agree to 1e-14 or better, per instance too. The small
 BLEU/NIST cases are derived by hand in the comments. Java (METEOR, the PTB tokenizer) runs in one
-test only.
+test only (twice: with METEOR's full paraphrase table, then with the cached cut of it).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -290,16 +291,24 @@ def test_e2e_all_five_metrics_match_official(e2e_test, tmp_path):
     refs = refs + [["The Eagle is a pub .", "A pub , The Eagle ."], ["Aroma is cheap ."]]
     preds = preds + ["", ". ,"]
     ref, pred = e2e_files(tmp_path, refs, preds)
-    out_json, out_rows = tmp_path / "scores.json", tmp_path / "rows.jsonl"
-    done = _run_score(
-        [str(ref), str(pred), "--json", str(out_json), "--per-instance", str(out_rows)],
-        dict(os.environ),
-    )
-    assert done.returncode == 0, done.stderr
-    assert "torch not imported" in done.stderr
-    assert done.stdout == (
-        "SCORES:\n==============\nBLEU: 0.5845\nNIST: 7.8768\nMETEOR: 0.4044\nROUGE_L: 0.6396\nCIDEr: 1.9925\n\n"
-    )
+    env = {**os.environ, "NLG_CACHE_DIR": str(tmp_path / "cache")}
+
+    outputs = []
+    for run in ("cold", "warm"):  # METEOR's full paraphrase table, then the cached cut of it
+        out_json, out_rows = tmp_path / f"{run}.json", tmp_path / f"{run}.jsonl"
+        args = [str(ref), str(pred), "--json", str(out_json), "--per-instance", str(out_rows)]
+        done = _run_score(args, env)
+        assert done.returncode == 0, done.stderr
+        assert "torch not imported" in done.stderr
+        assert done.stdout == (
+            "SCORES:\n==============\nBLEU: 0.5845\nNIST: 7.8768\nMETEOR: 0.4044\nROUGE_L: 0.6396\n"
+            "CIDEr: 1.9925\n\n"
+        )
+        assert ("note: cached METEOR's paraphrase table" in done.stderr) == (run == "cold")
+        outputs.append((out_json.read_text(), out_rows.read_text()))
+    assert outputs[0] == outputs[1]  # every score of every instance, to the last digit
+    assert len(list((tmp_path / "cache").glob("meteor-paraphrase-en-*.gz"))) == 1
+
     official = {  # the official pipeline's unrounded values on these files
         "BLEU": 0.58447110389851864,
         "NIST": 7.8767641738800744,
@@ -307,9 +316,8 @@ def test_e2e_all_five_metrics_match_official(e2e_test, tmp_path):
         "ROUGE_L": 0.6396479784807168,
         "CIDEr": 1.9924632949075767,
     }
-    assert json.loads(out_json.read_text()) == pytest.approx(official, rel=1e-12)
-
-    rows = [json.loads(line) for line in out_rows.read_text().splitlines()]
+    assert json.loads(outputs[0][0]) == pytest.approx(official, rel=1e-12)
+    rows = [json.loads(line) for line in outputs[0][1].splitlines()]
     assert len(rows) == 632 and [rows[0]["line"], rows[-1]["line"]] == [1, 632]
     assert rows[0]["prediction"] == preds[0] and rows[0]["references"] == refs[0]
     # mteval-v13a-sig.pl's segment scores for the first instance
@@ -317,14 +325,36 @@ def test_e2e_all_five_metrics_match_official(e2e_test, tmp_path):
         (0.9671682101338347, 13.591903669849097), rel=1e-12
     )
     # ROUGE_L and CIDEr are means of their sentence scores; METEOR is not (it sums statistics)
-    assert statistics.fmean(r["ROUGE_L"] for r in rows) == pytest.approx(
-        official["ROUGE_L"], rel=1e-12
-    )
-    assert statistics.fmean(r["CIDEr"] for r in rows) == pytest.approx(official["CIDEr"], rel=1e-12)
+    for name in ("ROUGE_L", "CIDEr"):
+        assert statistics.fmean(r[name] for r in rows) == pytest.approx(official[name], rel=1e-12)
     assert all(0 <= r["METEOR"] <= 1 for r in rows)
     for row in rows[-2:]:
         assert (row["METEOR"], row["ROUGE_L"], row["CIDEr"]) == (0.0, 0.0, 0.0)
     assert (rows[-2]["BLEU"], rows[-2]["NIST"]) == (0.0, 0.0)
+
+
+def test_cut_paraphrase_table_keeps_entries_a_reference_can_match(tmp_path):
+    entries = [  # (probability, phrase, paraphrase), sorted by phrase as METEOR's table is
+        (b"0.1", b"a pub", b"an inn"),  # phrase wholly in the vocabulary: kept
+        (b"0.2", b"a pub", b"a bar"),  # kept (same phrase)
+        (b"0.3", b"bistro", b"a cafe"),  # paraphrase wholly in the vocabulary: kept
+        (b"0.4", b"bistro", b"eatery"),  # neither side: no reference can match it
+        (b"0.5", b"pub food", b"a bar"),  # "food" unknown, "bar" unknown: dropped
+    ]
+    text = b"".join(b"\n".join(entry) + b"\n" for entry in entries)
+    source = tmp_path / "table.gz"
+    source.write_bytes(gzip.compress(text))
+    for block_size in (1, 7, 1 << 22):  # blocks that cut lines and entries anywhere
+        assert list(metrics._table_entries(source, block_size)) == entries
+    target = tmp_path / "cache" / "cut.gz"
+    assert metrics.cut_paraphrase_table(source, target, {b"a", b"pub", b"cafe"}) == (3, 5)
+    assert gzip.decompress(target.read_bytes()) == b"".join(
+        b"\n".join(entry) + b"\n" for entry in entries[:3]
+    )
+    assert metrics.cached_cut_table(target) == target
+    target.write_bytes(gzip.compress(b"0.1\na pub\nan inn\n"))  # damaged: not used
+    assert metrics.cached_cut_table(target) is None
+    assert metrics.cached_cut_table(tmp_path / "missing.gz") is None
 
 
 def test_eval_measure_scores_wrapper_runs_from_a_checkout(tmp_path):
