@@ -211,7 +211,9 @@ def beam_search(model: GPT, contexts: list[list[int]], config: BeamConfig) -> li
     key_mask = torch.ones(B, P + T, dtype=torch.bool, device=device)
     key_mask[:, :P] = real
     cache = KVCache(model.config, B, P + T, device=device, dtype=dtype)
-    logits = model(ids, cache=cache, position_ids=positions, key_mask=key_mask)[:, -1]
+    # Only the last position's logits are needed: run the vocabulary-wide head there alone.
+    hidden = model(ids, cache=cache, position_ids=positions, key_mask=key_mask, return_hidden=True)
+    logits = model.lm_head(hidden[:, -1])
     rows = torch.arange(B, device=device).repeat_interleave(K)
     cache.reorder(rows)
     logits, key_mask = logits[rows], key_mask[rows]

@@ -99,10 +99,17 @@ class KVCache:
         self.max_len = max_len
 
     def reorder(self, index: Tensor) -> None:
-        """Keep batch rows `index` (may repeat rows), e.g. the surviving beams' parents."""
-        for layer in range(len(self.keys)):
-            self.keys[layer] = self.keys[layer].index_select(0, index)
-            self.values[layer] = self.values[layer].index_select(0, index)
+        """Keep batch rows `index` (may repeat rows), e.g. the surviving beams' parents.
+
+        Only the filled `length` positions are copied; the rest of the buffer is left unset,
+        since every slot is written before it is read.
+        """
+        n = self.length
+        for store in (self.keys, self.values):
+            for layer, old in enumerate(store):
+                new = old.new_empty((index.numel(), *old.shape[1:]))
+                new[:, :, :n] = old[index, :, :n]
+                store[layer] = new
 
 
 class CausalSelfAttention(nn.Module):
@@ -201,8 +208,12 @@ class GPT(nn.Module):
         cache: KVCache | None = None,
         position_ids: Tensor | None = None,
         key_mask: Tensor | None = None,
+        return_hidden: bool = False,
     ) -> Tensor:
         """Logits (B, T, vocab) for `input_ids` (B, T).
+
+        return_hidden: return the final layer norm's output (B, T, C) instead, so a caller that
+            needs logits at a few positions runs the vocabulary-wide `lm_head` only there.
 
         cache: keys/values of earlier tokens; the new ones are appended and `cache.length` grows.
         position_ids: (B, T); by default the positions follow the cached tokens.
@@ -229,7 +240,8 @@ class GPT(nn.Module):
             x = block(x, mask, cache, layer)
         if cache is not None:
             cache.length = past + T
-        return self.lm_head(self.transformer.ln_f(x))
+        hidden = self.transformer.ln_f(x)
+        return hidden if return_hidden else self.lm_head(hidden)
 
     @staticmethod
     def _attention_mask(key_mask: Tensor, past: int, T: int) -> Tensor:

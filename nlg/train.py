@@ -405,31 +405,21 @@ def completion_loss(logits: Tensor, targets: Tensor, label_smooth: float = 0.0) 
 class CompletionLM(nn.Module):
     """GPT plus the training loss, with the LM head run only where the loss reads it.
 
-    A forward hook narrows the final layer norm's output (B, T, C) to the N loss rows, so the
-    (tied, vocab-wide) head and softmax see (N, C) instead of every context and padding
-    position: on E2E over half the positions, and the head is a third of GPT-2 small's work.
-    The hook does nothing outside this module's forward, so `self.gpt` stays a plain GPT.
+    The (tied, vocab-wide) head and softmax see the N loss rows (N, C) instead of every context
+    and padding position: on E2E over half the positions, and the head is a third of GPT-2
+    small's work.
     """
 
     def __init__(self, gpt: GPT):
         super().__init__()
         self.gpt = gpt
-        self._rows: Tensor | None = None
-        gpt.transformer.ln_f.register_forward_hook(self._narrow)
-
-    def _narrow(self, module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
-        if self._rows is None:
-            return output
-        return output.reshape(-1, output.size(-1)).index_select(0, self._rows)
 
     def forward(self, input_ids: Tensor, loss_index: Tensor, loss_targets: Tensor,
                 label_smooth: float = 0.0) -> Tensor:
-        self._rows = loss_index
-        try:
-            with autocast(input_ids.device):
-                logits = self.gpt(input_ids)  # (N, vocab)
-        finally:
-            self._rows = None
+        with autocast(input_ids.device):
+            hidden = self.gpt(input_ids, return_hidden=True)  # (B, T, C)
+            rows = hidden.reshape(-1, hidden.size(-1)).index_select(0, loss_index)
+            logits = self.gpt.lm_head(rows)  # (N, vocab)
         return completion_loss(logits, loss_targets, label_smooth)
 
 

@@ -537,3 +537,13 @@ def test_save_pretrained_refuses_a_lora_model(tmp_path):
 
     with pytest.raises(ValueError, match="save_adapter"):
         save_pretrained(add_lora(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=50))), tmp_path)
+
+
+def test_return_hidden_is_the_input_of_the_head():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=100)).eval()
+    x = torch.randint(0, 100, (2, 7))
+    with torch.no_grad():
+        hidden = model(x, return_hidden=True)
+        assert hidden.shape == (2, 7, 32)
+        assert torch.equal(model.lm_head(hidden), model(x))
