@@ -141,8 +141,9 @@ if [ "$DEMO" = 1 ]; then
   [ "$PRETRAIN_STEPS" -gt 0 ] && PRETRAIN_STEP_ARGS=(--max_step "$PRETRAIN_STEPS")
   if ! done_stage pretrain; then
     log "pretrain (demo): train a random $MODEL_CARD fully on $TRAIN_SPLIT to stand in for GPT-2"
+    # No validation: in the demo the valid split is the training data.
     python -m nlg.train --full_finetune --model_card "$MODEL_CARD" \
-      --train_data "$DATA_DIR/$TRAIN_SPLIT.jsonl" --valid_data "$DATA_DIR/valid.jsonl" \
+      --train_data "$DATA_DIR/$TRAIN_SPLIT.jsonl" \
       --train_batch_size "$BATCH" --lr "$PRETRAIN_LR" --max_epoch "$PRETRAIN_EPOCHS" "${PRETRAIN_STEP_ARGS[@]}" \
       --warmup_step "$WARMUP" --seq_len "$SEQ_LEN" --random_seed "$SEED" --label_smooth 0 \
       --save_interval "$SAVE_INTERVAL" --eval_interval 1000000 --log_interval 20 \
