@@ -85,7 +85,11 @@ def test_demo_runs_every_stage_to_a_scores_table(demo):
     assert isinstance(scores["BLEU"], float) and isinstance(scores["NIST"], float)
     table = (run / "results.md").read_text()
     assert "| BLEU |" in table and "| CIDEr |" in table
-    assert json.loads((run / "results.json").read_text())["model_card"] == "gpt2.tiny"
+    results = json.loads((run / "results.json").read_text())
+    assert results["model_card"] == "gpt2.tiny"
+    # the demo scores the same card untrained beside it
+    assert set(results["results"]["BLEU"]) == {"this_run", "untrained"}
+    assert "untrained gpt2.tiny" in table
     # the stand-in pre-training learnt something
     pretrain = [json.loads(x) for x in (run / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in pretrain if "loss" in r]
