@@ -212,13 +212,12 @@ class GPT(nn.Module):
     ) -> Tensor:
         """Logits (B, T, vocab) for `input_ids` (B, T).
 
-        return_hidden: return the final layer norm's output (B, T, C) instead, so a caller that
-            needs logits at a few positions runs the vocabulary-wide `lm_head` only there.
-
         cache: keys/values of earlier tokens; the new ones are appended and `cache.length` grows.
         position_ids: (B, T); by default the positions follow the cached tokens.
         key_mask: (B, S) bool over every key position (cached + new), False for padding. With
             left-padded batches it keeps real tokens from attending to pads.
+        return_hidden: return the final layer norm's output (B, T, C) instead, so a caller that
+            needs logits at a few positions runs the vocabulary-wide `lm_head` only there.
         """
         B, T = input_ids.shape
         past = cache.length if cache is not None else 0
