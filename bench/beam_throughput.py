@@ -29,6 +29,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -128,14 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     hf = hf_model(model).to(device=device, dtype=dtype)
     cfg = BeamConfig(beam=args.beam, eval_len=args.eval_len, length_penalty=0.8, no_repeat_ngram_size=4,
                      eos_ids=(50256, 628))
-    paper_cfg = BeamConfig(**{**cfg.__dict__, "early_stop": False})
+    paper_cfg = replace(cfg, early_stop=False)
     print(f"{args.card} random weights on {device} ({args.dtype}, {torch.get_num_threads()} threads), "
           f"beam {cfg.beam}, eval_len {cfg.eval_len}; test split: {len(lines)} lines, {len(firsts)} "
           f"distinct contexts", flush=True)
 
     # Warm-up (allocator, kernels, lazy imports) on one short run each.
-    generate(model, contexts[:2], BeamConfig(**{**cfg.__dict__, "eval_len": 2}), args.batch_size)
-    hf_generate(hf, contexts[:2], BeamConfig(**{**cfg.__dict__, "eval_len": 2}), args.batch_size, device)
+    short = replace(cfg, eval_len=2)
+    generate(model, contexts[:2], short, args.batch_size)
+    hf_generate(hf, contexts[:2], short, args.batch_size, device)
 
     # The three are timed in turn, `--rounds` times, and each keeps its fastest round: on a
     # shared machine that is the least disturbed measurement, and no method gets all the quiet.

@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -141,7 +142,7 @@ def test_beam_search_equals_reference(name: str) -> None:
     # The settings really exercise eos: some results end in one, at different lengths.
     ended = [len(p) for p in expected if p[-1] in cfg.eos_ids]
     assert ended and len(set(ended)) > 1 or cfg.beam == 1
-    assert beam_search(model, contexts, BeamConfig(**{**cfg.__dict__, "early_stop": False})) == expected
+    assert beam_search(model, contexts, replace(cfg, early_stop=False)) == expected
 
 
 @pytest.mark.parametrize("eos_pull", [7.0, 11.0])
@@ -157,7 +158,7 @@ def test_early_stop_changes_work_not_results(eos_pull: float) -> None:
         early = beam_search(model, contexts, cfg)
         early_rows = sum(rows)
         rows.clear()
-        full = beam_search(model, contexts, BeamConfig(**{**cfg.__dict__, "early_stop": False}))
+        full = beam_search(model, contexts, replace(cfg, early_stop=False))
         assert early == full, f"length_penalty {lp}"
         if lp <= 0.8:
             assert early_rows < sum(rows)  # finished contexts really left the batch
@@ -190,7 +191,7 @@ def test_every_token_banned_gives_no_candidates_not_nan() -> None:
     # hypothesis runs out of tokens at step 5 and nothing can finish.
     blocked = BeamConfig(beam=3, eval_len=10, no_repeat_ngram_size=1, min_length=8, eos_ids=(0,))
     assert beam_search(model, [[1, 2], [3]], blocked) == [[], []]
-    allowed = BeamConfig(**{**blocked.__dict__, "min_length": 3})
+    allowed = replace(blocked, min_length=3)
     for predict in beam_search(model, [[1, 2], [3]], allowed):
         assert predict[-1] == 0 and len(predict) == len(set(predict)) >= 4
 
