@@ -55,7 +55,7 @@ def cut(text: str) -> str:
 
 def one_line(text: str) -> str:
     """Line breaks (every kind Python's str.splitlines knows) become single spaces."""
-    return " ".join(part.strip() for part in text.splitlines() if part.strip()) if text else text
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def standard_tokenize(text: str) -> str:
