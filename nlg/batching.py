@@ -94,9 +94,8 @@ def collate(examples: Sequence[Example], obj: str = "clm", pad_to: int | None = 
         grid[row, :n_input] = torch.tensor(tokens[:-1], dtype=torch.long)
         n_tokens += n_input
         first = 0 if obj == "jlm" else max(example.n_context - 1, 0)
-        for t in range(first, n_input):
-            index.append(row * width + t)
-            targets.append(tokens[t + 1])
+        index.extend(range(row * width + first, row * width + n_input))
+        targets.extend(tokens[first + 1:n_input + 1])
     return Batch(grid, torch.tensor(index, dtype=torch.long), torch.tensor(targets, dtype=torch.long),
                  n_tokens, len(index))
 
