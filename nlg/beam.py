@@ -333,14 +333,14 @@ def load_model(init_checkpoint: str | None, model_card: str | None, lora_checkpo
     else:
         try:
             model = from_pretrained(init_checkpoint, card=model_card)
-        except (FileNotFoundError, ValueError) as error:  # CheckpointError is a ValueError
+        except (FileNotFoundError, ValueError) as error:  # not only CheckpointError: a missing file, a bad card
             raise InputError(str(error)) from None
     if lora_checkpoint is not None:
         from nlg.lora import load_adapter, merge
 
         try:
             load_adapter(model, lora_checkpoint)
-        except ValueError as error:  # AdapterError
+        except ValueError as error:  # not only AdapterError: LoRAConfig's checks (e.g. r = 0)
             raise InputError(str(error)) from None
         merge(model)  # zero extra cost per token while decoding
     return model.eval()
