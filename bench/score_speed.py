@@ -38,7 +38,8 @@ NAMES = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
 
 
 def template_output(mr: str) -> str:
-    """A crude realisation of `name : X | Type : pub | ...` (the predictions being scored)."""
+    """A crude realisation of `name : X | Type : pub | ...`: the predictions scored here, and
+    those whose scores tests/test_metrics.py pins."""
     fields = dict(part.split(" : ", 1) for part in mr.split(" | "))
     text = f"{fields.get('name', 'It')} is a {fields.get('Type', 'place')}"
     if "food" in fields:
@@ -55,12 +56,18 @@ def template_output(mr: str) -> str:
     return text
 
 
-def write_e2e_files(test_txt: Path, out_dir: Path) -> tuple[Path, Path, int, int]:
-    """REF (references grouped per distinct MR, first-occurrence order) and template PRED."""
+def e2e_groups(test_txt: Path) -> dict[str, list[str]]:
+    """The references of each distinct MR of an E2E `mr||ref` file, in first-occurrence order."""
     groups: dict[str, list[str]] = {}
     for line in test_txt.read_text(encoding="utf-8").splitlines():
         mr, ref = line.split("||", 1)
         groups.setdefault(mr.strip(), []).append(ref.strip())
+    return groups
+
+
+def write_e2e_files(test_txt: Path, out_dir: Path) -> tuple[Path, Path, int, int]:
+    """REF (references grouped per distinct MR, first-occurrence order) and template PRED."""
+    groups = e2e_groups(test_txt)
     ref_path, pred_path = out_dir / "e2e_ref.txt", out_dir / "e2e_pred.txt"
     ref_path.write_text(
         "".join("\n".join(refs) + "\n\n" for refs in groups.values()), encoding="utf-8"
