@@ -35,10 +35,12 @@ Files in --work_dir:
                                    --eval_interval steps and at each epoch end {"step", "epoch",
                                    "valid_loss", "valid_ppl"}
     checkpoint-STEP/               adapter_model.safetensors + adapter_config.json (PEFT layout,
-                                   for `nlg beam --lora_checkpoint`) and training_state.pt
-                                   (optimiser, scheduler, step, data position, RNG states of
-                                   every rank, config; tensors and plain values only, read with
-                                   torch.load(weights_only=True)); written atomically.
+                                   for `nlg beam --lora_checkpoint`; with --full_finetune the
+                                   whole model, config.json + model.safetensors, instead) and
+                                   training_state.pt (optimiser, scheduler, step, data
+                                   position, RNG states of every rank, config; tensors and plain
+                                   values only, read with torch.load(weights_only=True));
+                                   written atomically.
 
 --resume latest (or a checkpoint path) continues exactly where the checkpoint was taken: same
 data order, same dropout masks, and metrics.jsonl is cut back to the checkpoint's step. It
@@ -370,7 +372,8 @@ def eval_batches(examples: list[Example], batch_size: int, rt: Runtime) -> list[
 
 
 def build_model(config: TrainConfig) -> GPT:
-    """The base GPT-2 (pretrained or random), frozen, with LoRA on the chosen projections."""
+    """The base GPT-2 (pretrained or random), frozen, with LoRA on the chosen projections
+    (with --full_finetune: no LoRA, every parameter trainable)."""
     if config.init_checkpoint:
         try:
             model = from_pretrained(config.init_checkpoint, card=config.model_card)
@@ -481,7 +484,7 @@ def train_step(model: CompletionLM | nn.Module, micro_batches: list[Batch], opti
 
 
 def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW (decoupled weight decay, bias-corrected) over the LoRA parameters only."""
+    """AdamW (decoupled weight decay, bias-corrected) over `params` (the trainable ones)."""
     return torch.optim.AdamW(params, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
                              eps=config.adam_epsilon, weight_decay=config.weight_decay)
 

@@ -148,11 +148,11 @@ def test_head_runs_only_at_loss_positions_with_the_same_loss():
     gpt = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=50, n_positions=32))
     examples = [Example((5, 6, 49, 7, 8, 49), 3), Example((1, 49, 2, 49), 2), Example((3, 4, 5), 3)]
     batch = collate(examples)
-    full = gpt(batch.input_ids)  # (B, T, V): the hook is inert outside CompletionLM
+    full = gpt(batch.input_ids)  # (B, T, V): every position through the head
     expected = completion_loss(full.reshape(-1, 50)[batch.loss_index], batch.loss_targets, 0.1)
     got = CompletionLM(gpt)(batch.input_ids, batch.loss_index, batch.loss_targets, 0.1)
     torch.testing.assert_close(got, expected)
-    assert gpt(batch.input_ids).shape == full.shape
+    assert gpt(batch.input_ids).shape == full.shape  # CompletionLM leaves the plain forward as it was
 
 
 def test_seq_len_truncates_and_counts():
