@@ -377,8 +377,8 @@ def read_base(path: str | os.PathLike) -> tuple[Mapping, str]:
         if weights.suffix == ".safetensors":
             return _LazyCheckpoint(weights), str(weights)
         return normalise_keys(read_state_dict(weights)), str(weights)
-    except CheckpointError as error:
-        raise InputError(str(error)) from None
+    except CheckpointError:  # already an InputError naming the file
+        raise
     except Exception as error:  # a corrupt or foreign file: say which
         raise InputError(f"{path}: cannot read checkpoint ({type(error).__name__}: {error})") from None
 
