@@ -423,8 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no --init_checkpoint: {args.model_card} with random weights (seed {args.seed}); "
               "for tests and demos only", file=sys.stderr)
     V, n_positions = model.config.vocab_size, model.config.n_positions
-    if max(eos_ids) >= V:
-        raise InputError(f"eos ids {list(eos_ids)} outside the model's vocabulary of {V}")
+    if max(eos_ids) >= V or min(eos_ids) < 0:
+        raise InputError(f"eos ids {list(eos_ids)} outside the model's vocabulary [0, {V})")
     for pair in pairs:
         if max(pair.context) >= V:
             raise InputError(f"{args.data}:{pair.line}: token id {max(pair.context)} outside the model's "

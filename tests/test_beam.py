@@ -314,6 +314,9 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert nlg(["beam", "--data", str(data), "--model_card", "gpt2.tiny", "--eos_token_id", "60000",
                 "--output_file", str(tmp_path / "x.jsonl")]) == 2
     assert "vocabulary" in capsys.readouterr().err
+    assert nlg(["beam", "--data", str(data), "--model_card", "gpt2.tiny", "--eos_token_id", "-1",
+                "--output_file", str(tmp_path / "x.jsonl")]) == 2
+    assert "vocabulary" in capsys.readouterr().err
     data.write_text('{"context": [1, 2], "completion": [3]}\nnot json\n')
     assert nlg(["beam", "--data", str(data), "--model_card", "gpt2.tiny"]) == 2
     assert f"{data}:2" in capsys.readouterr().err
