@@ -560,20 +560,18 @@ def gather_rng_states(rt: Runtime) -> list[dict]:
     return states
 
 
-def save_checkpoint(model: GPT, state: dict, work_dir: Path, step: int, base_model: str | None) -> Path:
-    """`work_dir/checkpoint-STEP/`: the adapter (PEFT files) and training_state.pt, atomically.
+def save_checkpoint(model: GPT, state: dict, path: Path, base_model: str | None) -> None:
+    """`path` (work_dir/checkpoint-STEP/): the adapter (PEFT files) and training_state.pt, atomically.
 
     After --full_finetune the checkpoint holds the whole model (config.json + model.safetensors)
     instead of an adapter.
     """
-    path = work_dir / f"checkpoint-{step}"
     with atomic_dir(path) as tmp:
         if state["config"].get("full_finetune"):
             save_pretrained(model, tmp)
         else:
             save_adapter(model, tmp, base_model=base_model)
         torch.save(state, tmp / STATE_FILE)
-    return path
 
 
 def list_checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
@@ -764,7 +762,7 @@ def _train(config: TrainConfig, rt: Runtime, train_examples: list[Example], n_cu
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "rng": rngs, "log_window": window, "config": config.to_json(),
                      "world_size": rt.world_size, "n_train": n_train}
-            save_checkpoint(model, state, work_dir, step, base_model)
+            save_checkpoint(model, state, path, base_model)
         if rt.distributed:
             dist.barrier()  # nobody runs ahead of a checkpoint that may be resumed
         return path
