@@ -622,6 +622,11 @@ def check_resumable(state: dict, config: TrainConfig, rt: Runtime, n_train: int,
         raise InputError(f"{path}: cannot resume exactly, settings differ: " + "; ".join(changed))
 
 
+def empty_log_window() -> dict:
+    """Sums over the training steps since the last loss record (checkpointed as they stand)."""
+    return {"loss_sum": 0.0, "n_loss": 0, "n_tokens": 0, "seconds": 0.0}
+
+
 class MetricsLog:
     """Rank 0's JSON-lines log; every record is flushed at once (a crash loses nothing written)."""
 
@@ -708,7 +713,7 @@ def _train(config: TrainConfig, rt: Runtime, train_examples: list[Example], n_cu
         optimizer, lambda s: lr_factor(s, config.scheduler, config.warmup_step, schedule_length))
 
     step, epoch, position, last_eval_step = 0, 0, 0, -1
-    window = {"loss_sum": 0.0, "n_loss": 0, "n_tokens": 0, "seconds": 0.0}
+    window = empty_log_window()
     if resume_from is not None:
         state = load_training_state(resume_from)
         check_resumable(state, config, rt, n_train, resume_from)
@@ -820,7 +825,7 @@ def _train(config: TrainConfig, rt: Runtime, train_examples: list[Example], n_cu
                     if bar.disable:
                         log(rt, f"step {step:>7} | epoch {epoch + 1} | loss {mean:.4f} | lr {lr:.3e} | "
                                 f"{speed:,.0f} tokens/s")
-                    window = {"loss_sum": 0.0, "n_loss": 0, "n_tokens": 0, "seconds": 0.0}
+                    window = empty_log_window()
                 if step % config.eval_interval == 0 or position >= len(batches):
                     validate()
                 if step % config.save_interval == 0:
