@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,9 +37,7 @@ from nlg.lora import (
     lora_parameters,
     save_adapter,
 )
-from nlg.model import GPT, GPTConfig, from_pretrained
-
-CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+from nlg.model import GPT, GPTConfig, from_pretrained, save_pretrained
 
 
 def orthonormal(rows: int, cols: int, seed: int) -> np.ndarray:
@@ -57,14 +56,10 @@ def trained_like(model: GPT, seed: int = 1) -> GPT:
     return model
 
 
-def save_base(model: GPT, path) -> None:
-    """Write the model as a published checkpoint would be: Conv1D projections stored (in, out)."""
-    from safetensors.torch import save_file
-
-    state = {key: (value.t() if key.endswith(CONV1D) else value).contiguous()
-             for key, value in model.state_dict().items()
-             if key != "lm_head.weight" and ".lora_" not in key}
-    save_file(state, str(path))
+def save_base(model: GPT, directory) -> Path:
+    """Write the model as a published checkpoint (Conv1D projections stored (in, out)); return its
+    weights file, which the tests pass on its own."""
+    return save_pretrained(model, directory) / "model.safetensors"
 
 
 def run(argv, capsys) -> tuple[int, str, str]:
@@ -266,7 +261,7 @@ def short_training_run(tmp_path, rank: int = 4, steps: int = 5):
     (nlg train's loop in miniature: AdamW on the LoRA parameters only)."""
     torch.manual_seed(0)
     base = GPT(small_config())
-    save_base(base, tmp_path / "base.safetensors")
+    base_file = save_base(base, tmp_path / "base")
     model = add_lora(base, rank=rank, alpha=32, targets=("q", "v"))
     optimizer = torch.optim.AdamW(lora_parameters(model).values(), lr=1e-2)
     tokens = torch.randint(0, 300, (4, 17), generator=torch.Generator().manual_seed(1))
@@ -277,7 +272,7 @@ def short_training_run(tmp_path, rank: int = 4, steps: int = 5):
         loss.backward()
         optimizer.step()
     save_adapter(model, tmp_path / "adapter")
-    return tmp_path / "base.safetensors", tmp_path / "adapter"
+    return base_file, tmp_path / "adapter"
 
 
 def test_command_on_a_trained_adapter_with_base(tmp_path, capsys):
@@ -417,9 +412,9 @@ def test_directory_without_an_adapter(tmp_path, capsys):
 
 def test_adapter_that_does_not_fit_the_base(tmp_path, capsys):
     save_adapter(trained_like(add_lora(GPT(small_config()), rank=4)), tmp_path / "adapter")
-    save_base(GPT(GPTConfig(n_layer=2, n_head=4, n_embd=128, vocab_size=300, n_positions=64)),
-              tmp_path / "wide.safetensors")
-    code, _, err = run([tmp_path / "adapter", "--base", tmp_path / "wide.safetensors"], capsys)
+    wide = save_base(GPT(GPTConfig(n_layer=2, n_head=4, n_embd=128, vocab_size=300, n_positions=64)),
+                     tmp_path / "wide")
+    code, _, err = run([tmp_path / "adapter", "--base", wide], capsys)
     assert code == 2 and str(tmp_path / "adapter") in err
     assert "transformer.h.0.attn.c_attn.lora_A.weight" in err and "(64, 64)" in err
     code, _, err = run([tmp_path / "adapter", "--model_card", "gpt2.tiny"], capsys)
@@ -473,7 +468,7 @@ def test_analyze_a_checkpoint_of_nlg_train(tmp_path, capsys):
     from nlg.model import card_config
 
     torch.manual_seed(0)
-    save_base(GPT(card_config("gpt2.tiny")), tmp_path / "base.safetensors")
+    base = save_base(GPT(card_config("gpt2.tiny")), tmp_path / "base")
     rng = np.random.default_rng(0)
     with open(tmp_path / "train.jsonl", "w") as handle:
         for _ in range(8):
@@ -481,13 +476,13 @@ def test_analyze_a_checkpoint_of_nlg_train(tmp_path, capsys):
             completion = rng.integers(0, 50000, 4).tolist() + [50256]
             handle.write(json.dumps({"context": context, "completion": completion}) + "\n")
     code = run_main(train.main, ["--train_data", str(tmp_path / "train.jsonl"), "--model_card", "gpt2.tiny",
-                                 "--init_checkpoint", str(tmp_path / "base.safetensors"), "--max_step", "3",
+                                 "--init_checkpoint", str(base), "--max_step", "3",
                                  "--train_batch_size", "4", "--lr", "0.01", "--warmup_step", "0",
                                  "--lora_dropout", "0", "--work_dir", str(tmp_path / "run"), "--device", "cpu"])
     assert code == 0
     checkpoint = tmp_path / "run" / "checkpoint-3"
     capsys.readouterr()
-    code, out, err = run([checkpoint, "--base", tmp_path / "base.safetensors", "--model_card", "gpt2.tiny",
+    code, out, err = run([checkpoint, "--base", base, "--model_card", "gpt2.tiny",
                           "--json", tmp_path / "report.json"], capsys)
     assert code == 0, err
     rows = json.loads((tmp_path / "report.json").read_text())["matrices"]
