@@ -633,12 +633,8 @@ class MetricsLog:
     def __init__(self, path: Path, enabled: bool, resume_step: int | None):
         self.path = path
         self.enabled = enabled
-        if not enabled:
-            return
-        if resume_step is None:
-            write_jsonl(path, [])
-        else:
-            write_jsonl(path, self._records_up_to(resume_step))
+        if enabled:
+            write_jsonl(path, [] if resume_step is None else self._records_up_to(resume_step))
 
     def _records_up_to(self, step: int) -> list[dict]:
         """Records of the interrupted run up to `step`; later ones will be written again."""
