@@ -349,6 +349,24 @@ def gpt() -> GPT:
     return model
 
 
+def test_attention_never_offers_cudnn_its_per_shape_plans(gpt, monkeypatch):
+    # cuDNN's attention re-plans for every new shape, and E2E shapes change every step: on an
+    # H100 it made training 3.3x and bf16 beam search 7x slower (bench/attention_backends.py).
+    import torch.nn.functional as F
+
+    seen, real = [], F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        seen.append((torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    gpt(random_ids(1000, batch=2, length=5, seed=3), key_mask=torch.ones(2, 5, dtype=torch.bool))
+    gpt(random_ids(1000, batch=2, length=5, seed=3))
+    assert seen == [(False, True)] * 4  # 2 layers x 2 calls
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # the choice is undone after each call
+
+
 def test_kv_cache_prefill_then_single_tokens_equals_full(gpt):
     ids = random_ids(1000, batch=3, length=13, seed=7)
     full = our_logits(gpt, ids)
