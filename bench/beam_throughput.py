@@ -36,12 +36,11 @@ import torch
 
 from nlg.beam import BeamConfig, beam_search, distinct_contexts, generate
 from nlg.data import encode_pairs, read_raw
-from nlg.model import GPT, card_config
+from nlg.model import GPT, card_config, published_layout
 from nlg.tokenizer import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NLG_SHARED_DIR", REPO.parent / "shared"))
-CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
 def hf_model(model: GPT):
@@ -53,7 +52,7 @@ def hf_model(model: GPT):
                         n_layer=c.n_layer, n_head=c.n_head, layer_norm_epsilon=c.layer_norm_epsilon,
                         activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     hf = GPT2LMHeadModel(config)
-    state = {k: v.t() if k.endswith(CONV1D) else v for k, v in model.state_dict().items()}
+    state = published_layout(model.state_dict())
     missing, unexpected = hf.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith((".attn.bias", ".attn.masked_bias"))]
     if missing or unexpected:

@@ -45,13 +45,12 @@ import torch.nn.functional as F
 from nlg.batching import Batch, collate, epoch_batches, make_examples
 from nlg.data import encode_pairs, read_raw
 from nlg.lora import add_lora, count_trainable, lora_parameters
-from nlg.model import GPT, card_config
+from nlg.model import GPT, card_config, published_layout
 from nlg.tokenizer import load_tokenizer
 from nlg.train import CompletionLM, Runtime, TrainConfig, autocast, build_optimizer, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NLG_SHARED_DIR", REPO.parent / "shared"))
-CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 METHODS = ("ours", "padded", "hf")
 PAPER_PAD = 512
 
@@ -84,7 +83,7 @@ def hf_peft_model(model: GPT):
                         activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     config._attn_implementation = "sdpa"
     hf = GPT2LMHeadModel(config)
-    state = {k: v.t() if k.endswith(CONV1D) else v for k, v in model.state_dict().items()}
+    state = published_layout(model.state_dict())
     hf.load_state_dict(state, strict=False)
     lora = LoraConfig(r=4, lora_alpha=32, lora_dropout=0.1, target_modules=["c_attn"],
                       fan_in_fan_out=True, bias="none", task_type="CAUSAL_LM")

@@ -280,6 +280,12 @@ _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
+def published_layout(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """`state` with our nn.Linear (out, in) projections as published GPT-2 files store them:
+    Conv1D's (in, out). Transformers' GPT2LMHeadModel loads the result."""
+    return {k: v.t().contiguous() if k.endswith(_CONV1D) else v for k, v in state.items()}
+
+
 class CheckpointError(InputError):
     """A checkpoint that does not fill the model exactly; the message lists every problem key."""
 
@@ -394,12 +400,8 @@ def save_pretrained(model: GPT, directory: str | os.PathLike) -> Path:
 
     if any(".lora_" in name for name, _ in model.named_parameters()):
         raise ValueError("save_pretrained writes base models; save the adapter with nlg.lora.save_adapter")
-    tensors = {}
-    for key, tensor in model.state_dict().items():
-        if key == "lm_head.weight":
-            continue
-        tensor = tensor.detach().cpu()
-        tensors[key] = (tensor.t() if key.endswith(_CONV1D) else tensor).contiguous()
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    tensors = {k: v.contiguous() for k, v in published_layout(state).items()}
     c = model.config
     config = {
         "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],

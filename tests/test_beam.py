@@ -24,7 +24,7 @@ from nlg.beam import (
     load_model,
     main,
 )
-from nlg.model import GPT, GPTConfig
+from nlg.model import GPT, GPTConfig, published_layout
 
 V = 64  # small vocabulary: the reference below loops over it
 EOS = 7
@@ -234,12 +234,6 @@ def test_distinct_contexts_first_occurrence() -> None:
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
-
-
-def published_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Our nn.Linear (out, in) projections as published GPT-2 files store them: Conv1D (in, out)."""
-    conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-    return {k: v.t().contiguous() if k.endswith(conv1d) else v for k, v in state.items()}
 
 
 def write_encoded(path: Path, contexts: list[list[int]]) -> None:

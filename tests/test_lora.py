@@ -21,7 +21,14 @@ from nlg.lora import (
     merge,
     unmerge,
 )
-from nlg.model import GPT, CheckpointError, GPTConfig, card_config, load_base_weights
+from nlg.model import (
+    GPT,
+    CheckpointError,
+    GPTConfig,
+    card_config,
+    load_base_weights,
+    published_layout,
+)
 
 D = 64  # width of the small model
 SLICES = ("q", "k", "v", "o", "fc", "proj")  # every target, the fused slices separately
@@ -289,13 +296,7 @@ def test_gradients_reach_only_lora_parameters():
 
 def published_state(model: GPT) -> dict[str, torch.Tensor]:
     """`model`'s base weights as a published checkpoint stores them (Conv1D: (in, out))."""
-    conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-    state = {}
-    for key, value in model.state_dict().items():
-        if ".lora_" in key:
-            continue
-        state[key] = value.t().clone() if key.endswith(conv1d) else value.clone()
-    return state
+    return published_layout({k: v.clone() for k, v in model.state_dict().items() if ".lora_" not in k})
 
 
 def test_base_weights_load_into_a_model_with_lora():

@@ -26,7 +26,7 @@ from nlg.cli import run_main
 from nlg.data import Pair, encode_pairs, parse_pairs
 from nlg.files import read_lines
 from nlg.lora import read_adapter
-from nlg.model import GPT, GPTConfig
+from nlg.model import GPT, GPTConfig, save_pretrained
 from nlg.tokenizer import load_tokenizer
 from nlg.train import CompletionLM, TrainConfig, completion_loss, lr_factor, main, parse_args
 
@@ -64,21 +64,12 @@ def e2e(tmp_path_factory, e2e_raw_dir, vocab_dir) -> dict:
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory, e2e) -> Path:
     """A Hugging Face-style directory (config.json + model.safetensors) of a tiny random GPT-2."""
-    from safetensors.torch import save_file
-
     torch.manual_seed(0)
     config = GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=e2e["vocab"], n_positions=128)
     model = GPT(config)
     with torch.no_grad():  # GPT-2's 0.02 init leaves logits too flat to fit anything; widen them
         model.transformer.wte.weight.mul_(25)
-    conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-    state = {k: (v.t() if k.endswith(conv1d) else v).contiguous()
-             for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    directory = tmp_path_factory.mktemp("base")
-    save_file(state, str(directory / "model.safetensors"))
-    (directory / "config.json").write_text(json.dumps(
-        {"n_layer": 2, "n_head": 2, "n_embd": 32, "vocab_size": e2e["vocab"], "n_positions": 128}))
-    return directory
+    return save_pretrained(model, tmp_path_factory.mktemp("base"))
 
 
 def args(e2e, base_dir, work_dir, *extra, train="train", valid=True) -> list[str]:
