@@ -151,14 +151,18 @@ def ban_repeated_ngrams_(logits: Tensor, history: Tensor, n: int) -> Tensor:
     return logits
 
 
-def next_token_logprobs(logits: Tensor, history: Tensor, config: BeamConfig, eos: Tensor) -> Tensor:
-    """Steps 2-4 of the module docstring on raw logits (N, V), then log_softmax; history (N, t)."""
+def next_token_logprobs(logits: Tensor, history: Tensor, config: BeamConfig, eos: Tensor,
+                        out: Tensor | None = None) -> Tensor:
+    """Steps 2-4 of the module docstring on raw logits (N, V), then log_softmax; history (N, t).
+
+    `logits` is changed in place; `out` (N, V), float32 or wider, receives the result if given.
+    """
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     apply_repetition_penalty_(logits, history, config.repetition_penalty)
     if history.shape[1] < config.min_length:
         logits.index_fill_(1, eos, NEG_INF)
     ban_repeated_ngrams_(logits, history, config.no_repeat_ngram_size)
-    logprobs = F.log_softmax(logits, dim=-1)
+    logprobs = F.log_softmax(logits, dim=-1) if out is None else torch.log_softmax(logits, -1, out=out)
     # Bans remove at most t + len(eos) tokens, so only a tiny vocabulary can lose them all; such a
     # row would be NaN (which topk ranks first) and must instead have no candidates.
     if logits.shape[1] <= history.shape[1] + len(eos):
@@ -228,6 +232,11 @@ def beam_search(model: GPT, contexts: list[list[int]], config: BeamConfig) -> li
     best_tokens = torch.zeros(B, T, dtype=torch.long, device=device)
     best_length = torch.zeros(B, dtype=torch.long, device=device)
 
+    # Every step's (rows, V) tensors go to these two buffers: they are tens of MB, and on a CPU a
+    # fresh tensor that size costs a page fault per 4 KiB (measured: 26 of a step's ~150 ms each).
+    logit_buffer = torch.empty(B * K, V, device=device, dtype=dtype)
+    logprob_buffer = torch.empty(B * K, V, device=device, dtype=scores.dtype)
+
     def keep_best(final: Tensor, candidates: Tensor, length: int) -> None:
         """final (Ba, K) final scores (-inf: not finishing); candidates (Ba*K, T) their tokens."""
         value, index = final.max(dim=1)  # the first of equal maxima: ties keep the earlier one
@@ -241,12 +250,13 @@ def beam_search(model: GPT, contexts: list[list[int]], config: BeamConfig) -> li
     for step in range(T):
         if step > 0:
             token = history[:, step - 1 : step]
-            logits = model(token, cache=cache, position_ids=next_position.unsqueeze(1),
-                           key_mask=key_mask)[:, -1]
+            hidden = model(token, cache=cache, position_ids=next_position.unsqueeze(1),
+                           key_mask=key_mask, return_hidden=True)[:, -1]
+            logits = torch.mm(hidden, model.lm_head.weight.t(), out=logit_buffer[: hidden.shape[0]])
             next_position = next_position + 1
         Ba = context_of.shape[0]
-        logprobs = next_token_logprobs(logits, history[:, :step], config, eos)
-        candidates = (scores.unsqueeze(2) + logprobs.view(Ba, K, V)).view(Ba, K * V)
+        logprobs = next_token_logprobs(logits, history[:, :step], config, eos, out=logprob_buffer[: Ba * K])
+        candidates = logprobs.view(Ba, K, V).add_(scores.unsqueeze(2)).view(Ba, K * V)
         scores, flat = candidates.topk(K, dim=1, largest=True, sorted=True)  # (Ba, K)
         parent = torch.div(flat, V, rounding_mode="floor")
         token = flat % V
