@@ -7,8 +7,8 @@ is built for every new shape, and E2E batches change shape at every training ste
 batch is padded to its own longest pair) and at every decoding step (the KV cache grows).
 This times, in one run, with all kernels allowed (PyTorch's default) and with nlg.model's
 set (cuDNN's left out): LoRA training steps on real E2E batches (bf16 autocast) padded to
-their longest pair and padded to 512, and beam search over test contexts in fp32 and bf16. Random weights (no pretrained ones here); speed does not
-depend on them.
+their longest pair and padded to 512, and beam search over test contexts in fp32 and bf16.
+Random weights (no pretrained ones here); speed does not depend on them.
 """
 
 from __future__ import annotations

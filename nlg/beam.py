@@ -74,7 +74,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
@@ -152,17 +151,15 @@ def ban_repeated_ngrams_(logits: Tensor, history: Tensor, n: int) -> Tensor:
 
 
 def next_token_logprobs(logits: Tensor, history: Tensor, config: BeamConfig, eos: Tensor,
-                        out: Tensor | None = None) -> Tensor:
-    """Steps 2-4 of the module docstring on raw logits (N, V), then log_softmax; history (N, t).
-
-    `logits` is changed in place; `out` (N, V), float32 or wider, receives the result if given.
-    """
+                        out: Tensor) -> Tensor:
+    """Steps 2-4 of the module docstring on raw logits (N, V), then log_softmax into `out`
+    (N, V, float32 or wider), which is returned; history (N, t). `logits` is changed in place."""
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     apply_repetition_penalty_(logits, history, config.repetition_penalty)
     if history.shape[1] < config.min_length:
         logits.index_fill_(1, eos, NEG_INF)
     ban_repeated_ngrams_(logits, history, config.no_repeat_ngram_size)
-    logprobs = F.log_softmax(logits, dim=-1) if out is None else torch.log_softmax(logits, -1, out=out)
+    logprobs = torch.log_softmax(logits, dim=-1, out=out)
     # Bans remove at most t + len(eos) tokens, so only a tiny vocabulary can lose them all; such a
     # row would be NaN (which topk ranks first) and must instead have no candidates.
     if logits.shape[1] <= history.shape[1] + len(eos):

@@ -28,7 +28,7 @@ from nlg.files import InputError
 # Every attention kernel but cuDNN's. PyTorch picks cuDNN's for bf16 on Hopper GPUs, and it
 # builds a plan for every new shape; E2E shapes change at every training step (each batch is
 # padded to its own longest pair) and at every decoding step (the cache grows). On an H100,
-# GPT-2 M: training steps 102 -> 38 ms, bf16 beam search 9x faster (bench/attention_backends.py).
+# GPT-2 M: training steps 203 -> 61 ms, bf16 beam search 7.1x faster (bench/attention_backends.py).
 ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
@@ -283,7 +283,7 @@ _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c
 def published_layout(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """`state` with our nn.Linear (out, in) projections as published GPT-2 files store them:
     Conv1D's (in, out). Transformers' GPT2LMHeadModel loads the result."""
-    return {k: v.t().contiguous() if k.endswith(_CONV1D) else v for k, v in state.items()}
+    return {k: (v.t() if k.endswith(_CONV1D) else v).contiguous() for k, v in state.items()}
 
 
 class CheckpointError(InputError):
@@ -401,7 +401,7 @@ def save_pretrained(model: GPT, directory: str | os.PathLike) -> Path:
     if any(".lora_" in name for name, _ in model.named_parameters()):
         raise ValueError("save_pretrained writes base models; save the adapter with nlg.lora.save_adapter")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    tensors = {k: v.contiguous() for k, v in published_layout(state).items()}
+    tensors = published_layout(state)
     c = model.config
     config = {
         "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import assert_same_log, metrics  # the CPU training tests' log helpers
 
 import nlg.train as train_module
 from nlg.beam import BeamConfig, generate
 from nlg.lora import read_adapter
-from nlg.model import GPT, GPTConfig, KVCache
+from nlg.model import GPT, GPTConfig, KVCache, save_pretrained
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -98,33 +99,24 @@ def write_copy_task(path: Path, count: int, seed: int) -> Path:
     return path
 
 
-def train_args(tmp_path: Path, work_dir: Path, *extra) -> list[str]:
-    config = tmp_path / "base" / "config.json"
-    if not config.exists():
-        from nlg.model import save_pretrained
-
-        base = random_gpt(seed=5)
-        with torch.no_grad():  # GPT-2's 0.02 init leaves logits too flat to fit anything; widen them
-            base.transformer.wte.weight.mul_(25)
-        save_pretrained(base, tmp_path / "base")
+@pytest.fixture()
+def training_args(tmp_path) -> list[str]:
+    """Flags shared by every run below: a widened random base and copy-task data, made once."""
+    base = random_gpt(seed=5)
+    with torch.no_grad():  # GPT-2's 0.02 init leaves logits too flat to fit anything; widen them
+        base.transformer.wte.weight.mul_(25)
     return ["--train_data", str(write_copy_task(tmp_path / "train.jsonl", 96, seed=6)),
             "--valid_data", str(write_copy_task(tmp_path / "valid.jsonl", 24, seed=7)),
-            "--init_checkpoint", str(tmp_path / "base"), "--work_dir", str(work_dir),
-            "--device", "cuda", "--train_batch_size", "8", "--seq_len", "64", "--lr", "1e-2", "--warmup_step", "2",
-            "--lora_dim", "8", "--lora_dropout", "0.1", "--log_interval", "2",
-            "--eval_interval", "6", "--save_interval", "6", *map(str, extra)]
+            "--init_checkpoint", str(save_pretrained(base, tmp_path / "base")),
+            "--device", "cuda", "--train_batch_size", "8", "--seq_len", "64", "--lr", "1e-2",
+            "--warmup_step", "2", "--lora_dim", "8", "--lora_dropout", "0.1", "--log_interval", "2",
+            "--eval_interval", "6", "--save_interval", "6", "--max_step", "24"]
 
 
-def metrics(work_dir: Path) -> list[dict]:
-    records = [json.loads(line) for line in (work_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in records]
-
-
-def test_cuda_training_learns_in_bf16_and_resumes_exactly(tmp_path, monkeypatch):
+def test_cuda_training_learns_in_bf16_and_resumes_exactly(training_args, tmp_path, monkeypatch):
     full = tmp_path / "full"
-    assert train_module.main(train_args(tmp_path, full, "--max_step", 24)) == 0
-    log = metrics(full)
-    losses = [r["loss"] for r in log if "loss" in r]
+    assert train_module.main([*training_args, "--work_dir", str(full)]) == 0
+    losses = [r["loss"] for r in metrics(full) if "loss" in r]
     assert losses[-1] < 0.7 * losses[0], losses
 
     broken, real_step, calls = tmp_path / "broken", train_module.train_step, []
@@ -137,12 +129,11 @@ def test_cuda_training_learns_in_bf16_and_resumes_exactly(tmp_path, monkeypatch)
 
     monkeypatch.setattr(train_module, "train_step", dies_at_step_10)
     with pytest.raises(KeyboardInterrupt):
-        train_module.main(train_args(tmp_path, broken, "--max_step", 24))
+        train_module.main([*training_args, "--work_dir", str(broken)])
     monkeypatch.setattr(train_module, "train_step", real_step)
-    assert train_module.main(train_args(tmp_path, broken, "--max_step", 24, "--resume", "latest")) == 0
+    assert train_module.main([*training_args, "--work_dir", str(broken), "--resume", "latest"]) == 0
 
     expected, got = read_adapter(full / "checkpoint-24")[1], read_adapter(broken / "checkpoint-24")[1]
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=0)
-    for a, b in zip(metrics(broken), metrics(full), strict=True):
-        assert a == pytest.approx(b, rel=1e-5), (a, b)
+    assert_same_log(metrics(broken), metrics(full), rel=1e-5)
