@@ -25,9 +25,10 @@ from torch.nn.attention import SDPBackend
 import nlg.model
 from nlg.batching import collate, epoch_batches, make_examples
 from nlg.beam import BeamConfig, distinct_contexts, generate
-from nlg.data import encode_pairs, read_raw
+from nlg.datasets.e2e import read_raw
 from nlg.lora import add_lora, lora_parameters
 from nlg.model import GPT, card_config
+from nlg.pairs import encode_pairs
 from nlg.tokenizer import load_tokenizer
 from nlg.train import CompletionLM, Runtime, TrainConfig, build_optimizer, train_step
 

@@ -35,8 +35,9 @@ from pathlib import Path
 import torch
 
 from nlg.beam import BeamConfig, beam_search, distinct_contexts, generate
-from nlg.data import encode_pairs, read_raw
+from nlg.datasets.e2e import read_raw
 from nlg.model import GPT, card_config, published_layout
+from nlg.pairs import encode_pairs
 from nlg.tokenizer import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]

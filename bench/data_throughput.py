@@ -9,10 +9,11 @@ Encodes every context and completion of the shared E2E valid+test splits (9,365 
   hf        Hugging Face tokenizers' GPT2Tokenizer (Rust) built from the same vocabulary
   tiktoken  tiktoken's own encode_ordinary_batch
   ours      nlg.tokenizer.Tokenizer.encode_batch (tiktoken, chunked across threads)
-  stage     nlg.data.prepare_e2e: read, check, encode and write all four output files
+  stage     nlg.data.prepare: read, check, encode and write all four output files
 
 All must produce identical ids. Prints lines/s, the ratio to the paper baseline and the time the
-42,061-line train split would take at that rate.
+42,061-line train split would take at that rate. Then the whole stage on the WebNLG 2017 XML
+release (train, dev and test: 105 XML files, 25,211 pairs), read from the shared folder.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from pathlib import Path
 
 import regex
 
-from nlg.data import prepare_e2e, read_raw
+from nlg import datasets
+from nlg.data import prepare
+from nlg.datasets.e2e import read_raw
 from nlg.tokenizer import GPT2_PATTERN, byte_alphabet, load_tokenizer
 
 TRAIN_LINES = 42061
@@ -109,7 +112,8 @@ def main() -> None:
     timings["ours"], got = best_time(lambda: tokenizer.encode_batch(texts), args.repeats)
     assert got == expected, "nlg tokenizer disagrees"
     with tempfile.TemporaryDirectory() as out:
-        timings["stage"], _ = best_time(lambda: prepare_e2e(raw_dir, out, tokenizer, progress=False), args.repeats)
+        timings["stage"], _ = best_time(lambda: prepare(datasets.get("e2e"), raw_dir, out, tokenizer, progress=False),
+                                        args.repeats)
 
     n = len(pairs)
     print(f"{n} pairs ({len(texts)} texts) from {raw_dir}; identical ids from every encoder")
@@ -117,6 +121,15 @@ def main() -> None:
     for name, seconds in timings.items():
         print(f"{name:<10} {seconds:8.3f} {n / seconds:10,.0f} {timings['paper'] / seconds:8.1f}x "
               f"{TRAIN_LINES / n * seconds:15.2f}s")
+
+    webnlg_dir = args.shared / "data" / "webnlg-2017"
+    if webnlg_dir.is_dir():
+        with tempfile.TemporaryDirectory() as out:
+            seconds, summaries = best_time(
+                lambda: prepare(datasets.get("webnlg"), webnlg_dir, out, tokenizer, progress=False), args.repeats)
+        pairs = sum(s.pairs for s in summaries)
+        print(f"webnlg stage, XML release ({', '.join(f'{s.split} {s.pairs}' for s in summaries)}): "
+              f"{seconds:.2f}s, {pairs / seconds:,.0f} pairs/s")
 
 
 if __name__ == "__main__":

@@ -43,9 +43,10 @@ import torch
 import torch.nn.functional as F
 
 from nlg.batching import Batch, collate, epoch_batches, make_examples
-from nlg.data import encode_pairs, read_raw
+from nlg.datasets.e2e import read_raw
 from nlg.lora import add_lora, count_trainable, lora_parameters
 from nlg.model import GPT, card_config, published_layout
+from nlg.pairs import encode_pairs
 from nlg.tokenizer import load_tokenizer
 from nlg.train import CompletionLM, Runtime, TrainConfig, autocast, build_optimizer, train_step
 

@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(f"--batch_size must be >= 1, got {args.batch_size}")
     output = Path(args.work_dir) / args.output_file if args.work_dir else Path(args.output_file)
 
-    from nlg.data import load_encoded
+    from nlg.pairs import load_encoded
 
     pairs = load_encoded(args.data)
     rank, world, local_rank = _distributed()

@@ -1,36 +1,46 @@
-"""Predictions -> the reference and prediction text files the E2E scorers read.
+"""Predictions -> the reference and prediction files a dataset's scorer reads.
 
     nlg decode --sample_file predict.jsonl --input_file data/e2e/test_formatted.jsonl
                --output_ref_file e2e_ref.txt --output_pred_file e2e_pred.txt
+               [--ref_type e2e|webnlg|dart] [--ref_num N] [--filter all|seen|unseen]
                [--tokenize] [--lower] [--vocab DIR] [--allow_subset]
 
-The same files as the LoRA paper's `gpt2_decode.py` (E2E reference type):
+The same files as the LoRA paper's `gpt2_decode.py`. For each distinct context of
+--input_file, in order of first occurrence, its references (every line with that context
+string) and its prediction; the dataset named by --ref_type writes them (nlg/datasets):
 
-  e2e_ref.txt   for each distinct context of --input_file, in order of first occurrence,
-                its references (every line with that context string), one per line, then
-                one empty line -- so the file ends with an empty line.
-  e2e_pred.txt  one line per distinct context, same order: its prediction.
+  e2e           --output_ref_file: the references of each context one per line, then an
+                empty line; --output_pred_file: one prediction per line
+  webnlg, dart  --output_ref_file is a folder of reference0 .. reference{N-1} (N = --ref_num,
+                default the paper's 6), one line per context each: a context's k-th
+                reference, or its first when it has fewer (references past the N-th are left
+                out, with a warning); --output_pred_file: one prediction per line
+
+--filter seen|unseen keeps the contexts whose WebNLG category was (not) seen in training
+(the formatted file's `cate`), as the paper's --filter does; predictions for the others are
+not used.
 
 A reference is the formatted completion, and a prediction the decoded `predict` ids, both cut
 at the first "<|endoftext|>" and then at the first blank line ("\\n\\n"), and stripped.
 --lower lower-cases, then --tokenize splits off every non-word character (the paper's
 regular expression `(\\W)`, not nltk) and joins the pieces with single spaces.
 
-Where the paper's script writes silently wrong files we stop with an error instead:
+Where the paper's script writes silently wrong files (or crashes) we stop with an error instead:
 
   * every prediction must name a line of --input_file (`id`, 0-based), and its `context` ids
     must decode to that line's context text (records without `context`, as the paper's
     beam script writes them, are matched by id alone);
-  * every distinct context needs a prediction; a prediction file covering only some of them
-    is an error giving the counts, unless --allow_subset, which writes references for the
-    predicted contexts only (scoring 200 predictions against 630 reference groups is how one
-    gets BLEU 5 and NIST 0);
-  * a prediction containing a line break would shift every later line of e2e_pred.txt, so
-    line breaks inside one text become spaces; an empty reference would end its group early
-    in e2e_ref.txt, so it is an error naming FILE:LINE.
+  * every distinct context (of the --filter subset) needs a prediction; a prediction file
+    covering only some of them is an error giving the counts, unless --allow_subset, which
+    writes references for the predicted contexts only (scoring 200 predictions against 630
+    reference groups is how one gets BLEU 5 and NIST 0; the paper's script crashes);
+  * a prediction containing a line break would shift every later line of the prediction
+    file, so line breaks inside one text become spaces; an empty reference would end its
+    group early in e2e_ref.txt, so it is an error naming FILE:LINE;
+  * --filter on a file without `cate` (E2E, DART) is an error naming the line.
 
 Several predictions for the same context (the paper's files have one per line): the last
-one in the file wins, as in the paper's script. Both outputs are written atomically.
+one in the file wins, as in the paper's script. All outputs are written atomically, together.
 """
 
 from __future__ import annotations
@@ -41,8 +51,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from nlg import datasets
 from nlg.cli import run_main, spellings
-from nlg.files import InputError, atomic_write, read_jsonl
+from nlg.datasets import Decoded
+from nlg.datasets.recipe import SUBSETS
+from nlg.files import InputError, read_jsonl
+from nlg.pairs import TextPair, load_formatted
 
 EOS_TEXT = "<|endoftext|>"
 SHOWN = 3  # examples quoted in an error message
@@ -133,40 +147,43 @@ def match_predictions(pairs, predictions: list[Prediction], tokenizer, input_fil
     return by_context
 
 
-@dataclass(frozen=True)
-class E2EFiles:
-    references: list[list[str]]  # per context, in first-occurrence order
-    predictions: list[str]
-
-    def reference_text(self) -> str:
-        return "".join("".join(ref + "\n" for ref in group) + "\n" for group in self.references)
-
-    def prediction_text(self) -> str:
-        return "".join(pred + "\n" for pred in self.predictions)
+def kept(pair: TextPair, subset: str, input_file: str) -> bool:
+    """Whether `pair` belongs to the --filter subset (all, seen or unseen categories)."""
+    if subset == "all":
+        return True
+    if pair.cate is None:
+        raise InputError(f"{input_file}:{pair.line}: no \"cate\" (seen category) on this line, so "
+                         f"--filter {subset} cannot tell; it applies to WebNLG files only")
+    return pair.cate == (subset == "seen")
 
 
-def build_files(pairs, by_context: dict[str, Prediction], tokenizer, *, tokenize: bool = False,
-                lower: bool = False, allow_subset: bool = False, input_file: str = "input",
-                sample_file: str = "predictions") -> E2EFiles:
+def build_decoded(pairs: list[TextPair], by_context: dict[str, Prediction], tokenizer, *, tokenize: bool = False,
+                  lower: bool = False, allow_subset: bool = False, subset: str = "all",
+                  input_file: str = "input", sample_file: str = "predictions") -> Decoded:
     """References grouped by context string and one prediction per context, in input order."""
     groups: dict[str, list[str]] = {}
     for pair in pairs:
+        if not kept(pair, subset, input_file):
+            continue
         reference = one_line(cut(pair.completion))
         if not reference:
             raise InputError(f"{input_file}:{pair.line}: empty reference (after cutting at "
                              f"{EOS_TEXT!r} and blank lines); it would end its group in the reference file")
         groups.setdefault(pair.context, []).append(post_process(reference, tokenize, lower))
+    which = "" if subset == "all" else f" {subset}"
+    if not groups:
+        raise InputError(f"{input_file}: no{which} contexts")
     missing = [context for context in groups if context not in by_context]
     if missing and not allow_subset:
         raise InputError(
-            f"{sample_file} predicts {len(groups) - len(missing)} of the {len(groups)} distinct contexts "
+            f"{sample_file} predicts {len(groups) - len(missing)} of the {len(groups)} distinct{which} contexts "
             f"in {input_file} ({len(missing)} missing, e.g. {missing[0]!r}); scoring them against "
             "every context's references would be meaningless. Pass --allow_subset to write "
             "references for the predicted contexts only")
-    kept = [context for context in groups if context in by_context]
+    kept_contexts = [context for context in groups if context in by_context]
     predictions = [post_process(one_line(cut(tokenizer.decode(by_context[c].predict))), tokenize, lower)
-                   for c in kept]
-    return E2EFiles([groups[c] for c in kept], predictions)
+                   for c in kept_contexts]
+    return Decoded([groups[c] for c in kept_contexts], predictions)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,8 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     arg(*spellings("sample_file"), dest="sample_file", required=True, help="predictions from `nlg beam`")
     arg(*spellings("input_file"), dest="input_file", required=True,
         help="the formatted data the predictions were made from (e.g. data/e2e/test_formatted.jsonl)")
-    arg(*spellings("output_ref_file"), dest="output_ref_file", required=True, help="reference text file to write")
+    arg(*spellings("output_ref_file"), dest="output_ref_file", required=True,
+        help="reference file (e2e) or folder (webnlg, dart) to write")
     arg(*spellings("output_pred_file"), dest="output_pred_file", required=True, help="prediction text file to write")
+    arg(*spellings("ref_type"), dest="ref_type", choices=datasets.names(), default="e2e",
+        help="which dataset's reference layout to write (default e2e)")
+    arg(*spellings("ref_num"), dest="ref_num", type=int, default=None,
+        help="webnlg, dart: references per context (default: the paper's, 6)")
+    arg("--filter", choices=SUBSETS, default="all",
+        help="webnlg: only the contexts of categories seen (or unseen) in training (default all)")
     arg("--tokenize", action="store_true", help="split off punctuation (the paper's regex tokeniser)")
     arg("--lower", action="store_true", help="lower-case references and predictions")
     arg("--vocab", default=None,
@@ -184,23 +208,26 @@ def main(argv: list[str] | None = None) -> int:
     arg(*spellings("allow_subset"), dest="allow_subset", action="store_true",
         help="write references only for the contexts that have a prediction")
     args = parser.parse_args(argv)
+    dataset = datasets.get(args.ref_type)
+    ref_num = dataset.recipe.scoring.ref_num if args.ref_num is None else args.ref_num
 
-    from nlg.data import load_formatted
     from nlg.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(args.vocab)
     pairs = load_formatted(args.input_file)
     predictions = read_predictions(args.sample_file, tokenizer.vocab_size)
     by_context = match_predictions(pairs, predictions, tokenizer, args.input_file, args.sample_file)
-    files = build_files(pairs, by_context, tokenizer, tokenize=args.tokenize, lower=args.lower,
-                        allow_subset=args.allow_subset, input_file=args.input_file,
-                        sample_file=args.sample_file)
-    with atomic_write(args.output_ref_file) as refs, atomic_write(args.output_pred_file) as preds:
-        refs.write(files.reference_text())
-        preds.write(files.prediction_text())
-    n_refs = sum(len(group) for group in files.references)
-    print(f"{len(files.predictions)} contexts, {n_refs} references: wrote {args.output_ref_file} "
-          f"and {args.output_pred_file}", file=sys.stderr)
+    decoded = build_decoded(pairs, by_context, tokenizer, tokenize=args.tokenize, lower=args.lower,
+                            allow_subset=args.allow_subset, subset=args.filter, input_file=args.input_file,
+                            sample_file=args.sample_file)
+    warnings = dataset.write_references(decoded, Path(args.output_ref_file), Path(args.output_pred_file), ref_num)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    n_refs = sum(len(group) for group in decoded.references)
+    unused = len(by_context) - len(decoded.predictions)
+    print(f"{len(decoded.predictions)} contexts, {n_refs} references: wrote {args.output_ref_file} "
+          f"and {args.output_pred_file}" + (f" ({unused} predictions outside --filter {args.filter} not used)"
+                                            if unused else ""), file=sys.stderr)
     return 0
 
 

@@ -79,7 +79,6 @@ from tqdm import tqdm
 
 from nlg.batching import Batch, Example, batches_per_epoch, collate, epoch_batches, make_examples
 from nlg.cli import run_main, spellings
-from nlg.data import load_encoded
 from nlg.files import InputError, atomic_dir, atomic_write, read_lines, write_jsonl
 from nlg.lora import TARGETS, add_lora, count_trainable, load_adapter, lora_parameters, save_adapter
 from nlg.model import (
@@ -90,6 +89,7 @@ from nlg.model import (
     read_state_dict,
     save_pretrained,
 )
+from nlg.pairs import load_encoded
 
 STATE_FILE = "training_state.pt"
 METRICS_FILE = "metrics.jsonl"

@@ -30,3 +30,33 @@ def vocab_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def e2e_raw_dir(shared_dir: Path) -> Path:
     return shared_dir / "data" / "e2e"
+
+
+@pytest.fixture(scope="session")
+def hf_gpt2(vocab_dir: Path):
+    """GPT-2 BPE from Hugging Face's GPT2Tokenizer (the paper's encoder algorithm, independently written)."""
+    import json
+
+    transformers = pytest.importorskip("transformers")
+    vocab = json.loads((vocab_dir / "encoder.json").read_text(encoding="utf-8"))
+    lines = (vocab_dir / "vocab.bpe").read_text(encoding="utf-8").split("\n")[1:]
+    return transformers.GPT2Tokenizer(vocab=vocab, merges=[tuple(line.split(" ")) for line in lines if line])
+
+
+@pytest.fixture(scope="session")
+def tokenizer(vocab_dir: Path):
+    from nlg.tokenizer import load_tokenizer
+
+    return load_tokenizer(vocab_dir)
+
+
+@pytest.fixture(scope="session")
+def write():
+    """write(path, text or bytes) -> path, making the folders on the way."""
+
+    def write_file(path: Path, content: str | bytes) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+        return path
+
+    return write_file

@@ -1,3 +1,5 @@
+"""`nlg data NAME`: the stage on every dataset (the datasets' own readers: tests/datasets/)."""
+
 import json
 import subprocess
 import sys
@@ -6,8 +8,10 @@ import pytest
 
 from nlg import cli
 from nlg import data as data_module
-from nlg.data import Pair, TextPair, download_raw, load_encoded, load_formatted, read_raw
+from nlg.datasets import e2e
+from nlg.datasets.e2e import read_raw
 from nlg.files import InputError
+from nlg.pairs import load_encoded, load_formatted
 
 GOOD = "name : The Vaults | Type : pub | price : more than £ 30||The Vaults pub near Café Adriatic has a 5 star rating . \n"
 
@@ -35,20 +39,11 @@ def paper_pipeline(raw_line, reference):
     return formatted, encoded
 
 
-@pytest.fixture(scope="module")
-def reference(vocab_dir):
-    """GPT-2 BPE from Hugging Face tokenizers (see tests/test_tokenizer.py for why this form)."""
-    transformers = pytest.importorskip("transformers")
-    vocab = json.loads((vocab_dir / "encoder.json").read_text(encoding="utf-8"))
-    lines = (vocab_dir / "vocab.bpe").read_text(encoding="utf-8").split("\n")[1:]
-    return transformers.GPT2Tokenizer(vocab=vocab, merges=[tuple(line.split(" ")) for line in lines if line])
-
-
 @pytest.mark.parametrize("split,count", [("valid", 4672), ("test", 4693)])
-def test_outputs_are_the_papers_files_byte_for_byte(prepared, reference, e2e_raw_dir, split, count):
+def test_outputs_are_the_papers_files_byte_for_byte(prepared, hf_gpt2, e2e_raw_dir, split, count):
     out, _ = prepared
     raw = (e2e_raw_dir / f"{split}.txt").read_text(encoding="utf-8").splitlines()
-    expected = [paper_pipeline(line, reference) for line in raw]
+    expected = [paper_pipeline(line, hf_gpt2) for line in raw]
     formatted = (out / f"{split}_formatted.jsonl").read_text(encoding="utf-8")
     encoded = (out / f"{split}.jsonl").read_text(encoding="utf-8")
     assert len(encoded.splitlines()) == len(formatted.splitlines()) == count
@@ -76,21 +71,6 @@ def test_loaders_read_the_outputs_back(prepared):
     assert len({t.context for t in texts}) == 630
 
 
-def write(path, content):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
-    return path
-
-
-def test_blank_lines_skipped_and_sides_stripped(tmp_path):
-    path = write(tmp_path / "valid.txt", "\n" + GOOD + "  \n" + " a : b ||  c d \r\n")
-    assert read_raw(path) == [
-        TextPair("name : The Vaults | Type : pub | price : more than £ 30",
-                 "The Vaults pub near Café Adriatic has a 5 star rating .", 2),
-        TextPair("a : b", "c d", 4),
-    ]
-
-
 @pytest.mark.parametrize("bad,reason", [
     ("name : X | Type : pub the reference\n", r"test\.txt:2: expected one '\|\|' .* found none"),
     ("name : X||one||two\n", r"test\.txt:2: expected one '\|\|' .* found 2"),
@@ -98,7 +78,7 @@ def test_blank_lines_skipped_and_sides_stripped(tmp_path):
     ("name : X||  \n", r"test\.txt:2: empty reference"),
     (b"name : Caf\xe9||bad byte\n", r"test\.txt:2: not valid UTF-8"),
 ])
-def test_bad_line_fails_cleanly_and_writes_nothing(tmp_path, vocab_dir, capsys, bad, reason):
+def test_bad_line_fails_cleanly_and_writes_nothing(tmp_path, vocab_dir, capsys, write, bad, reason):
     """valid.txt is fine, test.txt is not: no split is written, old outputs stay as they were."""
     raw, out = tmp_path / "raw", tmp_path / "out"
     write(raw / "valid.txt", GOOD * 3)
@@ -114,66 +94,19 @@ def test_bad_line_fails_cleanly_and_writes_nothing(tmp_path, vocab_dir, capsys, 
     assert (out / "test.jsonl").read_text() == "old\n"
 
 
-def test_empty_or_missing_raw_files(tmp_path, vocab_dir):
+def test_empty_or_missing_raw_files(tmp_path, vocab_dir, write):
     with pytest.raises(InputError, match="no pairs"):
         read_raw(write(tmp_path / "train.txt", "\n \n"))
     with pytest.raises(InputError, match=r"none of train\.txt, valid\.txt, test\.txt"):
         data_module.main(["e2e", "--raw-dir", str(tmp_path / "nothing"), "--vocab", str(vocab_dir)])
 
 
-@pytest.mark.parametrize("line,reason", [
-    ('{"context": [1, 2]}', r"x\.jsonl:2: expected an object with keys context and completion, got \['context'\]"),
-    ('{"context": [1], "completion": [2], "extra": 1}', "got \\['completion', 'context', 'extra'\\]"),
-    ("[1, 2]", "got list"),
-    ('{"context": [], "completion": [2]}', r"x\.jsonl:2: context must be a non-empty list"),
-    ('{"context": [1], "completion": "2"}', "completion must be a non-empty list"),
-    ('{"context": [1, 2.0], "completion": [2]}', "context must hold integers only"),
-    ('{"context": [1, true], "completion": [2]}', "context must hold integers only"),
-    ('{"context": [1], "completion": [2, 50257]}', r"completion has token id 50257, outside \[0, 50257\)"),
-    ('{"context": [-1], "completion": [2]}', "context has token id -1"),
-    ('{"context": [1], "completion": [2', r"x\.jsonl:2: not valid JSON"),
-])
-def test_load_encoded_names_the_bad_line(tmp_path, line, reason):
-    path = write(tmp_path / "x.jsonl", '{"context": [1, 50256], "completion": [2, 50256]}\n' + line + "\n")
-    with pytest.raises(InputError, match=reason):
-        load_encoded(path)
-
-
-def test_load_encoded_and_formatted_basics(tmp_path):
-    path = write(tmp_path / "x.jsonl", '{"context": [1, 50256], "completion": [2, 50256]}\n\n')
-    assert load_encoded(path) == [Pair([1, 50256], [2, 50256], 1)]
-    with pytest.raises(InputError, match="no pairs"):
-        load_encoded(write(tmp_path / "empty.jsonl", "\n"))
-    good = write(tmp_path / "f.jsonl", '{"context": "a : b", "completion": "c"}\n')
-    assert load_formatted(good) == [TextPair("a : b", "c", 1)]
-    bad = write(tmp_path / "g.jsonl", '{"context": "a : b", "completion": "c"}\n{"context": " ", "completion": "c"}\n')
-    with pytest.raises(InputError, match=r"g\.jsonl:2: context must be a non-empty string"):
-        load_formatted(bad)
-
-
-def test_download_unreachable_says_what_to_do(tmp_path):
-    # Port 9 (discard) on localhost: refused at once, no real network involved.
-    with pytest.raises(InputError, match=r"could not download http://127\.0\.0\.1:9/train\.txt .* run without --download"):
-        download_raw(tmp_path, url="http://127.0.0.1:9/{split}.txt", timeout=5)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_download_checks_content_before_writing(tmp_path):
-    site = tmp_path / "site"
-    write(site / "train.txt", GOOD * 2)
-    write(site / "valid.txt", "<html>404: Not Found</html>\n")
-    raw = tmp_path / "raw"
-    with pytest.raises(InputError, match=r"valid\.txt:1: expected one '\|\|'"):
-        download_raw(raw, splits=("train", "valid"), url=site.as_uri() + "/{split}.txt")
-    assert not raw.exists() or list(raw.iterdir()) == []
-
-
-def test_download_then_prepare(tmp_path, vocab_dir, monkeypatch, capsys):
+def test_download_then_prepare(tmp_path, vocab_dir, monkeypatch, capsys, write):
     site, out = tmp_path / "site", tmp_path / "out"
     for split in ("train", "valid", "test"):
         write(site / f"{split}.txt", GOOD * {"train": 3, "valid": 2, "test": 1}[split])
     write(out / "test.txt", GOOD * 5)  # already present: kept, not fetched
-    monkeypatch.setattr(data_module, "DOWNLOAD_URL", site.as_uri() + "/{split}.txt")
+    monkeypatch.setattr(e2e, "DOWNLOAD_URL", site.as_uri() + "/{split}.txt")
     monkeypatch.setenv("E2E_RAW_DIR", "")
     assert data_module.main(["e2e", "--out-dir", str(out), "--vocab", str(vocab_dir), "--download"]) == 0
     printed = capsys.readouterr().out
@@ -187,3 +120,4 @@ def test_raw_dir_is_required_without_download(monkeypatch, capsys):
         data_module.main(["e2e"])
     assert caught.value.code == 2
     assert "give --raw-dir DIR (or set $E2E_RAW_DIR), or --download" in capsys.readouterr().err
+

@@ -23,10 +23,11 @@ import nlg.train as train_module
 from nlg.batching import Example, batches_per_epoch, collate, epoch_batches, make_examples
 from nlg.cli import main as nlg_main
 from nlg.cli import run_main
-from nlg.data import Pair, encode_pairs, parse_pairs
+from nlg.datasets.e2e import parse_pairs
 from nlg.files import read_lines
 from nlg.lora import read_adapter
 from nlg.model import GPT, GPTConfig, save_pretrained
+from nlg.pairs import Pair, encode_pairs
 from nlg.tokenizer import load_tokenizer
 from nlg.train import CompletionLM, TrainConfig, completion_loss, lr_factor, main, parse_args
 

@@ -1,0 +1,150 @@
+"""The paper's recipe for a dataset, as data: training, beam search, decoding and scoring
+settings, and the numbers the paper reports.
+
+Every dataset module builds one `Recipe`; a pipeline reads it instead of repeating the
+numbers. The `args()` methods give the flags of `nlg train`, `nlg beam` and `nlg decode` in
+the paper's spelling, so a recipe is run exactly as the paper's commands run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+SUBSETS = ("all", "seen", "unseen")
+
+
+def _flags(settings: object, names: tuple[str, ...]) -> list[str]:
+    """`--name value` for each named field; tuples are joined with commas."""
+    flags = []
+    for name in names:
+        value = getattr(settings, name)
+        flags += [f"--{name}", ",".join(value) if isinstance(value, tuple) else str(value)]
+    return flags
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """`nlg train` settings; field names are the flags (the paper's gpt2_ft.py spelling).
+
+    The defaults are the paper's GPT-2 recipe for E2E and WebNLG (its appendix table and
+    examples/NLG/README.md): AdamW, lr 2e-4, weight decay 0.01, batch 8, 5 epochs, 500 warmup
+    steps then linear decay, label smoothing 0.1, LoRA r=4 on query and value, alpha 32,
+    dropout 0.1, sequences of at most 512 tokens, seed 110, no gradient clipping.
+    """
+
+    train_batch_size: int = 8
+    grad_acc: int = 1
+    seq_len: int = 512
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    adam_beta2: float = 0.999
+    scheduler: str = "linear"
+    warmup_step: int = 500
+    max_epoch: int = 5
+    clip: float = 0.0
+    lora_dim: int = 4
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.1
+    lora_targets: tuple[str, ...] = ("q", "v")
+    label_smooth: float = 0.1
+    random_seed: int = 110
+
+    def args(self) -> list[str]:
+        return _flags(self, tuple(f.name for f in fields(self)))
+
+
+@dataclass(frozen=True)
+class BeamRecipe:
+    """`nlg beam` settings; field names are the flags (the paper's gpt2_beam.py spelling).
+
+    eos 628 is "\\n\\n": generation also stops at a blank line, as in the paper's commands.
+    """
+
+    beam: int = 10
+    length_penalty: float = 0.8
+    no_repeat_ngram_size: int = 4
+    repetition_penalty: float = 1.0
+    eos_token_id: int = 628
+    eval_len: int = 64
+    seq_len: int = 512
+
+    def args(self) -> list[str]:
+        return _flags(self, tuple(f.name for f in fields(self)))
+
+
+@dataclass(frozen=True)
+class ScoringRecipe:
+    """How the paper turns predictions into reference files and scores them.
+
+    ref_type   `nlg decode --ref_type`: which dataset writes the reference files
+    ref_num    references per context in the reference folder (the paper's --ref_num);
+               None where every reference of a context is written (E2E's grouped file)
+    tokenize, lower   the paper's decode flags
+    subsets    the `--filter` values the paper reports scores for
+    suite      the scorer: "e2e" (the E2E challenge's measure_scores.py) or "webnlg"
+               (WebNLG's GenerationEval, eval.py -nr ref_num)
+    metrics    the metrics the paper reports, named as the suite names them
+    pymteval   E2E: BLEU/NIST as the official script's -p computes them, as the paper ran it
+    """
+
+    ref_type: str
+    ref_num: int | None
+    tokenize: bool
+    lower: bool
+    subsets: tuple[str, ...]
+    suite: str
+    metrics: tuple[str, ...]
+    pymteval: bool = False
+
+    def __post_init__(self) -> None:
+        if not set(self.subsets) <= set(SUBSETS):
+            raise ValueError(f"subsets must be among {SUBSETS}, got {self.subsets}")
+
+    def decode_args(self, subset: str = "all") -> list[str]:
+        """`nlg decode` flags for one subset (input, prediction and output files not included)."""
+        if subset not in self.subsets:
+            raise ValueError(f"the paper reports no {subset!r} scores here (only {', '.join(self.subsets)})")
+        flags = ["--ref_type", self.ref_type]
+        if self.ref_num is not None:
+            flags += ["--ref_num", str(self.ref_num)]
+        if subset != "all":
+            flags += ["--filter", subset]
+        if self.tokenize:
+            flags.append("--tokenize")
+        if self.lower:
+            flags.append("--lower")
+        return flags
+
+
+@dataclass(frozen=True)
+class PaperResult:
+    """Scores the LoRA paper reports for one model size and subset, as its tables print them.
+
+    `percent` names the metrics printed in percent (BLEU 70.4 means 0.704); `fraction`
+    gives every value on the 0..1 scale of `nlg score`.
+    """
+
+    model_card: str  # gpt2.md | gpt2.lg
+    subset: str  # all | seen | unseen
+    scores: Mapping[str, float]
+    percent: frozenset[str]
+    source: str  # where in the paper
+
+    def fraction(self, metric: str) -> float:
+        value = self.scores[metric]
+        return value / 100 if metric in self.percent else value
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything the paper did with one dataset after making its files."""
+
+    train: TrainRecipe
+    beam: BeamRecipe
+    scoring: ScoringRecipe
+    paper: tuple[PaperResult, ...] = field(default=())
+
+    def paper_result(self, model_card: str, subset: str = "all") -> PaperResult | None:
+        """The paper's scores for `model_card` on `subset`, or None if it reports none."""
+        return next((r for r in self.paper if r.model_card == model_card and r.subset == subset), None)
