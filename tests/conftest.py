@@ -33,6 +33,24 @@ def e2e_raw_dir(shared_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def webnlg_xml_dir(shared_dir: Path) -> Path:
+    """The WebNLG 2017 challenge release: train/ and dev/ {1..7}triples/*.xml, test/testdata_with_lex.xml."""
+    return shared_dir / "data" / "webnlg-2017"
+
+
+@pytest.fixture(scope="session")
+def webnlg_json_dir(shared_dir: Path) -> Path:
+    """The LoRA paper's json form of WebNLG 2017; only dev.json is here."""
+    return shared_dir / "data" / "webnlg"
+
+
+@pytest.fixture(scope="session")
+def dart_raw_dir(shared_dir: Path) -> Path:
+    """DART v1.1.1: dev as json and XML, test as XML."""
+    return shared_dir / "data" / "dart"
+
+
+@pytest.fixture(scope="session")
 def hf_gpt2(vocab_dir: Path):
     """GPT-2 BPE from Hugging Face's GPT2Tokenizer (the paper's encoder algorithm, independently written)."""
     import json
@@ -48,6 +66,25 @@ def tokenizer(vocab_dir: Path):
     from nlg.tokenizer import load_tokenizer
 
     return load_tokenizer(vocab_dir)
+
+
+def _prepare(name: str, raw_dir: Path, out: Path, tokenizer) -> tuple[Path, list]:
+    from nlg import datasets
+    from nlg.data import prepare
+
+    return out, prepare(datasets.get(name), raw_dir, out, tokenizer, progress=False)
+
+
+@pytest.fixture(scope="session")
+def webnlg_prepared(tmp_path_factory, webnlg_xml_dir: Path, tokenizer) -> tuple[Path, list]:
+    """`nlg data webnlg` on the XML release, once per session: (out dir, split summaries)."""
+    return _prepare("webnlg", webnlg_xml_dir, tmp_path_factory.mktemp("webnlg"), tokenizer)
+
+
+@pytest.fixture(scope="session")
+def dart_prepared(tmp_path_factory, dart_raw_dir: Path, tokenizer) -> tuple[Path, list]:
+    """`nlg data dart` on the shared files (dev json, test XML), once per session: (out dir, summaries)."""
+    return _prepare("dart", dart_raw_dir, tmp_path_factory.mktemp("dart"), tokenizer)
 
 
 @pytest.fixture(scope="session")

@@ -121,3 +121,79 @@ def test_raw_dir_is_required_without_download(monkeypatch, capsys):
     assert caught.value.code == 2
     assert "give --raw-dir DIR (or set $E2E_RAW_DIR), or --download" in capsys.readouterr().err
 
+
+# -- WebNLG and DART through the same stage --------------------------------------------------
+
+
+def distinct(path):
+    return {pair.context for pair in load_formatted(path)}
+
+
+def test_webnlg_xml_release_every_split(webnlg_prepared):
+    """The issue's counts: 18,025 good lexicalisations in train; 1,862 test contexts, 971 seen."""
+    out, summaries = webnlg_prepared
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{split}{suffix}.jsonl" for split in ("train", "valid", "test") for suffix in ("", "_formatted"))
+    counts = {s.split: (s.pairs, s.contexts) for s in summaries}
+    assert counts == {"train": (18025, 6888), "valid": (2258, 870), "test": (4928, 1862)}
+    test = load_formatted(out / "test_formatted.jsonl")
+    seen = {p.context for p in test if p.cate}
+    assert (len(seen), len({p.context for p in test if not p.cate})) == (971, 891)
+    assert all(p.cate is True for p in load_formatted(out / "train_formatted.jsonl"))  # train is all "seen"
+    encoded = load_encoded(out / "test.jsonl")
+    assert len(encoded) == 4928 and all(p.context[-1] == p.completion[-1] == 50256 for p in encoded)
+    train = next(s for s in summaries if s.split == "train")
+    assert train.source.endswith("train/*triples/*.xml (52 files)")
+    assert train.left_out == ("77 texts not marked good (as the paper does)",
+                              "5 entries with no text kept, so without a pair")
+
+
+def test_dart_dev_json_and_test_xml(dart_prepared, dart_raw_dir):
+    out, summaries = dart_prepared
+    assert sorted(p.name for p in out.iterdir()) == [
+        "test.jsonl", "test_formatted.jsonl", "valid.jsonl", "valid_formatted.jsonl"]
+    counts = {s.split: (s.pairs, s.contexts) for s in summaries}
+    # DART's test release has 12,552 annotations, one of them empty (left out, see nlg/datasets/triples.py).
+    assert counts == {"valid": (6980, 2721), "test": (12551, 4159)}
+    valid, test = summaries
+    assert valid.source == f"{dart_raw_dir / 'dart-v1.1.1-full-dev.json'} (the XML form beside it, " \
+                           "dart-v1.1.1-full-dev.xml, not read)"
+    assert test.left_out == (f"1 empty text (the first in {dart_raw_dir / 'dart-v1.1.1-full-test.xml'}: "
+                             "entry 116 (eid Id116))",)
+    assert all(p.cate is None for p in load_formatted(out / "valid_formatted.jsonl"))
+
+
+def test_summary_names_what_was_read_and_left_out(webnlg_json_dir, tmp_path, vocab_dir, capsys):
+    assert cli.main(["data", "webnlg", "--raw-dir", str(webnlg_json_dir), "--out-dir", str(tmp_path),
+                     "--vocab", str(vocab_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:3] == ["valid", "2258", "870"]
+    assert lines[2:5] == [f"valid: read {webnlg_json_dir / 'dev.json'}",
+                          "valid: left out 10 texts not marked good (as the paper does)",
+                          "valid: left out 1 entry with no text kept, so without a pair"]
+    assert lines[5].startswith("2258 pairs in ")
+
+
+@pytest.mark.parametrize("name,looked_for", [
+    ("webnlg", "none of train.json or train/*triples/*.xml, dev.json or dev/*triples/*.xml, "
+               "test.json or test/testdata_with_lex.xml there (give --raw-dir or $WEBNLG_RAW_DIR, or add --download)"),
+    ("dart", "none of dart-v1.1.1-full-train.json or .xml, dart-v1.1.1-full-dev.json or .xml, "
+             "dart-v1.1.1-full-test.json or .xml there (give --raw-dir or $DART_RAW_DIR, or add --download)"),
+])
+def test_a_folder_with_neither_form_says_what_it_looked_for(tmp_path, vocab_dir, capsys, write, name, looked_for):
+    write(tmp_path / "raw" / "dev.jsonl", "{}\n")  # near misses are not read
+    assert cli.main(["data", name, "--raw-dir", str(tmp_path / "raw"), "--vocab", str(vocab_dir)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'raw'}: {looked_for}\n"
+
+
+def test_a_bad_webnlg_split_writes_nothing(tmp_path, webnlg_json_dir, vocab_dir, capsys, write):
+    """dev.json is fine, test.json has a triple without three parts: no split is written."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    write(raw / "dev.json", (webnlg_json_dir / "dev.json").read_bytes())
+    bad = {"entries": [{"1": {"category": "Food", "lexicalisations": [{"comment": "good", "lex": "A b."}],
+                              "modifiedtripleset": [{"subject": "A", "property": "b"}], "xml_id": "Id1"}}]}
+    write(raw / "test.json", json.dumps(bad))
+    write(out / "valid.jsonl", "old\n")
+    assert cli.main(["data", "webnlg", "--raw-dir", str(raw), "--out-dir", str(out), "--vocab", str(vocab_dir)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {raw / 'test.json'}: entry 1 (eid Id1): triple 1 is not three strings")
+    assert sorted(p.name for p in out.iterdir()) == ["valid.jsonl"] and (out / "valid.jsonl").read_text() == "old\n"

@@ -25,7 +25,7 @@ from nlg.datasets.recipe import Recipe
 from nlg.pairs import TextPair
 
 SPLITS = ("train", "valid", "test")  # the output splits, in this order everywhere
-MODULES = {"e2e": "nlg.datasets.e2e"}
+MODULES = {"e2e": "nlg.datasets.e2e", "webnlg": "nlg.datasets.webnlg", "dart": "nlg.datasets.dart"}
 
 
 @dataclass(frozen=True)

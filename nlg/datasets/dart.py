@@ -1,0 +1,116 @@
+"""DART v1.1.1 (open-domain triples -> text), as the LoRA paper runs it.
+
+A raw folder holds, per split, either form (the json one is read when both are there):
+
+    split   json (the paper's input)        XML (DART's release, WebNLG's format)
+    train   dart-v1.1.1-full-train.json     dart-v1.1.1-full-train.xml
+    valid   dart-v1.1.1-full-dev.json       dart-v1.1.1-full-dev.xml
+    test    dart-v1.1.1-full-test.json      dart-v1.1.1-full-test.xml
+
+The json files are a list of `{"tripleset": [[subject, property, object], ...],
+"annotations": [{"source", "text"}, ...], ...}`; the XML files give the same records in the
+same order (tested on the dev set) as <entry> elements with <mtriple>s and <lex>s.
+
+As the paper's format_converting_dart.py: the context is the triples as `subject : property
+: object` joined by ` | ` with the property lower-cased (Python's str.lower), every
+annotation is one pair whatever its source, and the formatted lines carry no `cate`.
+Entries with the same triples give the same context, so decoding gathers their references
+(the dev set's 2,768 triple sets are 2,721 distinct contexts).
+
+Stricter than the paper: see nlg.datasets.triples (missing keys and malformed triples are
+errors; an empty annotation, of which DART's test release has one, is left out and counted).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nlg.datasets import Dataset
+from nlg.datasets.recipe import BeamRecipe, PaperResult, Recipe, ScoringRecipe, TrainRecipe
+from nlg.datasets.triples import (
+    Entry,
+    SplitFiles,
+    Text,
+    TriplesFormat,
+    check_triples,
+    json_entries,
+    load_json,
+    make_pairs,
+    require,
+    write_reference_folder,
+)
+from nlg.files import InputError
+from nlg.pairs import TextPair
+
+RAW_ENV = "DART_RAW_DIR"
+FILES = tuple(SplitFiles(split, f"dart-v1.1.1-full-{name}.json", f"dart-v1.1.1-full-{name}.xml")
+              for split, name in (("train", "train"), ("valid", "dev"), ("test", "test")))
+DOWNLOAD_URL = "https://raw.githubusercontent.com/microsoft/LoRA/main/examples/NLG/data/dart/{name}"
+
+
+def _json_entry(record: object, where: str, number: int) -> Entry:
+    record = require(record, ("tripleset", "annotations"), where)
+    triples = check_triples(record["tripleset"], where, lambda triple: triple)
+    annotations = record["annotations"]
+    if not isinstance(annotations, list):
+        raise InputError(f"{where}: annotations must be a list")
+    texts = []
+    for index, annotation in enumerate(annotations, start=1):
+        if not isinstance(annotation, dict) or not isinstance(annotation.get("text"), str):
+            raise InputError(f"{where}: annotation {index} needs a string key text, got {annotation!r}")
+        texts.append(Text(annotation.get("source"), annotation["text"]))
+    return Entry(where, number, None, triples, tuple(texts))
+
+
+def read_json(data: bytes, source: str) -> list[Entry]:
+    """Entries of DART's json form (the paper's input)."""
+    return json_entries(load_json(data, source), source, _json_entry)
+
+
+def to_pairs(entries: list[Entry]) -> tuple[list[TextPair], tuple[str, ...]]:
+    """The paper's pairs: every annotation, the property lower-cased, no category flag."""
+    return make_pairs(entries, keep=lambda text: True, cate=lambda entry: None, lower_property=True)
+
+
+FORMAT = TriplesFormat(FILES, read_json, to_pairs)
+
+
+def download(raw_dir: str | os.PathLike, url: str | None = None, timeout: float = 60.0) -> list[Path]:
+    """Fetch the paper's json files of the splits missing from raw_dir (in neither form there).
+
+    `url` has a `{name}` field (dart-v1.1.1-full-train.json, ...); the default is DOWNLOAD_URL.
+    """
+    manual = ("dart-v1.1.1-full-{train,dev,test}.json (the LoRA repo's examples/NLG/data/dart/, or "
+              "github.com/Yale-LILY/dart data/v1.1.1/, which also has the .xml form)")
+    return FORMAT.download(Path(raw_dir), url or DOWNLOAD_URL, manual, timeout)
+
+
+# The paper's DART test scores, GPT-2 with LoRA (its appendix table for DART; the repository's
+# README has the BLEU column). BLEU in percent; METEOR and TER as GenerationEval prints them.
+_SOURCE = "LoRA paper, appendix table for DART"
+PAPER = (
+    PaperResult("gpt2.md", "all", {"BLEU": 47.1, "METEOR": 0.39, "TER": 0.46}, frozenset({"BLEU"}), _SOURCE),
+    PaperResult("gpt2.lg", "all", {"BLEU": 47.5, "METEOR": 0.39, "TER": 0.45}, frozenset({"BLEU"}), _SOURCE),
+)
+
+# As E2E's recipe except no weight decay, no LoRA dropout and no label smoothing (the paper's
+# hyperparameter table); decoding and scoring as its README's DART commands.
+RECIPE = Recipe(
+    train=TrainRecipe(weight_decay=0.0, lora_dropout=0.0, label_smooth=0.0),
+    beam=BeamRecipe(),
+    scoring=ScoringRecipe(ref_type="dart", ref_num=6, tokenize=True, lower=True, subsets=("all",),
+                          suite="webnlg", metrics=("BLEU", "METEOR", "TER")),
+    paper=PAPER,
+)
+
+DATASET = Dataset(
+    name="dart",
+    title="DART v1.1.1",
+    raw_env=RAW_ENV,
+    raw_files=", ".join(f"{files.json} or .xml" for files in FILES),
+    read_raw=FORMAT.read_raw_dir,
+    download=download,
+    write_references=write_reference_folder,
+    recipe=RECIPE,
+)
