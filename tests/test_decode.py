@@ -1,4 +1,4 @@
-"""`nlg decode`: the paper's reference/prediction file format, and mismatches stop with counts."""
+"""`nlg decode`: the paper's reference/prediction files for E2E, WebNLG and DART; mismatches stop with counts."""
 
 from __future__ import annotations
 
@@ -8,15 +8,9 @@ from pathlib import Path
 import pytest
 
 from nlg.decode import cut, main, post_process
+from nlg.pairs import load_encoded, load_formatted
 
 LINES = [0, 1, 2, 3, 4, 5, 6, 1160, 1161]  # three Blue Spice contexts (2, 2, 3 refs) + one with a £
-
-
-@pytest.fixture(scope="module")
-def tokenizer(vocab_dir: Path):
-    from nlg.tokenizer import load_tokenizer
-
-    return load_tokenizer(vocab_dir)
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +162,140 @@ def test_beam_then_decode(tmp_path, files, vocab_dir, tokenizer, pairs) -> None:
     assert decode(files, vocab_dir) == 0
     assert len(files["pred.txt"].read_text(encoding="utf-8").splitlines()) == 4
     assert files["ref.txt"].read_text(encoding="utf-8").count("\n\n") == 4
+
+
+# -- WebNLG and DART: the reference folder ----------------------------------------------------
+
+
+def perfect_predictions(prepared: Path, split: str, path: Path) -> list[str]:
+    """One prediction per distinct context: its first reference (so decode's output is checkable)."""
+    texts = load_formatted(prepared / f"{split}_formatted.jsonl")
+    encoded = load_encoded(prepared / f"{split}.jsonl")
+    firsts: dict[str, int] = {}
+    for index, pair in enumerate(texts):
+        firsts.setdefault(pair.context, index)
+    write_predictions(path, [{"id": i, "context": encoded[i].context, "predict": encoded[i].completion}
+                             for i in firsts.values()])
+    return [texts[i].completion for i in firsts.values()]
+
+
+def decode_to_folder(prepared: Path, split: str, tmp_path: Path, vocab_dir: Path, *extra: str) -> int:
+    return main(["--sample_file", str(tmp_path / "predict.jsonl"),
+                 "--input_file", str(prepared / f"{split}_formatted.jsonl"),
+                 "--output_ref_file", str(tmp_path / "references"), "--output_pred_file", str(tmp_path / "hypothesis"),
+                 "--vocab", str(vocab_dir), *extra])
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def test_webnlg_reference_folder_on_the_test_set(webnlg_prepared, tmp_path, vocab_dir, capsys) -> None:
+    out, _ = webnlg_prepared
+    firsts = perfect_predictions(out, "test", tmp_path / "predict.jsonl")
+    assert decode_to_folder(out, "test", tmp_path, vocab_dir, "--ref_type", "webnlg", "--ref_num", "6",
+                            "--tokenize", "--lower") == 0
+    assert "warning: 2 of 1862 contexts have more than 6 references: 3 references beyond the first 6" \
+        in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "references").iterdir()) == [f"reference{k}" for k in range(6)]
+    refs = [lines(tmp_path / "references" / f"reference{k}") for k in range(6)]
+    hypothesis = lines(tmp_path / "hypothesis")
+    assert [len(r) for r in refs] == [1862] * 6 and len(hypothesis) == 1862
+    assert hypothesis == refs[0] == [post_process(text, tokenize=True, lower=True) for text in firsts]
+    assert hypothesis[0] == "abilene , texas is served by the abilene regional airport ."
+    # Context 1 has two references: reference2..5 repeat its first, as the paper's decoder pads.
+    assert refs[1][0] == "abilene regional airport serves the city of abilene in texas ."
+    assert [r[0] for r in refs[2:]] == [hypothesis[0]] * 4
+
+
+@pytest.mark.parametrize("subset,count", [("seen", 971), ("unseen", 891)])
+def test_webnlg_filter_keeps_seen_or_unseen_contexts(webnlg_prepared, tmp_path, vocab_dir, capsys, subset, count) -> None:
+    out, _ = webnlg_prepared
+    firsts = perfect_predictions(out, "test", tmp_path / "predict.jsonl")
+    assert decode_to_folder(out, "test", tmp_path, vocab_dir, "--ref_type", "webnlg", "--filter", subset) == 0
+    assert f"({1862 - count} predictions outside --filter {subset} not used)" in capsys.readouterr().err
+    assert [len(lines(tmp_path / "references" / f"reference{k}")) for k in range(6)] == [count] * 6
+    hypothesis = lines(tmp_path / "hypothesis")
+    assert len(hypothesis) == count and set(hypothesis) <= set(firsts)
+    seen_first = hypothesis[0] == firsts[0]  # the test file starts with Airport, a seen category
+    assert seen_first == (subset == "seen")
+
+
+def test_dart_reference_folder_and_its_default_ref_num(dart_prepared, tmp_path, vocab_dir, capsys) -> None:
+    out, _ = dart_prepared
+    perfect_predictions(out, "test", tmp_path / "predict.jsonl")
+    assert decode_to_folder(out, "test", tmp_path, vocab_dir, "--ref_type", "dart", "--tokenize", "--lower") == 0
+    err = capsys.readouterr().err
+    assert "warning: 88 of 4159 contexts have more than 6 references: 576 references beyond the first 6" in err
+    assert [len(lines(tmp_path / "references" / f"reference{k}")) for k in range(6)] == [4159] * 6
+    assert len(lines(tmp_path / "hypothesis")) == 4159
+
+
+def test_filter_needs_the_webnlg_category_flag(dart_prepared, tmp_path, vocab_dir, capsys) -> None:
+    from nlg.cli import run_main
+
+    out, _ = dart_prepared
+    perfect_predictions(out, "valid", tmp_path / "predict.jsonl")
+    assert run_main(main, ["--sample_file", str(tmp_path / "predict.jsonl"),
+                           "--input_file", str(out / "valid_formatted.jsonl"), "--output_ref_file",
+                           str(tmp_path / "references"), "--output_pred_file", str(tmp_path / "hypothesis"),
+                           "--ref_type", "dart", "--filter", "seen", "--vocab", str(vocab_dir)]) == 2
+    assert f"{out / 'valid_formatted.jsonl'}:1: no \"cate\"" in capsys.readouterr().err
+    assert not (tmp_path / "references").exists() and not (tmp_path / "hypothesis").exists()
+
+
+def test_ref_num_is_refused_for_e2e(files, vocab_dir) -> None:
+    from nlg.files import InputError
+
+    with pytest.raises(InputError, match="--ref_num does not apply to --ref_type e2e"):
+        decode(files, vocab_dir, "--ref_num", "4")
+    assert not files["ref.txt"].exists() and not files["pred.txt"].exists()
+
+
+def test_reference_folder_is_not_written_over_other_files(webnlg_prepared, tmp_path, vocab_dir) -> None:
+    from nlg.files import InputError
+
+    out, _ = webnlg_prepared
+    perfect_predictions(out, "valid", tmp_path / "predict.jsonl")
+    (tmp_path / "references").mkdir()
+    (tmp_path / "references" / "reference0").write_text("old\n")
+    (tmp_path / "references" / "notes.txt").write_text("mine\n")
+    with pytest.raises(InputError, match="holds other files than reference0, reference1, ... \\(notes.txt\\)"):
+        decode_to_folder(out, "valid", tmp_path, vocab_dir, "--ref_type", "webnlg")
+    assert (tmp_path / "references" / "reference0").read_text() == "old\n" and not (tmp_path / "hypothesis").exists()
+    (tmp_path / "references" / "notes.txt").unlink()
+    assert decode_to_folder(out, "valid", tmp_path, vocab_dir, "--ref_type", "webnlg", "--ref_num", "2") == 0
+    assert sorted(p.name for p in (tmp_path / "references").iterdir()) == ["reference0", "reference1"]
+
+
+def test_beam_on_dart_and_webnlg_contexts_then_decode(dart_prepared, webnlg_prepared, tmp_path, vocab_dir) -> None:
+    """nlg beam needs no change for triple contexts (up to 3.4x as long as E2E's): the longest test contexts of DART and WebNLG."""
+    import torch
+
+    from nlg.beam import main as beam
+    from nlg.pairs import jsonl_line
+
+    dart_out, _ = dart_prepared
+    webnlg_out, _ = webnlg_prepared
+    picked, longest = [], []
+    for out, count in ((dart_out, 1), (webnlg_out, 2)):
+        texts, encoded = load_formatted(out / "test_formatted.jsonl"), load_encoded(out / "test.jsonl")
+        lengths = {t.context: len(e.context) for t, e in zip(texts, encoded, strict=True)}
+        contexts = sorted(lengths, key=lambda c: -lengths[c])[:count]
+        longest.append(lengths[contexts[0]])
+        picked += [(t, e) for t, e in zip(texts, encoded, strict=True) if t.context in contexts]
+    assert longest == [146, 162]  # tokens, eos included; E2E's longest test context has 47
+    (tmp_path / "formatted.jsonl").write_text("".join(jsonl_line(t) for t, _ in picked))
+    (tmp_path / "encoded.jsonl").write_text("".join(jsonl_line(e) for _, e in picked))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert beam(["--data", str(tmp_path / "encoded.jsonl"), "--model_card", "gpt2.tiny", "--beam", "2",
+                     "--eval_len", "4", "--output_file", str(tmp_path / "predict.jsonl"), "--no_progress"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert len(lines(tmp_path / "predict.jsonl")) == 3
+    assert main(["--sample_file", str(tmp_path / "predict.jsonl"), "--input_file", str(tmp_path / "formatted.jsonl"),
+                 "--output_ref_file", str(tmp_path / "references"), "--output_pred_file", str(tmp_path / "hypothesis"),
+                 "--ref_type", "dart", "--vocab", str(vocab_dir)]) == 0
+    assert [len(lines(tmp_path / "references" / f"reference{k}")) for k in range(6)] == [3] * 6

@@ -288,4 +288,4 @@ def write_reference_folder(decoded: Decoded, ref_dir: Path, pred_path: Path, ref
     if not contexts_cut:
         return []
     return [f"{contexts_cut} of {len(decoded.references)} contexts have more than {ref_num} references: "
-            f"{refs_cut} references beyond the first {ref_num} are not in {ref_dir} (as in the paper's decoder)"]
+            f"{_count(refs_cut, 'reference')} beyond the first {ref_num} left out of {ref_dir} (as the paper's decoder does)"]

@@ -1,0 +1,46 @@
+"""nlg.datasets.triples: the reference folder's padding and cutting, and what it refuses to replace."""
+
+import pytest
+
+from nlg.datasets import Decoded
+from nlg.datasets.triples import context_text, reference_columns, write_reference_folder
+from nlg.files import InputError
+
+
+def test_columns_pad_with_the_first_reference_and_cut_past_ref_num():
+    columns, contexts_cut, refs_cut = reference_columns([["a"], ["b0", "b1", "b2", "b3"], ["c0", "c1"]], 3)
+    assert columns == [["a", "b0", "c0"], ["a", "b1", "c1"], ["a", "b2", "c0"]]
+    assert (contexts_cut, refs_cut) == (1, 1)
+
+
+def test_folder_and_hypothesis(tmp_path):
+    warnings = write_reference_folder(Decoded([["a"], ["b0", "b1", "b2"]], ["x", "y"]), tmp_path / "refs",
+                                      tmp_path / "hyp", 2)
+    assert warnings == [f"1 of 2 contexts have more than 2 references: 1 reference beyond the first 2 left out of "
+                        f"{tmp_path / 'refs'} (as the paper's decoder does)"]
+    assert [(tmp_path / "refs" / f"reference{k}").read_text() for k in range(2)] == ["a\nb0\n", "a\nb1\n"]
+    assert (tmp_path / "hyp").read_text() == "x\ny\n"
+
+
+@pytest.mark.parametrize("case,reason", [
+    ("file", "is a file; this reference type writes a folder"),
+    ("inside", "inside the reference folder"),
+    ("ref_num", "--ref_num must be at least 1, got 0"),
+])
+def test_refused_outputs_write_nothing(tmp_path, case, reason):
+    refs, hyp, ref_num = tmp_path / "refs", tmp_path / "hyp", 2
+    if case == "file":
+        refs.write_text("e2e-style file\n")
+    elif case == "inside":
+        hyp = refs / "hyp"
+    else:
+        ref_num = 0
+    with pytest.raises(InputError, match=reason):
+        write_reference_folder(Decoded([["a"]], ["x"]), refs, hyp, ref_num)
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["refs"] if case == "file" else [])
+
+
+def test_context_text():
+    triples = (("Mars Hill College", "JOINED", "1973"), ("A", "B_c", "C"))
+    assert context_text(triples) == "Mars Hill College : JOINED : 1973 | A : B_c : C"
+    assert context_text(triples, lower_property=True) == "Mars Hill College : joined : 1973 | A : b_c : C"
