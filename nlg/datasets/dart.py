@@ -27,13 +27,15 @@ import os
 from pathlib import Path
 
 from nlg.datasets import Dataset
-from nlg.datasets.recipe import BeamRecipe, PaperResult, Recipe, ScoringRecipe, TrainRecipe
+from nlg.datasets.recipe import BeamRecipe, Recipe, TrainRecipe
 from nlg.datasets.triples import (
     Entry,
     SplitFiles,
     Text,
     TriplesFormat,
     check_triples,
+    generation_eval,
+    generation_eval_result,
     json_entries,
     load_json,
     make_pairs,
@@ -87,22 +89,16 @@ def download(raw_dir: str | os.PathLike, url: str | None = None, timeout: float 
 
 
 # The paper's DART test scores, GPT-2 with LoRA (its appendix table for DART; the repository's
-# README has the BLEU column). BLEU in percent; METEOR and TER as GenerationEval prints them.
-_SOURCE = "LoRA paper, appendix table for DART"
+# README has the BLEU column).
 PAPER = (
-    PaperResult("gpt2.md", "all", {"BLEU": 47.1, "METEOR": 0.39, "TER": 0.46}, frozenset({"BLEU"}), _SOURCE),
-    PaperResult("gpt2.lg", "all", {"BLEU": 47.5, "METEOR": 0.39, "TER": 0.45}, frozenset({"BLEU"}), _SOURCE),
+    generation_eval_result("gpt2.md", "all", 47.1, 0.39, 0.46, "LoRA paper, appendix table for DART"),
+    generation_eval_result("gpt2.lg", "all", 47.5, 0.39, 0.45, "LoRA paper, appendix table for DART"),
 )
 
 # As E2E's recipe except no weight decay, no LoRA dropout and no label smoothing (the paper's
-# hyperparameter table); decoding and scoring as its README's DART commands.
-RECIPE = Recipe(
-    train=TrainRecipe(weight_decay=0.0, lora_dropout=0.0, label_smooth=0.0),
-    beam=BeamRecipe(),
-    scoring=ScoringRecipe(ref_type="dart", ref_num=6, tokenize=True, lower=True, subsets=("all",),
-                          suite="webnlg", metrics=("BLEU", "METEOR", "TER")),
-    paper=PAPER,
-)
+# hyperparameter table).
+RECIPE = Recipe(train=TrainRecipe(weight_decay=0.0, lora_dropout=0.0, label_smooth=0.0), beam=BeamRecipe(),
+                scoring=generation_eval("dart"), paper=PAPER)
 
 DATASET = Dataset(
     name="dart",

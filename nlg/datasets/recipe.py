@@ -14,17 +14,20 @@ from dataclasses import dataclass, field, fields
 SUBSETS = ("all", "seen", "unseen")
 
 
-def _flags(settings: object, names: tuple[str, ...]) -> list[str]:
-    """`--name value` for each named field; tuples are joined with commas."""
-    flags = []
-    for name in names:
-        value = getattr(settings, name)
-        flags += [f"--{name}", ",".join(value) if isinstance(value, tuple) else str(value)]
-    return flags
+class CommandFlags:
+    """Settings whose field names are a command's flags."""
+
+    def args(self) -> list[str]:
+        """`--name value` for every field, in field order; tuples are joined with commas."""
+        flags = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            flags += [f"--{item.name}", ",".join(value) if isinstance(value, tuple) else str(value)]
+        return flags
 
 
 @dataclass(frozen=True)
-class TrainRecipe:
+class TrainRecipe(CommandFlags):
     """`nlg train` settings; field names are the flags (the paper's gpt2_ft.py spelling).
 
     The defaults are the paper's GPT-2 recipe for E2E and WebNLG (its appendix table and
@@ -50,12 +53,9 @@ class TrainRecipe:
     label_smooth: float = 0.1
     random_seed: int = 110
 
-    def args(self) -> list[str]:
-        return _flags(self, tuple(f.name for f in fields(self)))
-
 
 @dataclass(frozen=True)
-class BeamRecipe:
+class BeamRecipe(CommandFlags):
     """`nlg beam` settings; field names are the flags (the paper's gpt2_beam.py spelling).
 
     eos 628 is "\\n\\n": generation also stops at a blank line, as in the paper's commands.
@@ -68,9 +68,6 @@ class BeamRecipe:
     eos_token_id: int = 628
     eval_len: int = 64
     seq_len: int = 512
-
-    def args(self) -> list[str]:
-        return _flags(self, tuple(f.name for f in fields(self)))
 
 
 @dataclass(frozen=True)

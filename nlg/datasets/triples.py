@@ -40,6 +40,7 @@ from pathlib import Path
 
 from nlg.datasets import Decoded, RawSplit
 from nlg.datasets.download import fetch
+from nlg.datasets.recipe import PaperResult, ScoringRecipe
 from nlg.files import InputError, atomic_dir, atomic_write
 from nlg.pairs import TextPair
 
@@ -289,3 +290,22 @@ def write_reference_folder(decoded: Decoded, ref_dir: Path, pred_path: Path, ref
         return []
     return [f"{contexts_cut} of {len(decoded.references)} contexts have more than {ref_num} references: "
             f"{_count(refs_cut, 'reference')} beyond the first {ref_num} left out of {ref_dir} (as the paper's decoder does)"]
+
+
+# -- scoring -------------------------------------------------------------------------------
+
+GENERATION_EVAL_METRICS = ("BLEU", "METEOR", "TER")
+
+
+def generation_eval(ref_type: str, subsets: tuple[str, ...] = ("all",)) -> ScoringRecipe:
+    """How the paper decodes and scores both datasets (its README's commands): `gpt2_decode.py
+    --ref_num 6 --tokenize --lower`, then GenerationEval's `eval.py -nr 6 -m bleu,meteor,ter`."""
+    return ScoringRecipe(ref_type=ref_type, ref_num=6, tokenize=True, lower=True, subsets=subsets,
+                         suite="webnlg", metrics=GENERATION_EVAL_METRICS)
+
+
+def generation_eval_result(model_card: str, subset: str, bleu: float, meteor: float, ter: float,
+                           source: str) -> PaperResult:
+    """A paper result as its WebNLG and DART tables print it: BLEU in percent, METEOR and TER as fractions."""
+    scores = dict(zip(GENERATION_EVAL_METRICS, (bleu, meteor, ter), strict=True))
+    return PaperResult(model_card, subset, scores, frozenset({"BLEU"}), source)

@@ -29,13 +29,15 @@ import os
 from pathlib import Path
 
 from nlg.datasets import Dataset
-from nlg.datasets.recipe import BeamRecipe, PaperResult, Recipe, ScoringRecipe, TrainRecipe
+from nlg.datasets.recipe import BeamRecipe, Recipe, TrainRecipe
 from nlg.datasets.triples import (
     Entry,
     SplitFiles,
     Text,
     TriplesFormat,
     check_triples,
+    generation_eval,
+    generation_eval_result,
     json_entries,
     load_json,
     make_pairs,
@@ -113,11 +115,9 @@ def download(raw_dir: str | os.PathLike, url: str | None = None, timeout: float 
 
 
 # The paper's WebNLG test scores, GPT-2 with LoRA (its appendix table for WebNLG; the
-# repository's README has the BLEU columns). BLEU in percent; METEOR and TER as fractions,
-# as GenerationEval prints them.
-_SOURCE = "LoRA paper, Table 14 (WebNLG)"
+# repository's README has the BLEU columns).
 PAPER = tuple(
-    PaperResult(card, subset, {"BLEU": bleu, "METEOR": meteor, "TER": ter}, frozenset({"BLEU"}), _SOURCE)
+    generation_eval_result(card, subset, bleu, meteor, ter, "LoRA paper, Table 14 (WebNLG)")
     for card, subset, bleu, meteor, ter in (
         ("gpt2.md", "unseen", 46.7, 0.38, 0.46), ("gpt2.md", "seen", 62.1, 0.44, 0.33),
         ("gpt2.md", "all", 55.3, 0.41, 0.39),
@@ -126,16 +126,9 @@ PAPER = tuple(
     )
 )
 
-# Training and beam settings are E2E's (the paper's README: "follow steps 1 and 2 from E2E");
-# decoding and scoring as its README's WebNLG commands: --ref_num 6 --tokenize --lower, then
-# GenerationEval's eval.py -nr 6 -m bleu,meteor,ter.
-RECIPE = Recipe(
-    train=TrainRecipe(),
-    beam=BeamRecipe(),
-    scoring=ScoringRecipe(ref_type="webnlg", ref_num=6, tokenize=True, lower=True, subsets=("all", "seen", "unseen"),
-                          suite="webnlg", metrics=("BLEU", "METEOR", "TER")),
-    paper=PAPER,
-)
+# Training and beam settings are E2E's (the paper's README: "follow steps 1 and 2 from E2E").
+RECIPE = Recipe(train=TrainRecipe(), beam=BeamRecipe(), scoring=generation_eval("webnlg", ("all", "seen", "unseen")),
+                paper=PAPER)
 
 DATASET = Dataset(
     name="webnlg",
