@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("nlg.data", "encode raw E2E text files into jsonl datasets"),
+    "data": ("nlg.data", "encode a raw dataset (e2e, webnlg, dart) into jsonl files"),
     "train": ("nlg.train", "fine-tune GPT-2 with LoRA (torchrun for several processes)"),
     "beam": ("nlg.beam", "beam-search generation for every distinct context"),
     "decode": ("nlg.decode", "turn predictions into reference/prediction text files"),
