@@ -30,7 +30,6 @@ paper does, and counted in a warning. The hypothesis file has one line per conte
 
 from __future__ import annotations
 
-import glob
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -169,7 +168,7 @@ class SplitFiles:
 def find_split(raw_dir: Path, files: SplitFiles) -> tuple[str, list[Path], str] | None:
     """("json" | "xml", paths, description) for the form present; json (the paper's) first."""
     json_path = raw_dir / files.json
-    xml_paths = sorted(Path(p) for p in glob.glob(str(raw_dir / files.xml)) if Path(p).is_file())
+    xml_paths = sorted(p for p in raw_dir.glob(files.xml) if p.is_file())  # only the pattern is a pattern
     if json_path.is_file():
         note = f" (the XML form beside it, {files.xml}, not read)" if xml_paths else ""
         return "json", [json_path], f"{json_path}{note}"

@@ -194,3 +194,9 @@ def test_download_unreachable_says_what_to_do(tmp_path):
     assert list(tmp_path.iterdir()) == []
     assert webnlg.DOWNLOAD_URL.format(name="dev.json") == (
         "https://raw.githubusercontent.com/microsoft/LoRA/main/examples/NLG/data/webnlg_challenge_2017/dev.json")
+
+
+def test_a_raw_folder_name_is_not_a_glob_pattern(tmp_path, write):
+    raw = tmp_path / "webnlg[2017]"
+    write(raw / "dev" / "1triples" / "a.xml", xml_file(good_xml_entry(1)))
+    assert [(s.split, len(s.pairs)) for s in webnlg.DATASET.read_raw(raw)] == [("valid", 1)]
