@@ -26,10 +26,11 @@ import nlg.model
 from nlg.batching import collate, epoch_batches, make_examples
 from nlg.beam import BeamConfig, distinct_contexts, generate
 from nlg.data import encode_pairs, read_raw
+from nlg.distributed import Runtime
 from nlg.lora import add_lora, lora_parameters
 from nlg.model import GPT, card_config
 from nlg.tokenizer import load_tokenizer
-from nlg.train import CompletionLM, Runtime, TrainConfig, build_optimizer, train_step
+from nlg.train import CompletionLM, TrainConfig, build_optimizer, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NLG_SHARED_DIR", REPO.parent / "shared"))

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import itertools
 import json
 import math
@@ -72,7 +71,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -80,6 +78,16 @@ from tqdm import tqdm
 from nlg.batching import Batch, Example, batches_per_epoch, collate, epoch_batches, make_examples
 from nlg.cli import run_main, spellings
 from nlg.data import load_encoded
+from nlg.distributed import (
+    TIMEOUT_ENV,
+    Runtime,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    close_runtime,
+    default_timeout,
+    init_runtime,
+)
 from nlg.files import InputError, atomic_dir, atomic_write, read_lines, write_jsonl
 from nlg.lora import TARGETS, add_lora, count_trainable, load_adapter, lora_parameters, save_adapter
 from nlg.model import (
@@ -94,7 +102,6 @@ from nlg.model import (
 STATE_FILE = "training_state.pt"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "train_config.json"
-TIMEOUT_ENV = "NLG_DIST_TIMEOUT"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 # Settings a resumed run must share with the checkpoint, or the data order / model differ.
@@ -145,7 +152,7 @@ class TrainConfig:
     random_seed: int = 110
     resume: str | None = None  # "latest" or a checkpoint directory
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dist_timeout: float = field(default_factory=lambda: float(os.environ.get(TIMEOUT_ENV, 600)))
+    dist_timeout: float = field(default_factory=default_timeout)
 
     def to_json(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -276,61 +283,15 @@ def check_config(c: TrainConfig) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Processes and devices
+# Processes and devices (the process group itself: nlg.distributed)
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Runtime:
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_runtime(config: TrainConfig) -> Runtime:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); pick the device.
-
-    NCCL on GPUs, gloo on CPUs. The timeout makes a collective that waits on a dead or stuck
-    rank raise instead of hanging forever.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    rank = int(os.environ.get("RANK", 0))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    name = config.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {config.device}: CUDA is not available on this machine")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if device.index is None:
-            device = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
-        torch.cuda.set_device(device)
+def enable_tf32(rt: Runtime) -> None:
+    """Let training's fp32 matmuls round through TF32 on GPUs (beam search keeps true fp32)."""
+    if rt.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    if world_size > 1:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(seconds=config.dist_timeout),
-                                device_id=device if device.type == "cuda" else None)
-        rank, world_size = dist.get_rank(), dist.get_world_size()
-    return Runtime(rank=rank, world_size=world_size, device=device)
-
-
-def all_reduce_sum(values: list[float], rt: Runtime) -> list[float]:
-    """Sum a few numbers over all ranks (one collective); identity in a single process."""
-    if not rt.distributed:
-        return [float(v) for v in values]
-    tensor = torch.tensor(values, dtype=torch.float64, device=rt.device)
-    dist.all_reduce(tensor)
-    return tensor.tolist()
 
 
 def autocast(device: torch.device):
@@ -553,11 +514,7 @@ def set_rng_state(state: dict) -> None:
 
 
 def gather_rng_states(rt: Runtime) -> list[dict]:
-    if not rt.distributed:
-        return [rng_state()]
-    states: list = [None] * rt.world_size
-    dist.all_gather_object(states, rng_state())
-    return states
+    return all_gather_objects(rng_state(), rt)
 
 
 def save_checkpoint(model: GPT, state: dict, path: Path, base_model: str | None) -> None:
@@ -669,12 +626,12 @@ def train(config: TrainConfig) -> Path:
     valid_examples, n_cut_valid = ([], 0) if not config.valid_data else load_examples(
         config.valid_data, config.seq_len, vocab_size)
 
-    rt = setup_runtime(config)
+    rt = init_runtime(config.device, config.dist_timeout)
+    enable_tf32(rt)
     try:
         return _train(config, rt, train_examples, n_cut, valid_examples, n_cut_valid)
     finally:
-        if rt.distributed:
-            dist.destroy_process_group()
+        close_runtime(rt)
 
 
 def _train(config: TrainConfig, rt: Runtime, train_examples: list[Example], n_cut: int,
@@ -764,8 +721,7 @@ def _train(config: TrainConfig, rt: Runtime, train_examples: list[Example], n_cu
                      "rng": rngs, "log_window": window, "config": config.to_json(),
                      "world_size": rt.world_size, "n_train": n_train}
             save_checkpoint(model, state, path, base_model)
-        if rt.distributed:
-            dist.barrier()  # nobody runs ahead of a checkpoint that may be resumed
+        barrier(rt)  # nobody runs ahead of a checkpoint that may be resumed
         return path
 
     def validate() -> None:
