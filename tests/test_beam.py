@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import reap, start_ranks
 
 from nlg.beam import (
     BeamConfig,
@@ -332,3 +333,36 @@ def test_torchrun_two_processes_match_one(tmp_path: Path) -> None:
         env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert double.read_text() == single.read_text()
+
+
+STUCK_RANK = """
+import os, sys, time
+import nlg.beam as beam
+real_generate = beam.generate
+
+def stuck(*args, **kwargs):  # rank 1 stops answering: alive, but it never reaches the gather
+    if os.environ["RANK"] == "1":
+        time.sleep(3600)
+    return real_generate(*args, **kwargs)
+
+beam.generate = stuck
+sys.exit(beam.main(sys.argv[1:]))
+"""
+
+
+def test_a_stuck_rank_makes_the_other_fail_instead_of_hanging(tmp_path: Path) -> None:
+    # Two processes started by hand (no torchrun agent to stop the survivor): rank 0 must give up
+    # on the gather after --dist_timeout seconds (the default would be 600), not wait forever.
+    data = tmp_path / "test.jsonl"
+    write_encoded(data, cli_contexts())
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK_RANK)
+    output = tmp_path / "predict.jsonl"
+    procs = start_ranks(script, ["--data", str(data), "--model_card", "gpt2.tiny", "--device", "cpu",
+                                 "--dist_timeout", "5", "--output_file", str(output), *CLI_SETTINGS])
+    try:
+        assert procs[0].wait(timeout=120) != 0
+        assert not output.exists()
+    finally:
+        reap(procs)
+

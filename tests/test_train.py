@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import reap, start_ranks
 
 import nlg.train as train_module
 from nlg.batching import Example, batches_per_epoch, collate, epoch_batches, make_examples
@@ -349,32 +350,20 @@ sys.exit(train.main(sys.argv[1:]))
 def test_a_dead_rank_makes_the_other_exit(e2e, base_dir, tmp_path):
     # Two processes started by hand (no torchrun agent to kill the survivor): when rank 1 dies,
     # rank 0 must fail its next collective (or time out after --dist_timeout), not hang.
-    import socket
     import time
 
     script = tmp_path / "dying.py"
     script.write_text(DYING_RANK)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     argv = args(e2e, base_dir, tmp_path / "run", "--max_step", 20, "--train_batch_size", 4,
                 "--dist_timeout", 15, valid=False)
-    procs = []
-    for rank in (0, 1):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
-               "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, str(script), *argv], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    procs = start_ranks(script, argv)
     try:
         assert procs[1].wait(timeout=120) == 3
         died = time.monotonic()
         assert procs[0].wait(timeout=60) != 0
         assert time.monotonic() - died < 45  # well before anything like "forever"
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate()
+        reap(procs)
 
 
 # ---------------------------------------------------------------------------------------------
