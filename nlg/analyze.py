@@ -46,11 +46,11 @@ invertible M gives the same ΔW = (B M)(M⁻¹ A)), so adapters from different t
 fairly. `--subspace A` reproduces the paper's choice exactly. The headline is i = j = min(k1, k2),
 k the numerical ranks; the JSON holds the whole k1 x k2 grid.
 
-Adapter layout (see `nlg.lora`): our q, v slices are one block-structured c_attn adapter of rank
-2r; they are split back into per-slice ΔW_q = s B_q A_q, ΔW_v = s B_v A_v using the safetensors
-metadata. PEFT's own c_attn adapter is one fused matrix, reported as module `qkv`. No model is
-built: every ΔW comes straight from the tensors, and its SVD from the r x r core
-(QR of B and Aᵀ), exactly and in float64.
+Adapter layout (see `nlg.adapter_files`): our q, v slices are one block-structured c_attn adapter
+of rank 2r; `split_blocks` splits it back into per-slice ΔW_q = s B_q A_q, ΔW_v = s B_v A_v using
+the safetensors metadata. PEFT's own c_attn adapter is one fused matrix, reported as module
+`qkv`. No model is built: every ΔW comes straight from the tensors, and its SVD from the r x r
+core (QR of B and Aᵀ), exactly and in float64.
 """
 
 from __future__ import annotations
@@ -67,10 +67,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from torch import Tensor
 
+from nlg.adapter_files import AdapterError, adapter_lora_config, read_adapter, split_blocks
 from nlg.cli import run_main, spellings
 from nlg.files import InputError, atomic_write
-from nlg.lora import TARGETS, AdapterError, LoRAConfig, adapter_lora_config, read_adapter
+from nlg.lora import TARGETS, LoRAConfig, target_rows
 
 MODULES = tuple(TARGETS)  # q, k, v, qkv, o, fc, proj
 
@@ -264,58 +266,48 @@ def read_updates(directory: str | os.PathLike) -> tuple[LoRAConfig, list[Update]
     """
     config, tensors, metadata = read_adapter(directory)
     lora_config = adapter_lora_config(config, tensors, metadata)
-    r, scaling = lora_config.rank, lora_config.scaling
-    modules: dict[str, dict[str, np.ndarray]] = {}
+    modules: dict[str, dict[str, Tensor]] = {}
     for name, tensor in tensors.items():
         module, _, kind = name.rpartition(".lora_")
         if kind not in ("A.weight", "B.weight"):
             raise AdapterError(f"{directory}: tensor {name} is not a LoRA A or B weight")
-        array = tensor.double().numpy()
-        if array.ndim != 2:
-            raise AdapterError(f"{directory}: tensor {name} has shape {tuple(array.shape)}, expected a matrix")
-        bad = int(np.count_nonzero(~np.isfinite(array)))
-        if bad:
-            raise AdapterError(f"{directory}: tensor {name} has {bad} non-finite values (NaN/inf): "
-                               "the adapter is broken (diverged training?)")
-        modules.setdefault(module, {})[kind[0]] = array
+        if tensor.ndim != 2:
+            raise AdapterError(f"{directory}: tensor {name} has shape {tuple(tensor.shape)}, expected a matrix")
+        modules.setdefault(module, {})[kind[0]] = tensor.double()
     updates = []
     for module, pair in sorted(modules.items()):
-        match = _MODULE_NAME.match(module)
-        if match is None:
-            raise AdapterError(f"{directory}: tensor {module}.lora_A.weight is not on a GPT-2 block")
-        for kind in "AB":
-            if kind not in pair:
-                raise AdapterError(f"{directory}: tensor {module}.lora_{kind}.weight is missing")
-        layer, path = int(match.group(1)), match.group(2)
-        slices = [t for t in lora_config.targets if TARGETS[t][0] == path]
-        if not slices:
-            raise AdapterError(f"{directory}: tensor {module}.lora_A.weight is on {path}, which the "
-                               f"adapter's targets {','.join(lora_config.targets)} do not include")
-        A, B = pair["A"], pair["B"]
-        width = len(slices) * r
-        if A.shape[0] != width or B.shape[1] != width or B.shape[0] < 1:
-            raise AdapterError(f"{directory}: tensors {module}.lora_A.weight {A.shape} and "
-                               f"lora_B.weight {B.shape} do not fit {len(slices)} slice(s) of rank {r}")
-        d = A.shape[1]  # c_attn's input width is n_embd, the width of each q/k/v block
-        placed = np.zeros_like(B)
-        for index, target in enumerate(slices):
-            cols = slice(index * r, (index + 1) * r)
-            part = TARGETS[target][1]
-            if part is None:
-                rows = slice(0, B.shape[0])
-            else:
-                if B.shape[0] != 3 * d:
-                    raise AdapterError(f"{directory}: tensor {module}.lora_B.weight has {B.shape[0]} rows; "
-                                       f"a q/k/v-sliced c_attn with input width {d} has {3 * d}")
-                rows = slice(part * d, (part + 1) * d)
-            placed[rows, cols] = B[rows, cols]
-            updates.append(Update(layer=layer, module=target, A=A[cols], B=B[rows, cols],
-                                  scaling=scaling, tensor=f"{module}.lora_A.weight"))
-        if not np.array_equal(placed, B):
-            raise AdapterError(f"{directory}: tensor {module}.lora_B.weight is not zero outside the "
-                               f"blocks of slices {slices}")
+        updates += _module_updates(directory, module, pair, lora_config)
     updates.sort(key=lambda u: (u.layer, _module_order(u.module)))
     return lora_config, updates
+
+
+def _module_updates(directory: str | os.PathLike, module: str, pair: dict[str, Tensor],
+                    lora_config: LoRAConfig) -> list[Update]:
+    """One Update per slice of one adapted module, from its A and B tensors ({"A": .., "B": ..})."""
+    match = _MODULE_NAME.match(module)
+    if match is None:
+        raise AdapterError(f"{directory}: tensor {module}.lora_A.weight is not on a GPT-2 block")
+    for kind in "AB":
+        if kind not in pair:
+            raise AdapterError(f"{directory}: tensor {module}.lora_{kind}.weight is missing")
+    layer, path = int(match.group(1)), match.group(2)
+    slices = [t for t in lora_config.targets if TARGETS[t][0] == path]
+    if not slices:
+        raise AdapterError(f"{directory}: tensor {module}.lora_A.weight is on {path}, which the "
+                           f"adapter's targets {','.join(lora_config.targets)} do not include")
+    A, B, r = pair["A"], pair["B"], lora_config.rank
+    width = len(slices) * r
+    if A.shape[0] != width or B.shape[1] != width or B.shape[0] < 1:
+        raise AdapterError(f"{directory}: tensors {module}.lora_A.weight {tuple(A.shape)} and "
+                           f"lora_B.weight {tuple(B.shape)} do not fit {len(slices)} slice(s) of rank {r}")
+    d = A.shape[1]  # c_attn's input width is n_embd, the width of each q/k/v block
+    if any(TARGETS[t][1] is not None for t in slices) and B.shape[0] != 3 * d:
+        raise AdapterError(f"{directory}: tensor {module}.lora_B.weight has {B.shape[0]} rows; "
+                           f"a q/k/v-sliced c_attn with input width {d} has {3 * d}")
+    rows = {target: target_rows(target, B.shape[0], d) for target in slices}
+    parts = split_blocks(A, B, rows, r, f"{directory}: tensor {module}.lora_B.weight")
+    return [Update(layer=layer, module=target, A=a.numpy(), B=b.numpy(), scaling=lora_config.scaling,
+                   tensor=f"{module}.lora_A.weight") for target, (a, b) in parts.items()]
 
 
 def expected_shape(module: str, n_embd: int) -> tuple[int, int]:

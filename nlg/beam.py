@@ -371,7 +371,8 @@ def load_model(init_checkpoint: str | None, model_card: str | None, lora_checkpo
         except (FileNotFoundError, ValueError) as error:  # not only CheckpointError: a missing file, a bad card
             raise InputError(str(error)) from None
     if lora_checkpoint is not None:
-        from nlg.lora import load_adapter, merge
+        from nlg.adapter_files import load_adapter
+        from nlg.lora import merge
 
         try:
             load_adapter(model, lora_checkpoint)

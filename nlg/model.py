@@ -399,7 +399,7 @@ def save_pretrained(model: GPT, directory: str | os.PathLike) -> Path:
     from nlg.files import atomic_write
 
     if any(".lora_" in name for name, _ in model.named_parameters()):
-        raise ValueError("save_pretrained writes base models; save the adapter with nlg.lora.save_adapter")
+        raise ValueError("save_pretrained writes base models; save the adapter with nlg.adapter_files.save_adapter")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k != "lm_head.weight"}
     tensors = published_layout(state)
     c = model.config

@@ -75,6 +75,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from nlg.adapter_files import load_adapter, save_adapter
 from nlg.batching import Batch, Example, batches_per_epoch, collate, epoch_batches, make_examples
 from nlg.cli import run_main, spellings
 from nlg.data import load_encoded
@@ -89,7 +90,7 @@ from nlg.distributed import (
     init_runtime,
 )
 from nlg.files import InputError, atomic_dir, atomic_write, read_lines, write_jsonl
-from nlg.lora import TARGETS, add_lora, count_trainable, load_adapter, lora_parameters, save_adapter
+from nlg.lora import TARGETS, add_lora, count_trainable, lora_parameters
 from nlg.model import (
     GPT,
     card_config,

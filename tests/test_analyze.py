@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from nlg.adapter_files import ADAPTER_WEIGHTS, load_adapter, save_adapter
 from nlg.analyze import (
     Update,
     amplification,
@@ -29,14 +30,7 @@ from nlg.analyze import (
     top_singular_values,
 )
 from nlg.cli import run_main
-from nlg.lora import (
-    ADAPTER_WEIGHTS,
-    add_lora,
-    load_adapter,
-    lora_modules,
-    lora_parameters,
-    save_adapter,
-)
+from nlg.lora import add_lora, lora_modules, lora_parameters
 from nlg.model import GPT, GPTConfig, from_pretrained, save_pretrained
 
 

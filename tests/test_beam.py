@@ -272,7 +272,8 @@ def test_cli_one_line_per_distinct_context(tmp_path: Path) -> None:
 
 
 def test_cli_merges_adapter(tmp_path: Path) -> None:
-    from nlg.lora import add_lora, lora_parameters, merge, save_adapter
+    from nlg.adapter_files import save_adapter
+    from nlg.lora import add_lora, lora_parameters, merge
 
     torch.manual_seed(11)
     base = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=128))

@@ -16,8 +16,8 @@ import torch
 from test_train import assert_same_log, metrics  # the CPU training tests' log helpers
 
 import nlg.train as train_module
+from nlg.adapter_files import read_adapter
 from nlg.beam import BeamConfig, generate
-from nlg.lora import read_adapter
 from nlg.model import GPT, GPTConfig, KVCache, save_pretrained
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -1,6 +1,6 @@
 """nlg.lora: the adapters compute what the LoRA formula says, on exactly the intended weights.
 
-The PEFT file round trip (save_adapter / load_adapter) is tested in tests/test_adapter.py.
+The PEFT file round trip (nlg.adapter_files) is tested in tests/test_adapter_files.py.
 """
 
 from __future__ import annotations

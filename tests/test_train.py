@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from helpers import reap, start_ranks
 
 import nlg.train as train_module
+from nlg.adapter_files import read_adapter
 from nlg.batching import Example, batches_per_epoch, collate, epoch_batches, make_examples
 from nlg.cli import main as nlg_main
 from nlg.cli import run_main
 from nlg.data import Pair, encode_pairs, parse_pairs
 from nlg.files import read_lines
-from nlg.lora import read_adapter
 from nlg.model import GPT, GPTConfig, save_pretrained
 from nlg.tokenizer import load_tokenizer
 from nlg.train import CompletionLM, TrainConfig, completion_loss, lr_factor, main, parse_args

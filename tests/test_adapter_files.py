@@ -7,18 +7,15 @@ import json
 import pytest
 import torch
 
-from nlg.lora import (
+from nlg.adapter_files import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     AdapterError,
-    add_lora,
     load_adapter,
-    lora_modules,
-    lora_parameters,
-    merge,
     read_adapter,
     save_adapter,
 )
+from nlg.lora import add_lora, lora_modules, lora_parameters, merge
 from nlg.model import GPT, GPTConfig, from_pretrained
 
 TARGET_SETS = [("q", "v"), ("q", "k", "v", "o", "fc", "proj"), ("o",), ("v", "fc"), ("qkv", "proj")]
