@@ -29,7 +29,7 @@ from nlg.data import Pair, encode_pairs, parse_pairs
 from nlg.files import read_lines
 from nlg.model import GPT, GPTConfig, save_pretrained
 from nlg.tokenizer import load_tokenizer
-from nlg.train import CompletionLM, TrainConfig, completion_loss, lr_factor, main, parse_args
+from nlg.train import CompletionLM, completion_loss, lr_factor, main
 
 N_TRAIN, N_VALID = 240, 48
 
@@ -287,6 +287,30 @@ def test_fresh_run_refuses_a_work_dir_with_checkpoints(e2e, base_dir, tmp_path, 
     assert "--resume latest" in capsys.readouterr().err
 
 
+def test_full_finetune_learns_writes_a_model_and_resumes_exactly(e2e, base_dir, tmp_path, capsys):
+    """--full_finetune (the CPU demo's pre-training) trains everything and saves whole models."""
+    from nlg.model import from_pretrained
+
+    settings = ["--full_finetune", "--max_step", 6, "--save_interval", 3, "--lr", "3e-3"]
+    full = tmp_path / "full"
+    assert main(args(e2e, base_dir, full, *settings, train="small")) == 0
+    assert "full fine-tuning" in capsys.readouterr().out
+    train = [r["loss"] for r in metrics(full) if "loss" in r]
+    assert train[-1] < train[0]
+    model = from_pretrained(full / "checkpoint-6")  # a plain model directory, no adapter
+    base = from_pretrained(base_dir)
+    assert not torch.equal(model.transformer.h[0].mlp.c_fc.weight, base.transformer.h[0].mlp.c_fc.weight)
+
+    # Resume from the run's own step-3 checkpoint in a fresh work_dir: the same step 6 must come out.
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")
+    assert main(args(e2e, base_dir, resumed, *settings, "--resume", "latest", train="small")) == 0
+    x = torch.randint(0, e2e["vocab"], (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(from_pretrained(resumed / "checkpoint-6")(x), model(x), atol=1e-6, rtol=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Faults
 # ---------------------------------------------------------------------------------------------
@@ -364,58 +388,3 @@ def test_a_dead_rank_makes_the_other_exit(e2e, base_dir, tmp_path):
         assert time.monotonic() - died < 45  # well before anything like "forever"
     finally:
         reap(procs)
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
-
-PAPER_COMMAND = """--train_data ./data/e2e/train.jsonl --valid_data ./data/e2e/valid.jsonl
-    --train_batch_size 8 --grad_acc 1 --valid_batch_size 4 --seq_len 512 --model_card gpt2.md
-    --init_checkpoint ./pretrained_checkpoints/gpt2-medium-pytorch_model.bin --platform local
-    --clip 0.0 --lr 0.0002 --weight_decay 0.01 --correct_bias --adam_beta2 0.999
-    --scheduler linear --warmup_step 500 --max_epoch 5 --save_interval 1000 --lora_dim 4
-    --lora_alpha 32 --lora_dropout 0.1 --label_smooth 0.1 --work_dir ./trained_models/GPT2_M/e2e
-    --random_seed 110 --local_rank=0""".split()
-
-
-def test_cli_accepts_both_spellings_and_the_papers_command(capsys):
-    underscored = parse_args(PAPER_COMMAND)
-    dashed = parse_args([a.replace("_", "-") if a.startswith("--") else a for a in PAPER_COMMAND])
-    assert underscored == dashed
-    assert "--platform is ignored" in capsys.readouterr().err
-    assert underscored == TrainConfig(
-        train_data="./data/e2e/train.jsonl", valid_data="./data/e2e/valid.jsonl", model_card="gpt2.md",
-        init_checkpoint="./pretrained_checkpoints/gpt2-medium-pytorch_model.bin", max_epoch=5,
-        work_dir="./trained_models/GPT2_M/e2e", dist_timeout=underscored.dist_timeout)
-    assert parse_args(["--train-data", "x", "--adam-epislon", "1e-8", "--lora-targets", "q,k,v"]) == \
-        TrainConfig(train_data="x", adam_epsilon=1e-8, lora_targets=("q", "k", "v"),
-                    dist_timeout=underscored.dist_timeout)
-    with pytest.raises(SystemExit):
-        parse_args(["--train_data", "x", "--lora_targets", "q,zz"])
-    with pytest.raises(SystemExit):
-        parse_args(["--train_data", "x", "--scheduler", "cycle"])
-
-
-def test_full_finetune_learns_writes_a_model_and_resumes_exactly(e2e, base_dir, tmp_path, capsys):
-    """--full_finetune (the CPU demo's pre-training) trains everything and saves whole models."""
-    from nlg.model import from_pretrained
-
-    settings = ["--full_finetune", "--max_step", 6, "--save_interval", 3, "--lr", "3e-3"]
-    full = tmp_path / "full"
-    assert main(args(e2e, base_dir, full, *settings, train="small")) == 0
-    assert "full fine-tuning" in capsys.readouterr().out
-    train = [r["loss"] for r in metrics(full) if "loss" in r]
-    assert train[-1] < train[0]
-    model = from_pretrained(full / "checkpoint-6")  # a plain model directory, no adapter
-    base = from_pretrained(base_dir)
-    assert not torch.equal(model.transformer.h[0].mlp.c_fc.weight, base.transformer.h[0].mlp.c_fc.weight)
-
-    # Resume from the run's own step-3 checkpoint in a fresh work_dir: the same step 6 must come out.
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")
-    assert main(args(e2e, base_dir, resumed, *settings, "--resume", "latest", train="small")) == 0
-    x = torch.randint(0, e2e["vocab"], (1, 12))
-    with torch.no_grad():
-        torch.testing.assert_close(from_pretrained(resumed / "checkpoint-6")(x), model(x), atol=1e-6, rtol=0)
