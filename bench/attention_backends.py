@@ -28,9 +28,11 @@ from nlg.beam import BeamConfig, distinct_contexts, generate
 from nlg.data import encode_pairs, read_raw
 from nlg.distributed import Runtime
 from nlg.lora import add_lora, lora_parameters
+from nlg.loss import CompletionLM
 from nlg.model import GPT, card_config
 from nlg.tokenizer import load_tokenizer
-from nlg.train import CompletionLM, TrainConfig, build_optimizer, train_step
+from nlg.train import build_optimizer, train_step
+from nlg.train_args import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NLG_SHARED_DIR", REPO.parent / "shared"))

@@ -46,9 +46,11 @@ from nlg.batching import Batch, collate, epoch_batches, make_examples
 from nlg.data import encode_pairs, read_raw
 from nlg.distributed import Runtime
 from nlg.lora import add_lora, count_trainable, lora_parameters
+from nlg.loss import CompletionLM, autocast
 from nlg.model import GPT, card_config, published_layout
 from nlg.tokenizer import load_tokenizer
-from nlg.train import CompletionLM, TrainConfig, autocast, build_optimizer, train_step
+from nlg.train import build_optimizer, train_step
+from nlg.train_args import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NLG_SHARED_DIR", REPO.parent / "shared"))

@@ -5,11 +5,16 @@ Test files import from here, never from each other.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from nlg.train_log import METRICS_FILE
 
 # ---------------------------------------------------------------------------------------------
 # Processes
@@ -39,3 +44,26 @@ def reap(procs: list[subprocess.Popen]) -> None:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training runs
+# ---------------------------------------------------------------------------------------------
+
+
+def metrics(work_dir: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl."""
+    return [json.loads(line) for line in (work_dir / METRICS_FILE).read_text().splitlines()]
+
+
+def without_timing(records: list[dict]) -> list[dict]:
+    """The records without tokens_per_s, which no two runs share."""
+    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in records]
+
+
+def assert_same_log(a: list[dict], b: list[dict], rel: float) -> None:
+    """Two metrics logs hold the same records, numbers equal to `rel`, timing aside."""
+    a, b = without_timing(a), without_timing(b)
+    assert [sorted(r) for r in a] == [sorted(r) for r in b]
+    for x, y in zip(a, b, strict=True):
+        assert x == pytest.approx(y, rel=rel), (x, y)

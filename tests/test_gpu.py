@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import assert_same_log, metrics  # the CPU training tests' log helpers
+from helpers import assert_same_log, metrics
 
 import nlg.train as train_module
 from nlg.adapter_files import read_adapter

@@ -1,4 +1,4 @@
-"""nlg.train: the objective, batching, DDP equivalence, exact resume, faults and the CLI.
+"""nlg.train: learning, gradient accumulation, DDP equivalence, exact resume and faults.
 
 Every run trains a 2-layer, 32-wide GPT on real E2E pairs (a slice of the shared valid split,
 BPE-encoded, then token ids renumbered densely so the vocabulary is ~1k instead of 50257:
@@ -17,19 +17,17 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
-from helpers import reap, start_ranks
+from helpers import assert_same_log, metrics, reap, start_ranks, without_timing
 
 import nlg.train as train_module
 from nlg.adapter_files import read_adapter
-from nlg.batching import Example, batches_per_epoch, collate, epoch_batches, make_examples
 from nlg.cli import main as nlg_main
 from nlg.cli import run_main
-from nlg.data import Pair, encode_pairs, parse_pairs
+from nlg.data import encode_pairs, parse_pairs
 from nlg.files import read_lines
 from nlg.model import GPT, GPTConfig, save_pretrained
 from nlg.tokenizer import load_tokenizer
-from nlg.train import CompletionLM, completion_loss, lr_factor, main
+from nlg.train import lr_factor, main
 
 N_TRAIN, N_VALID = 240, 48
 
@@ -88,96 +86,9 @@ def adapter(checkpoint: Path) -> dict[str, torch.Tensor]:
     return read_adapter(checkpoint)[1]
 
 
-def metrics(work_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (work_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def without_timing(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in records]
-
-
-def assert_same_log(a: list[dict], b: list[dict], rel: float) -> None:
-    a, b = without_timing(a), without_timing(b)
-    assert [sorted(r) for r in a] == [sorted(r) for r in b]
-    for x, y in zip(a, b, strict=True):
-        assert x == pytest.approx(y, rel=rel), (x, y)
-
-
 # ---------------------------------------------------------------------------------------------
-# Objective and batching
+# Schedule
 # ---------------------------------------------------------------------------------------------
-
-
-def test_masked_label_smoothed_loss_matches_hand_computation():
-    # context [5, 6, EOS] and completion [7, 8, EOS]: inputs 5 6 EOS 7 8, loss on predicting
-    # 7 (from the context's EOS), 8 and the final EOS; second pair is shorter (padding).
-    eos, eps, V = 9, 0.1, 10
-    examples = [Example((5, 6, eos, 7, 8, eos), 3), Example((1, eos, 2, eos), 2)]
-    batch = collate(examples)
-    assert batch.input_ids.tolist() == [[5, 6, eos, 7, 8], [1, eos, 2, 0, 0]]
-    assert batch.n_tokens == 5 + 3 and batch.n_loss == 3 + 2
-    logits = torch.randn(2, 5, V, generator=torch.Generator().manual_seed(0))
-    expected = []
-    for b, t, target in [(0, 2, 7), (0, 3, 8), (0, 4, eos), (1, 1, 2), (1, 2, eos)]:
-        logp = [logits[b, t, v].item() - math.log(sum(math.exp(x) for x in logits[b, t].tolist()))
-                for v in range(V)]
-        expected.append((1 - eps) * -logp[target] + eps * sum(-x for x in logp) / V)
-    picked = logits.reshape(-1, V)[batch.loss_index]
-    got = completion_loss(picked, batch.loss_targets, label_smooth=eps) / batch.n_loss
-    assert got.item() == pytest.approx(sum(expected) / len(expected), rel=1e-6)
-    # Without smoothing it is the plain masked cross-entropy.
-    targets = torch.full((2, 5), -100)
-    targets[0, 2:5] = torch.tensor([7, 8, eos])
-    targets[1, 1:3] = torch.tensor([2, eos])
-    plain = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=-100)
-    assert (completion_loss(picked, batch.loss_targets) / batch.n_loss).item() == pytest.approx(plain.item(), rel=1e-6)
-    # The joint objective predicts every next token, context included.
-    assert collate(examples, obj="jlm").n_loss == 5 + 3
-
-
-def test_head_runs_only_at_loss_positions_with_the_same_loss():
-    torch.manual_seed(0)
-    gpt = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=50, n_positions=32))
-    examples = [Example((5, 6, 49, 7, 8, 49), 3), Example((1, 49, 2, 49), 2), Example((3, 4, 5), 3)]
-    batch = collate(examples)
-    full = gpt(batch.input_ids)  # (B, T, V): every position through the head
-    expected = completion_loss(full.reshape(-1, 50)[batch.loss_index], batch.loss_targets, 0.1)
-    got = CompletionLM(gpt)(batch.input_ids, batch.loss_index, batch.loss_targets, 0.1)
-    torch.testing.assert_close(got, expected)
-    assert gpt(batch.input_ids).shape == full.shape  # CompletionLM leaves the plain forward as it was
-
-
-def test_seq_len_truncates_and_counts():
-    pairs = [Pair([1, 2, 3, 9], [4, 5, 9], 1), Pair([1, 9], [4, 9], 2), Pair([1, 2, 3, 4, 5, 9], [6, 9], 3)]
-    examples, cut = make_examples(pairs, seq_len=5)
-    assert cut == 2
-    assert [e.tokens for e in examples] == [(1, 2, 3, 9, 4), (1, 9, 4, 9), (1, 2, 3, 4, 5)]
-    batch = collate(examples)
-    assert batch.input_ids.shape == (3, 4)  # padded to the longest pair, not to seq_len
-    assert batch.n_loss == 1 + 2 + 0  # the third pair lost its whole completion
-    assert collate(examples, pad_to=16).input_ids.shape == (3, 16)  # the paper's fixed padding
-
-
-@pytest.mark.parametrize("grouped", [False, True])
-def test_batch_plan_is_deterministic_and_splits_across_ranks(grouped):
-    lengths = [(i * 37) % 50 + 5 for i in range(101)]
-    plan = dict(epoch=3, seed=7, group_by_length=grouped)
-    one = epoch_batches(lengths, 8, **plan)
-    assert one == epoch_batches(lengths, 8, **plan)
-    assert one != epoch_batches(lengths, 8, **{**plan, "epoch": 4})
-    assert sorted(i for b in one for i in b) == list(range(101))
-    assert len(one) == batches_per_epoch(101, 8, 1)
-    # Two ranks with batch 4 see, step by step, the pairs one process sees with batch 8.
-    even = lengths[:100]
-    single = epoch_batches(even, 8, **plan)
-    ranks = [epoch_batches(even, 4, world_size=2, rank=r, **plan) for r in (0, 1)]
-    assert len(ranks[0]) == len(ranks[1]) == len(single) == batches_per_epoch(100, 4, 2)
-    for k, batch in enumerate(single):
-        assert sorted(batch) == sorted(ranks[0][k] + ranks[1][k])
-    if grouped:  # similar lengths together: far less padding than random batches
-        def padding(batches):
-            return sum(max(even[i] for i in b) * len(b) - sum(even[i] for i in b) for b in batches)
-        assert padding(single) < 0.3 * padding(epoch_batches(even, 8, epoch=3, seed=7))
 
 
 def test_schedules():
