@@ -1,6 +1,8 @@
 """Helpers shared by the test files (`from helpers import ...`: pytest puts tests/ on sys.path).
 
-Test files import from here, never from each other.
+Test files import from here, never from each other: tiny model shapes and checkpoints, an
+adapter that looks trained, ranks started by hand, and the training log's records. (Our model
+as a transformers one is `nlg.model.to_transformers`, in the library: the benchmarks use it too.)
 """
 
 from __future__ import annotations
@@ -10,11 +12,59 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
+from nlg.lora import lora_parameters
+from nlg.model import GPT, GPTConfig, save_pretrained
 from nlg.train_log import METRICS_FILE
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+
+TINY = GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=300, n_positions=64)
+
+
+def tiny_config(**changes) -> GPTConfig:
+    """A GPT-2 of 2 layers, 4 heads, width 64, vocabulary 300 and 64 positions, but for `changes`."""
+    return replace(TINY, **changes)
+
+
+def trained_like(model: GPT, seed: int = 1) -> GPT:
+    """Give every LoRA parameter a nonzero value, as training would."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in lora_parameters(model).values():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+    return model
+
+
+def trainable_base(directory: Path, config: GPTConfig, seed: int) -> Path:
+    """A random GPT-2 saved as a Hugging Face directory, for runs of `nlg train` to start from.
+    GPT-2's 0.02 initialisation leaves the logits too flat for a few steps to fit anything, so
+    the (tied) embeddings are widened 25 times."""
+    torch.manual_seed(seed)
+    model = GPT(config)
+    with torch.no_grad():
+        model.transformer.wte.weight.mul_(25)
+    return save_pretrained(model, directory)
+
+
+def hf_gpt2_dir(directory: Path, config: GPTConfig = TINY, seed: int = 0) -> Path:
+    """A random transformers GPT-2 of `config`'s shape (transformers' own initialisation), saved
+    as a Hugging Face directory. Skips the test without transformers."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    hf_config = transformers.GPT2Config(n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
+                                        vocab_size=config.vocab_size, n_positions=config.n_positions,
+                                        bos_token_id=0, eos_token_id=0)
+    transformers.GPT2LMHeadModel(hf_config).save_pretrained(directory)
+    return directory
+
 
 # ---------------------------------------------------------------------------------------------
 # Processes

@@ -25,7 +25,7 @@ from nlg.beam import (
     load_model,
     main,
 )
-from nlg.model import GPT, GPTConfig, published_layout
+from nlg.model import GPT, GPTConfig, card_config, published_layout
 
 V = 64  # small vocabulary: the reference below loops over it
 EOS = 7
@@ -276,7 +276,7 @@ def test_cli_merges_adapter(tmp_path: Path) -> None:
     from nlg.lora import add_lora, lora_parameters, merge
 
     torch.manual_seed(11)
-    base = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=128))
+    base = GPT(card_config("gpt2.tiny"))
     torch.save(published_layout(base.state_dict()), tmp_path / "base.bin")
     add_lora(base, rank=2, alpha=8, targets=("q", "v"))
     with torch.no_grad():

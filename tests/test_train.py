@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_same_log, metrics, reap, start_ranks, without_timing
+from helpers import assert_same_log, metrics, reap, start_ranks, trainable_base, without_timing
 
 import nlg.train as train_module
 from nlg.adapter_files import read_adapter
@@ -25,7 +25,7 @@ from nlg.cli import main as nlg_main
 from nlg.cli import run_main
 from nlg.data import encode_pairs, parse_pairs
 from nlg.files import read_lines
-from nlg.model import GPT, GPTConfig, save_pretrained
+from nlg.model import GPTConfig
 from nlg.tokenizer import load_tokenizer
 from nlg.train import lr_factor, main
 
@@ -63,12 +63,8 @@ def e2e(tmp_path_factory, e2e_raw_dir, vocab_dir) -> dict:
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory, e2e) -> Path:
     """A Hugging Face-style directory (config.json + model.safetensors) of a tiny random GPT-2."""
-    torch.manual_seed(0)
     config = GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=e2e["vocab"], n_positions=128)
-    model = GPT(config)
-    with torch.no_grad():  # GPT-2's 0.02 init leaves logits too flat to fit anything; widen them
-        model.transformer.wte.weight.mul_(25)
-    return save_pretrained(model, tmp_path_factory.mktemp("base"))
+    return trainable_base(tmp_path_factory.mktemp("base"), config, seed=0)
 
 
 def args(e2e, base_dir, work_dir, *extra, train="train", valid=True) -> list[str]:
