@@ -247,7 +247,12 @@ class _BestFinished:
 
 @torch.inference_mode()
 def beam_search(model: GPT, contexts: list[list[int]], config: BeamConfig) -> list[list[int]]:
-    """The best generated sequence for each context (batched; see the module docstring)."""
+    """The best generated sequence for each context (batched; see the module docstring).
+
+    One function on purpose, though longer than the rest: the step loop is the module
+    docstring's steps in their order, and each part of it updates the same few tensors (scores,
+    history, the rows kept); in separate functions they would travel through every call.
+    """
     if not contexts:
         return []
     if any(len(c) == 0 for c in contexts):
