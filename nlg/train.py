@@ -233,6 +233,7 @@ def enable_tf32(rt: Runtime) -> None:
 
 
 def log(rt: Runtime, message: str) -> None:
+    """Print on rank 0, above the progress bar."""
     if rt.is_main:
         tqdm.write(message, file=sys.stdout)
 
@@ -428,6 +429,8 @@ class Trainer:
 
 @dataclass
 class StepStats:
+    """What one optimiser step trained on, summed over every rank."""
+
     loss_sum: float  # summed over every rank's completion tokens
     n_loss: int
     n_tokens: int  # real input tokens, all ranks
@@ -438,7 +441,7 @@ class StepStats:
 
 
 class NonFiniteLoss(RuntimeError):
-    pass
+    """The step's loss was NaN or infinite; raised before the update, on every rank."""
 
 
 def train_step(model: CompletionLM | nn.Module, micro_batches: list[Batch], optimizer: torch.optim.Optimizer,
