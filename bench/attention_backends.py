@@ -26,11 +26,14 @@ import nlg.model
 from nlg.batching import collate, epoch_batches, make_examples
 from nlg.beam import BeamConfig, distinct_contexts, generate
 from nlg.datasets.e2e import read_raw
+from nlg.distributed import Runtime
 from nlg.lora import add_lora, lora_parameters
+from nlg.loss import CompletionLM
 from nlg.model import GPT, card_config
 from nlg.pairs import encode_pairs
-from nlg.tokenizer import load_tokenizer
-from nlg.train import CompletionLM, Runtime, TrainConfig, build_optimizer, train_step
+from nlg.tokenizer import BLANK_LINE_ID, EOS_ID, load_tokenizer
+from nlg.train import build_optimizer, train_step
+from nlg.train_args import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NLG_SHARED_DIR", REPO.parent / "shared"))
@@ -77,7 +80,7 @@ def main() -> int:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     rt = Runtime(device=device)
     beam = BeamConfig(beam=10, eval_len=args.eval_len, length_penalty=0.8, no_repeat_ngram_size=4,
-                      eos_ids=(50256, 628))
+                      eos_ids=(EOS_ID, BLANK_LINE_ID))
 
     def train(chunk: list, pad_to: int | None) -> None:
         for group in chunk:

@@ -36,29 +36,12 @@ import torch
 
 from nlg.beam import BeamConfig, beam_search, distinct_contexts, generate
 from nlg.datasets.e2e import read_raw
-from nlg.model import GPT, card_config, published_layout
+from nlg.model import GPT, card_config, to_transformers
 from nlg.pairs import encode_pairs
-from nlg.tokenizer import load_tokenizer
+from nlg.tokenizer import BLANK_LINE_ID, EOS_ID, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NLG_SHARED_DIR", REPO.parent / "shared"))
-
-
-def hf_model(model: GPT):
-    """A transformers GPT2LMHeadModel holding exactly `model`'s weights."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    c = model.config
-    config = GPT2Config(vocab_size=c.vocab_size, n_positions=c.n_positions, n_embd=c.n_embd,
-                        n_layer=c.n_layer, n_head=c.n_head, layer_norm_epsilon=c.layer_norm_epsilon,
-                        activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    hf = GPT2LMHeadModel(config)
-    state = published_layout(model.state_dict())
-    missing, unexpected = hf.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith((".attn.bias", ".attn.masked_bias"))]
-    if missing or unexpected:
-        raise RuntimeError(f"weight transfer to transformers failed: missing {missing}, unexpected {unexpected}")
-    return hf.eval()
 
 
 @torch.inference_mode()
@@ -126,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     model = GPT(card_config(args.card)).to(device=device, dtype=dtype).eval()
-    hf = hf_model(model).to(device=device, dtype=dtype)
+    hf = to_transformers(model).to(device=device, dtype=dtype)
     cfg = BeamConfig(beam=args.beam, eval_len=args.eval_len, length_penalty=0.8, no_repeat_ngram_size=4,
-                     eos_ids=(50256, 628))
+                     eos_ids=(EOS_ID, BLANK_LINE_ID))
     paper_cfg = replace(cfg, early_stop=False)
     print(f"{args.card} random weights on {device} ({args.dtype}, {torch.get_num_threads()} threads), "
           f"beam {cfg.beam}, eval_len {cfg.eval_len}; test split: {len(lines)} lines, {len(firsts)} "

@@ -44,11 +44,14 @@ import torch.nn.functional as F
 
 from nlg.batching import Batch, collate, epoch_batches, make_examples
 from nlg.datasets.e2e import read_raw
+from nlg.distributed import Runtime
 from nlg.lora import add_lora, count_trainable, lora_parameters
-from nlg.model import GPT, card_config, published_layout
+from nlg.loss import CompletionLM, autocast
+from nlg.model import GPT, card_config, to_transformers
 from nlg.pairs import encode_pairs
 from nlg.tokenizer import load_tokenizer
-from nlg.train import CompletionLM, Runtime, TrainConfig, autocast, build_optimizer, train_step
+from nlg.train import build_optimizer, train_step
+from nlg.train_args import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NLG_SHARED_DIR", REPO.parent / "shared"))
@@ -74,21 +77,12 @@ def base_model(card: str) -> GPT:
 
 
 def hf_peft_model(model: GPT):
-    """transformers GPT2LMHeadModel with `model`'s weights, wrapped by peft LoRA on c_attn."""
+    """transformers GPT2LMHeadModel (sdpa attention) with `model`'s weights, wrapped by peft LoRA on c_attn."""
     from peft import LoraConfig, get_peft_model
-    from transformers import GPT2Config, GPT2LMHeadModel
 
-    c = model.config
-    config = GPT2Config(vocab_size=c.vocab_size, n_positions=c.n_positions, n_embd=c.n_embd,
-                        n_layer=c.n_layer, n_head=c.n_head, layer_norm_epsilon=c.layer_norm_epsilon,
-                        activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    config._attn_implementation = "sdpa"
-    hf = GPT2LMHeadModel(config)
-    state = published_layout(model.state_dict())
-    hf.load_state_dict(state, strict=False)
     lora = LoraConfig(r=4, lora_alpha=32, lora_dropout=0.1, target_modules=["c_attn"],
                       fan_in_fan_out=True, bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(hf, lora)
+    return get_peft_model(to_transformers(model, attn_implementation="sdpa"), lora)
 
 
 def make_step(method: str, args) -> tuple[Callable[[list], int], int]:

@@ -46,11 +46,11 @@ invertible M gives the same ΔW = (B M)(M⁻¹ A)), so adapters from different t
 fairly. `--subspace A` reproduces the paper's choice exactly. The headline is i = j = min(k1, k2),
 k the numerical ranks; the JSON holds the whole k1 x k2 grid.
 
-Adapter layout (see `nlg.lora`): our q, v slices are one block-structured c_attn adapter of rank
-2r; they are split back into per-slice ΔW_q = s B_q A_q, ΔW_v = s B_v A_v using the safetensors
-metadata. PEFT's own c_attn adapter is one fused matrix, reported as module `qkv`. No model is
-built: every ΔW comes straight from the tensors, and its SVD from the r x r core
-(QR of B and Aᵀ), exactly and in float64.
+Adapter layout (see `nlg.adapter_files`): our q, v slices are one block-structured c_attn adapter
+of rank 2r; `split_blocks` splits it back into per-slice ΔW_q = s B_q A_q, ΔW_v = s B_v A_v using
+the safetensors metadata. PEFT's own c_attn adapter is one fused matrix, reported as module
+`qkv`. No model is built: every ΔW comes straight from the tensors, and its SVD from the r x r
+core (QR of B and Aᵀ), exactly and in float64.
 """
 
 from __future__ import annotations
@@ -67,10 +67,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from torch import Tensor
 
+from nlg.adapter_files import (
+    AdapterError,
+    adapter_lora_config,
+    is_adapter_dir,
+    read_adapter,
+    split_blocks,
+)
+from nlg.checkpointing import checkpoint_step
 from nlg.cli import run_main, spellings
 from nlg.files import InputError, atomic_write
-from nlg.lora import TARGETS, AdapterError, LoRAConfig, adapter_lora_config, read_adapter
+from nlg.lora import TARGETS, LoRAConfig, target_rows
 
 MODULES = tuple(TARGETS)  # q, k, v, qkv, o, fc, proj
 
@@ -264,58 +273,48 @@ def read_updates(directory: str | os.PathLike) -> tuple[LoRAConfig, list[Update]
     """
     config, tensors, metadata = read_adapter(directory)
     lora_config = adapter_lora_config(config, tensors, metadata)
-    r, scaling = lora_config.rank, lora_config.scaling
-    modules: dict[str, dict[str, np.ndarray]] = {}
+    modules: dict[str, dict[str, Tensor]] = {}
     for name, tensor in tensors.items():
         module, _, kind = name.rpartition(".lora_")
         if kind not in ("A.weight", "B.weight"):
             raise AdapterError(f"{directory}: tensor {name} is not a LoRA A or B weight")
-        array = tensor.double().numpy()
-        if array.ndim != 2:
-            raise AdapterError(f"{directory}: tensor {name} has shape {tuple(array.shape)}, expected a matrix")
-        bad = int(np.count_nonzero(~np.isfinite(array)))
-        if bad:
-            raise AdapterError(f"{directory}: tensor {name} has {bad} non-finite values (NaN/inf): "
-                               "the adapter is broken (diverged training?)")
-        modules.setdefault(module, {})[kind[0]] = array
+        if tensor.ndim != 2:
+            raise AdapterError(f"{directory}: tensor {name} has shape {tuple(tensor.shape)}, expected a matrix")
+        modules.setdefault(module, {})[kind[0]] = tensor.double()
     updates = []
     for module, pair in sorted(modules.items()):
-        match = _MODULE_NAME.match(module)
-        if match is None:
-            raise AdapterError(f"{directory}: tensor {module}.lora_A.weight is not on a GPT-2 block")
-        for kind in "AB":
-            if kind not in pair:
-                raise AdapterError(f"{directory}: tensor {module}.lora_{kind}.weight is missing")
-        layer, path = int(match.group(1)), match.group(2)
-        slices = [t for t in lora_config.targets if TARGETS[t][0] == path]
-        if not slices:
-            raise AdapterError(f"{directory}: tensor {module}.lora_A.weight is on {path}, which the "
-                               f"adapter's targets {','.join(lora_config.targets)} do not include")
-        A, B = pair["A"], pair["B"]
-        width = len(slices) * r
-        if A.shape[0] != width or B.shape[1] != width or B.shape[0] < 1:
-            raise AdapterError(f"{directory}: tensors {module}.lora_A.weight {A.shape} and "
-                               f"lora_B.weight {B.shape} do not fit {len(slices)} slice(s) of rank {r}")
-        d = A.shape[1]  # c_attn's input width is n_embd, the width of each q/k/v block
-        placed = np.zeros_like(B)
-        for index, target in enumerate(slices):
-            cols = slice(index * r, (index + 1) * r)
-            part = TARGETS[target][1]
-            if part is None:
-                rows = slice(0, B.shape[0])
-            else:
-                if B.shape[0] != 3 * d:
-                    raise AdapterError(f"{directory}: tensor {module}.lora_B.weight has {B.shape[0]} rows; "
-                                       f"a q/k/v-sliced c_attn with input width {d} has {3 * d}")
-                rows = slice(part * d, (part + 1) * d)
-            placed[rows, cols] = B[rows, cols]
-            updates.append(Update(layer=layer, module=target, A=A[cols], B=B[rows, cols],
-                                  scaling=scaling, tensor=f"{module}.lora_A.weight"))
-        if not np.array_equal(placed, B):
-            raise AdapterError(f"{directory}: tensor {module}.lora_B.weight is not zero outside the "
-                               f"blocks of slices {slices}")
+        updates += _module_updates(directory, module, pair, lora_config)
     updates.sort(key=lambda u: (u.layer, _module_order(u.module)))
     return lora_config, updates
+
+
+def _module_updates(directory: str | os.PathLike, module: str, pair: dict[str, Tensor],
+                    lora_config: LoRAConfig) -> list[Update]:
+    """One Update per slice of one adapted module, from its A and B tensors ({"A": .., "B": ..})."""
+    match = _MODULE_NAME.match(module)
+    if match is None:
+        raise AdapterError(f"{directory}: tensor {module}.lora_A.weight is not on a GPT-2 block")
+    for kind in "AB":
+        if kind not in pair:
+            raise AdapterError(f"{directory}: tensor {module}.lora_{kind}.weight is missing")
+    layer, path = int(match.group(1)), match.group(2)
+    slices = [t for t in lora_config.targets if TARGETS[t][0] == path]
+    if not slices:
+        raise AdapterError(f"{directory}: tensor {module}.lora_A.weight is on {path}, which the "
+                           f"adapter's targets {','.join(lora_config.targets)} do not include")
+    A, B, r = pair["A"], pair["B"], lora_config.rank
+    width = len(slices) * r
+    if A.shape[0] != width or B.shape[1] != width or B.shape[0] < 1:
+        raise AdapterError(f"{directory}: tensors {module}.lora_A.weight {tuple(A.shape)} and "
+                           f"lora_B.weight {tuple(B.shape)} do not fit {len(slices)} slice(s) of rank {r}")
+    d = A.shape[1]  # c_attn's input width is n_embd, the width of each q/k/v block
+    if any(TARGETS[t][1] is not None for t in slices) and B.shape[0] != 3 * d:
+        raise AdapterError(f"{directory}: tensor {module}.lora_B.weight has {B.shape[0]} rows; "
+                           f"a q/k/v-sliced c_attn with input width {d} has {3 * d}")
+    rows = {target: target_rows(target, B.shape[0], d) for target in slices}
+    parts = split_blocks(A, B, rows, r, f"{directory}: tensor {module}.lora_B.weight")
+    return [Update(layer=layer, module=target, A=a.numpy(), B=b.numpy(), scaling=lora_config.scaling,
+                   tensor=f"{module}.lora_A.weight") for target, (a, b) in parts.items()]
 
 
 def expected_shape(module: str, n_embd: int) -> tuple[int, int]:
@@ -460,6 +459,38 @@ def describe(update: Update, min_evals: int) -> tuple[dict, tuple[np.ndarray, np
     return row, (U, s, Vh)
 
 
+def _amplification(update: Update, svd: tuple[np.ndarray, np.ndarray, np.ndarray], weight: np.ndarray,
+                   frobenius: float, rng: np.random.Generator) -> dict:
+    """The amplification columns of one row: ΔW's factor and projection, and the controls."""
+    U, s, Vh = svd
+    r = update.rank
+    U_rand = random_orthonormal(update.shape[0], r, rng)
+    V_rand = random_orthonormal(update.shape[1], r, rng)
+    random_projection = projection_norm(weight, U_rand, V_rand)
+    return {
+        "factor": _number(amplification(weight, U[:, :r], s[:r], Vh[:r])),
+        "projection": projection_norm(weight, U[:, :r], Vh[:r].T),
+        "random_projection": random_projection,
+        # the same factor had ΔW pointed in the random directions: the contrast
+        "random_factor": _number(frobenius / random_projection if random_projection > 0 else math.inf),
+        "top_projection": float(np.linalg.norm(top_singular_values(weight, r))),
+        "weight_frobenius": float(np.linalg.norm(weight)),
+    }
+
+
+def _similarity(update: Update, svd: tuple[np.ndarray, np.ndarray, np.ndarray], match: Update,
+                subspace: str) -> dict | None:
+    """φ(k, k) and the whole grid between `update` and the other adapter's `match`; None when
+    either is a zero update."""
+    U1 = _basis(update, svd, subspace)
+    U2 = _basis(match, low_rank_svd(match.B, match.A, match.scaling), subspace)
+    k = min(U1.shape[1], U2.shape[1])
+    if k == 0:
+        return None
+    grid = subspace_similarity_grid(U1, U2)
+    return {"i": k, "j": k, "phi": float(grid[k - 1, k - 1]), "grid": np.round(grid, 6).tolist()}
+
+
 def analyze(adapter: str | os.PathLike, base: str | os.PathLike | None = None,
             card: str | None = None, compare: str | os.PathLike | None = None,
             min_evals: int = 10, subspace: str = "delta", seed: int = 0) -> dict:
@@ -472,49 +503,25 @@ def analyze(adapter: str | os.PathLike, base: str | os.PathLike | None = None,
     if card is not None:
         check_card(updates, card, adapter)
     state, source = read_base(base) if base is not None else (None, None)
-    other: dict[tuple[int, str], Update] = {}
-    other_config = None
-    if compare is not None:
-        other_config, other_updates = read_updates(compare)
-        other = {(u.layer, u.module): u for u in other_updates}
+    other_config, other_updates = read_updates(compare) if compare is not None else (None, [])
+    other = {(u.layer, u.module): u for u in other_updates}
     rng = np.random.default_rng(seed)
     rows = []
     for update in updates:
-        row, (U, s, Vh) = describe(update, min_evals)
+        row, svd = describe(update, min_evals)
         if state is not None:
             weight = base_matrix(state, source, update, adapter)
-            r = update.rank
-            U_rand = random_orthonormal(update.shape[0], r, rng)
-            V_rand = random_orthonormal(update.shape[1], r, rng)
-            factor = amplification(weight, U[:, :r], s[:r], Vh[:r])
-            random_projection = projection_norm(weight, U_rand, V_rand)
-            row["amplification"] = {
-                "factor": _number(factor),
-                "projection": projection_norm(weight, U[:, :r], Vh[:r].T),
-                "random_projection": random_projection,
-                # the same factor had ΔW pointed in the random directions: the contrast
-                "random_factor": _number(row["frobenius"] / random_projection
-                                         if random_projection > 0 else math.inf),
-                "top_projection": float(np.linalg.norm(top_singular_values(weight, r))),
-                "weight_frobenius": float(np.linalg.norm(weight)),
-            }
-            if not math.isfinite(factor):
+            row["amplification"] = _amplification(update, svd, weight, row["frobenius"], rng)
+            if row["amplification"]["factor"] is None:
                 row["notes"].append("W has no component in ΔW's directions: amplification is infinite")
         match = other.get((update.layer, update.module))
         if match is not None:
             if match.shape != update.shape:
                 raise AdapterError(f"{compare}: tensor {match.tensor} gives ΔW of shape {match.shape}; "
                                    f"{adapter} has {update.shape} for layer {update.layer} {update.module}")
-            U1 = _basis(update, (U, s, Vh), subspace)
-            U2 = _basis(match, low_rank_svd(match.B, match.A, match.scaling), subspace)
-            k = min(U1.shape[1], U2.shape[1])
-            if k == 0:
-                row["similarity"] = None
+            row["similarity"] = _similarity(update, svd, match, subspace)
+            if row["similarity"] is None:
                 row["notes"].append("a zero update: no subspace to compare")
-            else:
-                grid = subspace_similarity_grid(U1, U2)
-                row["similarity"] = {"i": k, "j": k, "phi": float(grid[k - 1, k - 1]),
-                                     "grid": np.round(grid, 6).tolist()}
         rows.append(row)
     report = {
         "adapter": str(adapter),
@@ -544,44 +551,30 @@ def _fmt(x: float | None) -> str:
     return f"{x:.3g}"
 
 
-def format_table(report: dict, top: int = 3) -> str:
-    """The printed report: a header, one row per matrix, and footnotes explaining the columns."""
-    config = report["config"]
-    rows = report["matrices"]
-    lines = [f"adapter {report['adapter']}: rank {config['rank']}, alpha {config['alpha']:g} "
-             f"(scaling {config['scaling']:g}), targets {','.join(config['targets'])}; "
-             f"{len(rows)} matrices"]
-    has_base = any("amplification" in row for row in rows)
-    has_compare = "compare" in report
-    header = ["layer", "module", "shape"] + [f"s{i + 1}" for i in range(top)]
-    header += ["|dW|_F", "|dW|_2", "srank", "erank", "alpha"]
+def _cells(row: dict, top: int, has_base: bool, has_compare: bool) -> list[str]:
+    """One matrix's line of the table (its notes, if any, as a last cell)."""
+    s = row["singular_values"]
+    cells = [str(row["layer"]), row["module"], "x".join(map(str, row["shape"]))]
+    cells += [_fmt(s[i]) if i < len(s) else "-" for i in range(top)]
+    fit = row["power_law"]
+    cells += [_fmt(row["frobenius"]), _fmt(row["spectral"]), f"{row['stable_rank']:.2f}",
+              f"{row['effective_rank']:.2f}", f"{fit['alpha']:.2f}" if fit else "-"]
     if has_base:
-        header += ["amp", "|UWV|", "|rand|", "|top|"]
+        amp = row["amplification"]
+        factor = amp["factor"] if amp["factor"] is not None else math.inf
+        cells += [_fmt(factor), _fmt(amp["projection"]), _fmt(amp["random_projection"]),
+                  _fmt(amp["top_projection"])]
     if has_compare:
-        header += ["phi(k,k)", "k"]
-    table = [header]
-    for row in rows:
-        s = row["singular_values"]
-        cells = [str(row["layer"]), row["module"], "x".join(map(str, row["shape"]))]
-        cells += [_fmt(s[i]) if i < len(s) else "-" for i in range(top)]
-        fit = row["power_law"]
-        cells += [_fmt(row["frobenius"]), _fmt(row["spectral"]), f"{row['stable_rank']:.2f}",
-                  f"{row['effective_rank']:.2f}", f"{fit['alpha']:.2f}" if fit else "-"]
-        if has_base:
-            amp = row["amplification"]
-            factor = amp["factor"] if amp["factor"] is not None else math.inf
-            cells += [_fmt(factor), _fmt(amp["projection"]), _fmt(amp["random_projection"]),
-                      _fmt(amp["top_projection"])]
-        if has_compare:
-            sim = row.get("similarity")
-            cells += [f"{sim['phi']:.3f}" if sim else "-", str(sim["i"]) if sim else "-"]
-        if row["notes"]:
-            cells.append("; ".join(row["notes"]))
-        table.append(cells)
-    widths = [max(len(r[i]) for r in table if i < len(r)) for i in range(len(header))]
-    for r in table:
-        fixed = [cell.rjust(widths[i]) if i != 1 else cell.ljust(widths[i]) for i, cell in enumerate(r[: len(header)])]
-        lines.append("  ".join(fixed + r[len(header):]).rstrip())
+        sim = row.get("similarity")
+        cells += [f"{sim['phi']:.3f}" if sim else "-", str(sim["i"]) if sim else "-"]
+    if row["notes"]:
+        cells.append("; ".join(row["notes"]))
+    return cells
+
+
+def _footnotes(report: dict, has_base: bool, has_compare: bool) -> list[str]:
+    """What the columns mean, and the per-module summaries under the table."""
+    config, rows = report["config"], report["matrices"]
     notes = ["s1.. = top singular values of dW = (alpha/r) B A; srank = |dW|_F^2/|dW|_2^2; "
              "erank = exp(entropy of s/sum(s))"]
     unfitted = [row for row in rows if row["power_law"] is None]
@@ -607,7 +600,30 @@ def format_table(report: dict, top: int = 3) -> str:
         for key in ("only_in_adapter", "only_in_compare"):
             if comp[key]:
                 notes.append(f"  not compared, {key.replace('_', ' ')}: {', '.join(comp[key])}")
-    return "\n".join(lines + [""] + notes)
+    return notes
+
+
+def format_table(report: dict, top: int = 3) -> str:
+    """The printed report: a header, one row per matrix, and footnotes explaining the columns."""
+    config = report["config"]
+    rows = report["matrices"]
+    lines = [f"adapter {report['adapter']}: rank {config['rank']}, alpha {config['alpha']:g} "
+             f"(scaling {config['scaling']:g}), targets {','.join(config['targets'])}; "
+             f"{len(rows)} matrices"]
+    has_base = any("amplification" in row for row in rows)
+    has_compare = "compare" in report
+    header = ["layer", "module", "shape"] + [f"s{i + 1}" for i in range(top)]
+    header += ["|dW|_F", "|dW|_2", "srank", "erank", "alpha"]
+    if has_base:
+        header += ["amp", "|UWV|", "|rand|", "|top|"]
+    if has_compare:
+        header += ["phi(k,k)", "k"]
+    table = [header] + [_cells(row, top, has_base, has_compare) for row in rows]
+    widths = [max(len(r[i]) for r in table if i < len(r)) for i in range(len(header))]
+    for r in table:
+        fixed = [cell.rjust(widths[i]) if i != 1 else cell.ljust(widths[i]) for i, cell in enumerate(r[: len(header)])]
+        lines.append("  ".join(fixed + r[len(header):]).rstrip())
+    return "\n".join(lines + [""] + _footnotes(report, has_base, has_compare))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -627,7 +643,6 @@ def plot_report(report: dict, path: str | os.PathLike) -> None:
     _require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     rows = report["matrices"]
     panels = ["spectra"]
@@ -640,8 +655,19 @@ def plot_report(report: dict, path: str | os.PathLike) -> None:
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     colours = {module: f"C{i}" for i, module in enumerate(MODULES)}
     modules = [m for m in MODULES if any(row["module"] == m for row in rows)]
+    _plot_spectra(axes[0], rows, modules, colours)
+    for ax, panel in zip(axes[1:], panels[1:], strict=True):
+        _plot_per_layer(ax, panel, report, modules, colours)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    with atomic_write(path, "wb") as handle:
+        handle.write(buffer.getvalue())
 
-    ax = axes[0]
+
+def _plot_spectra(ax, rows: list[dict], modules: list[str], colours: dict[str, str]) -> None:
+    """The nonzero singular values of every ΔW, one line per layer, coloured by module."""
+    from matplotlib.ticker import MaxNLocator
+
     for module in modules:
         first = True
         for row in rows:
@@ -658,46 +684,44 @@ def plot_report(report: dict, path: str | os.PathLike) -> None:
     ax.set_title("spectra of ΔW (one line per layer)")
     ax.legend()
 
-    for ax, panel in zip(axes[1:], panels[1:], strict=True):
-        for module in modules:
-            layers, values, controls = [], [], []
-            for row in rows:
-                if row["module"] != module:
-                    continue
-                if panel == "amplification":
-                    amp = row["amplification"]
-                    if amp["factor"] is None:
-                        continue
-                    layers.append(row["layer"])
-                    values.append(amp["factor"])
-                    controls.append(amp["random_factor"] if amp["random_factor"] is not None
-                                    else math.nan)
-                elif row.get("similarity"):
-                    layers.append(row["layer"])
-                    values.append(row["similarity"]["phi"])
-            if not layers:
-                continue
-            ax.plot(layers, values, color=colours[module], marker="o", label=module)
-            if panel == "amplification":
-                ax.plot(layers, controls, color=colours[module], linestyle=":", marker="x",
-                        label=f"{module}: random directions")
-        ax.set_xlabel("layer")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if panel == "amplification":
-            ax.set_yscale("log")
-            ax.set_ylabel("factor")
-            ax.set_title("amplification ‖ΔW‖_F / ‖UᵀWV‖_F")
-        else:
-            ax.set_ylim(0, 1.05)
-            ax.set_ylabel("φ(k, k)")
-            other = Path(report["compare"]["adapter"])
-            ax.set_title(f"subspace similarity vs {other.parent.name}/{other.name}")
-        ax.legend()
 
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    with atomic_write(path, "wb") as handle:
-        handle.write(buffer.getvalue())
+def _plot_per_layer(ax, panel: str, report: dict, modules: list[str], colours: dict[str, str]) -> None:
+    """panel "amplification" (with the random-direction control dotted) or "similarity", by layer."""
+    from matplotlib.ticker import MaxNLocator
+
+    for module in modules:
+        layers, values, controls = [], [], []
+        for row in report["matrices"]:
+            if row["module"] != module:
+                continue
+            if panel == "amplification":
+                amp = row["amplification"]
+                if amp["factor"] is None:
+                    continue
+                layers.append(row["layer"])
+                values.append(amp["factor"])
+                controls.append(amp["random_factor"] if amp["random_factor"] is not None else math.nan)
+            elif row.get("similarity"):
+                layers.append(row["layer"])
+                values.append(row["similarity"]["phi"])
+        if not layers:
+            continue
+        ax.plot(layers, values, color=colours[module], marker="o", label=module)
+        if panel == "amplification":
+            ax.plot(layers, controls, color=colours[module], linestyle=":", marker="x",
+                    label=f"{module}: random directions")
+    ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if panel == "amplification":
+        ax.set_yscale("log")
+        ax.set_ylabel("factor")
+        ax.set_title("amplification ‖ΔW‖_F / ‖UᵀWV‖_F")
+    else:
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("φ(k, k)")
+        other = Path(report["compare"]["adapter"])
+        ax.set_title(f"subspace similarity vs {other.parent.name}/{other.name}")
+    ax.legend()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -734,10 +758,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _checkpoint_hint(directory: str) -> str:
     """Pointed at `nlg train`'s work dir instead of one of its checkpoints? Say which to use."""
     path = Path(directory)
-    if not path.is_dir() or (path / "adapter_config.json").exists():
+    if not path.is_dir() or is_adapter_dir(path):
         return ""
-    steps = [(int(c.name.rsplit("-", 1)[1]), c) for c in path.glob("checkpoint-*")
-             if c.name.rsplit("-", 1)[1].isdigit() and (c / "adapter_config.json").is_file()]
+    steps = [(step, entry) for entry in path.iterdir()
+             if (step := checkpoint_step(entry)) is not None and is_adapter_dir(entry)]
     return f"; the latest checkpoint there is {max(steps)[1]}" if steps else ""
 
 

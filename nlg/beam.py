@@ -6,6 +6,10 @@
              --eval_len 64 --batch_size 32 --output_file predict.jsonl
     torchrun --nproc_per_node N -m nlg.beam ...     # contexts split over ranks, rank 0 writes
 
+Under torchrun (see nlg.distributed) every rank decodes every N-th distinct context and rank 0
+gathers the results and writes the file; a rank that dies or stops answering makes the others
+fail after --dist_timeout seconds (default $NLG_DIST_TIMEOUT or 600) instead of waiting forever.
+
 The algorithm is the one of the LoRA paper's `gpt2_beam.py`, so its settings mean the same
 here. For each context, `beam` hypotheses; hypothesis h has generated tokens y_h (the context
 is not part of y_h) and a score s_h, the sum of the log-probabilities of y_h. At step t
@@ -67,7 +71,6 @@ for tests and demos only.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -78,10 +81,17 @@ from torch import Tensor
 from tqdm import tqdm
 
 from nlg.cli import run_main, spellings
+from nlg.distributed import (
+    TIMEOUT_ENV,
+    all_gather_objects,
+    close_runtime,
+    default_timeout,
+    init_runtime,
+)
 from nlg.files import InputError, write_jsonl
 from nlg.model import CARDS, GPT, KVCache, card_config, from_pretrained
+from nlg.tokenizer import BLANK_LINE_ID, EOS_ID
 
-EOS_ID = 50256  # <|endoftext|>; always an eos, as in the paper's argparse default
 NEG_INF = float("-inf")
 
 
@@ -95,7 +105,7 @@ class BeamConfig:
     no_repeat_ngram_size: int = 4  # 0 disables
     repetition_penalty: float = 1.0  # 1.0 disables
     min_length: int = 0  # eos is blocked while fewer tokens than this were generated
-    eos_ids: tuple[int, ...] = (EOS_ID, 628)
+    eos_ids: tuple[int, ...] = (EOS_ID, BLANK_LINE_ID)  # EOS_ID always ends a sequence, as in the paper
     early_stop: bool = True  # stop a context once its result is final (see module docstring)
 
     def __post_init__(self) -> None:
@@ -189,9 +199,60 @@ def _left_pad(contexts: list[list[int]], device: torch.device) -> tuple[Tensor, 
     return ids.to(device), positions.to(device), real.to(device)
 
 
+def _prefill(model: GPT, contexts: list[list[int]], K: int, T: int) -> tuple[KVCache, Tensor, Tensor, Tensor]:
+    """Run each context once, then copy its cache row to its K hypotheses.
+
+    Returns the cache (room for T more tokens) and, per hypothesis row (B*K rows, context b's
+    at b*K .. b*K+K-1): the last position's logits (B*K, V), the key mask (B*K, P+T) and the
+    position of the next token (B*K,).
+    """
+    param = next(model.parameters())
+    B = len(contexts)
+    ids, positions, real = _left_pad(contexts, param.device)
+    P = ids.shape[1]
+    key_mask = torch.ones(B, P + T, dtype=torch.bool, device=param.device)
+    key_mask[:, :P] = real
+    cache = KVCache(model.config, B, P + T, device=param.device, dtype=param.dtype)
+    # Only the last position's logits are needed: run the vocabulary-wide head there alone.
+    hidden = model(ids, cache=cache, position_ids=positions, key_mask=key_mask, return_hidden=True)
+    logits = model.lm_head(hidden[:, -1])
+    rows = torch.arange(B, device=param.device).repeat_interleave(K)
+    cache.reorder(rows)
+    return cache, logits[rows], key_mask[rows], positions[:, -1][rows] + 1
+
+
+class _BestFinished:
+    """The best finished sequence of every context so far: its final score, tokens and length."""
+
+    def __init__(self, B: int, K: int, T: int, device: torch.device, dtype: torch.dtype):
+        self.K, self.T = K, T
+        self.score = torch.full((B,), NEG_INF, device=device, dtype=dtype)
+        self.tokens = torch.zeros(B, T, dtype=torch.long, device=device)
+        self.length = torch.zeros(B, dtype=torch.long, device=device)
+
+    def offer(self, final: Tensor, candidates: Tensor, length: int, context_of: Tensor) -> None:
+        """final (Ba, K) final scores (-inf: not finishing); candidates (Ba*K, T) their tokens;
+        context_of (Ba,) the context each active row group belongs to."""
+        value, index = final.max(dim=1)  # the first of equal maxima: ties keep the earlier one
+        better = value > self.score[context_of]
+        if better.any():
+            where = context_of[better]
+            self.score[where] = value[better]
+            self.tokens[where] = candidates.view(-1, self.K, self.T)[better, index[better]]
+            self.length[where] = length
+
+    def sequences(self) -> list[list[int]]:
+        return [self.tokens[b, : self.length[b]].tolist() for b in range(self.score.shape[0])]
+
+
 @torch.inference_mode()
 def beam_search(model: GPT, contexts: list[list[int]], config: BeamConfig) -> list[list[int]]:
-    """The best generated sequence for each context (batched; see the module docstring)."""
+    """The best generated sequence for each context (batched; see the module docstring).
+
+    One function on purpose, though longer than the rest: the step loop is the module
+    docstring's steps in their order, and each part of it updates the same few tensors (scores,
+    history, the rows kept); in separate functions they would travel through every call.
+    """
     if not contexts:
         return []
     if any(len(c) == 0 for c in contexts):
@@ -201,48 +262,20 @@ def beam_search(model: GPT, contexts: list[list[int]], config: BeamConfig) -> li
         raise ValueError(f"beam {K} exceeds the vocabulary size {V}")
     if max(config.eos_ids) >= V or min(config.eos_ids) < 0:
         raise ValueError(f"eos ids {config.eos_ids} outside the vocabulary [0, {V})")
-    param = next(model.parameters())
-    device, dtype = param.device, param.dtype
-    B = len(contexts)
+    cache, logits, key_mask, next_position = _prefill(model, contexts, K, T)
+    device, B = logits.device, len(contexts)
     eos = torch.tensor(sorted(set(config.eos_ids)), device=device)
-
-    # Prefill each context once, then copy its cache row to its K hypotheses.
-    ids, positions, real = _left_pad(contexts, device)
-    P = ids.shape[1]
-    key_mask = torch.ones(B, P + T, dtype=torch.bool, device=device)
-    key_mask[:, :P] = real
-    cache = KVCache(model.config, B, P + T, device=device, dtype=dtype)
-    # Only the last position's logits are needed: run the vocabulary-wide head there alone.
-    hidden = model(ids, cache=cache, position_ids=positions, key_mask=key_mask, return_hidden=True)
-    logits = model.lm_head(hidden[:, -1])
-    rows = torch.arange(B, device=device).repeat_interleave(K)
-    cache.reorder(rows)
-    logits, key_mask = logits[rows], key_mask[rows]
-    next_position = positions[:, -1][rows] + 1  # (B*K,) position of the next token
 
     # Per active context: which original context it is; per row: score and generated tokens.
     context_of = torch.arange(B, device=device)  # (Ba,)
-    scores = torch.full((B, K), NEG_INF, device=device, dtype=torch.promote_types(dtype, torch.float32))
+    scores = torch.full((B, K), NEG_INF, device=device, dtype=torch.promote_types(logits.dtype, torch.float32))
     scores[:, 0] = 0.0  # step 0 expands only the first hypothesis
     history = torch.zeros(B * K, T, dtype=torch.long, device=device)
-    best_score = torch.full((B,), NEG_INF, device=device, dtype=scores.dtype)
-    best_tokens = torch.zeros(B, T, dtype=torch.long, device=device)
-    best_length = torch.zeros(B, dtype=torch.long, device=device)
-
+    best = _BestFinished(B, K, T, device, scores.dtype)
     # Every step's (rows, V) tensors go to these two buffers: they are tens of MB, and on a CPU a
     # fresh tensor that size costs a page fault per 4 KiB (measured: 26 of a step's ~150 ms each).
-    logit_buffer = torch.empty(B * K, V, device=device, dtype=dtype)
+    logit_buffer = torch.empty(B * K, V, device=device, dtype=logits.dtype)
     logprob_buffer = torch.empty(B * K, V, device=device, dtype=scores.dtype)
-
-    def keep_best(final: Tensor, candidates: Tensor, length: int) -> None:
-        """final (Ba, K) final scores (-inf: not finishing); candidates (Ba*K, T) their tokens."""
-        value, index = final.max(dim=1)  # the first of equal maxima: ties keep the earlier one
-        better = value > best_score[context_of]
-        if better.any():
-            where = context_of[better]
-            best_score[where] = value[better]
-            best_tokens[where] = candidates.view(-1, K, T)[better, index[better]]
-            best_length[where] = length
 
     for step in range(T):
         if step > 0:
@@ -264,17 +297,17 @@ def beam_search(model: GPT, contexts: list[list[int]], config: BeamConfig) -> li
         # Candidates ending in eos are finished; their slots are dead from now on.
         finished = torch.isin(token, eos) & torch.isfinite(scores)
         length = step + 1
-        keep_best(final_score(scores, length, config.length_penalty).masked_fill(~finished, NEG_INF),
-                  history, length)
+        best.offer(final_score(scores, length, config.length_penalty).masked_fill(~finished, NEG_INF),
+                   history, length, context_of)
         scores = scores.masked_fill(finished, NEG_INF)
         if length == T:  # the live hypotheses end here, without an eos
-            keep_best(final_score(scores, T, config.length_penalty), history, T)
+            best.offer(final_score(scores, T, config.length_penalty), history, T, context_of)
             break
 
         if config.early_stop:  # contexts whose result is final leave the batch
             bound = torch.maximum(final_score(scores, length + 1, config.length_penalty),
                                   final_score(scores, T, config.length_penalty))
-            done = (bound <= best_score[context_of].unsqueeze(1)).all(dim=1)
+            done = (bound <= best.score[context_of].unsqueeze(1)).all(dim=1)
             if done.all():
                 break
             if done.any():
@@ -285,7 +318,7 @@ def beam_search(model: GPT, contexts: list[list[int]], config: BeamConfig) -> li
                 history, next_position, key_mask = history[keep], next_position[keep], key_mask[keep]
         cache.reorder(rows)
 
-    return [best_tokens[b, : best_length[b]].tolist() for b in range(B)]
+    return best.sequences()
 
 
 def generate(model: GPT, contexts: list[list[int]], config: BeamConfig, batch_size: int = 16,
@@ -343,7 +376,8 @@ def load_model(init_checkpoint: str | None, model_card: str | None, lora_checkpo
         except (FileNotFoundError, ValueError) as error:  # not only CheckpointError: a missing file, a bad card
             raise InputError(str(error)) from None
     if lora_checkpoint is not None:
-        from nlg.lora import load_adapter, merge
+        from nlg.adapter_files import load_adapter
+        from nlg.lora import merge
 
         try:
             load_adapter(model, lora_checkpoint)
@@ -371,7 +405,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     arg(*spellings("repetition_penalty"), dest="repetition_penalty", type=float, default=1.0,
         help="CTRL repetition penalty on generated tokens; 1.0 disables (default 1.0)")
     arg(*spellings("eos_token_id"), dest="eos_token_id", type=int, action="append", default=None,
-        help=f"an extra id that ends a sequence (repeatable); {EOS_ID} always does (default: 628)")
+        help=f"an extra id that ends a sequence (repeatable); {EOS_ID} always does (default: {BLANK_LINE_ID})")
     arg(*spellings("eval_len"), dest="eval_len", type=int, default=64, help="tokens generated at most (default 64)")
     arg(*spellings("min_length"), dest="min_length", type=int, default=0,
         help="block eos until this many tokens were generated (default 0)")
@@ -385,6 +419,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     arg(*spellings("work_dir"), dest="work_dir", default=None,
         help="if given, --output_file is taken relative to it (the paper's layout)")
     arg("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    arg(*spellings("dist_timeout"), dest="dist_timeout", type=float, default=default_timeout(),
+        help=f"under torchrun: seconds a collective may wait for a dead or stuck rank (env {TIMEOUT_ENV})")
     arg("--dtype", choices=list(DTYPES), default="float32", help="weights and cache dtype (default float32)")
     arg("--seed", type=int, default=0, help="seed for random weights (no --init_checkpoint)")
     arg(*spellings("no_early_stop"), dest="early_stop", action="store_false",
@@ -393,85 +429,75 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank); initialises torch.distributed under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, 0
-    import torch.distributed as dist
+def beam_config(args: argparse.Namespace) -> BeamConfig:
+    """The decoding settings of the command line; bad ones are a one-line error (exit 2)."""
+    eos_ids = tuple(dict.fromkeys([EOS_ID, *(args.eos_token_id or [BLANK_LINE_ID])]))
+    try:
+        return BeamConfig(beam=args.beam, eval_len=args.eval_len, length_penalty=args.length_penalty,
+                          no_repeat_ngram_size=args.no_repeat_ngram_size,
+                          repetition_penalty=args.repetition_penalty, min_length=args.min_length,
+                          eos_ids=eos_ids, early_stop=args.early_stop)
+    except ValueError as error:
+        raise InputError(str(error)) from None
 
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size(), local_rank
+
+def context_budget(model: GPT, pairs: list, config: BeamConfig, data: str, seq_len: int) -> int:
+    """The most context tokens a prompt may keep, after checking that the eos ids and every
+    context's ids are inside the model's vocabulary."""
+    V, n_positions = model.config.vocab_size, model.config.n_positions
+    if max(config.eos_ids) >= V or min(config.eos_ids) < 0:
+        raise InputError(f"eos ids {list(config.eos_ids)} outside the model's vocabulary [0, {V})")
+    for pair in pairs:
+        if max(pair.context) >= V:
+            raise InputError(f"{data}:{pair.line}: token id {max(pair.context)} outside the model's "
+                             f"vocabulary of {V}")
+    budget = min(seq_len, n_positions) - config.eval_len
+    if budget < 1:
+        raise InputError(f"eval_len {config.eval_len} leaves no room for a context in "
+                         f"min(seq_len, n_positions) = {min(seq_len, n_positions)} positions")
+    return budget
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    eos_ids = tuple(dict.fromkeys([EOS_ID, *(args.eos_token_id or [628])]))
-    try:
-        config = BeamConfig(beam=args.beam, eval_len=args.eval_len, length_penalty=args.length_penalty,
-                            no_repeat_ngram_size=args.no_repeat_ngram_size,
-                            repetition_penalty=args.repetition_penalty, min_length=args.min_length,
-                            eos_ids=eos_ids, early_stop=args.early_stop)
-    except ValueError as error:
-        raise InputError(str(error)) from None
+    config = beam_config(args)
     if args.batch_size < 1:
         raise InputError(f"--batch_size must be >= 1, got {args.batch_size}")
     output = Path(args.work_dir) / args.output_file if args.work_dir else Path(args.output_file)
 
     from nlg.pairs import load_encoded
 
-    pairs = load_encoded(args.data)
-    rank, world, local_rank = _distributed()
-    model = load_model(args.init_checkpoint, args.model_card, args.lora_checkpoint, args.seed)
-    if args.init_checkpoint is None and rank == 0:
-        print(f"no --init_checkpoint: {args.model_card} with random weights (seed {args.seed}); "
-              "for tests and demos only", file=sys.stderr)
-    V, n_positions = model.config.vocab_size, model.config.n_positions
-    if max(eos_ids) >= V or min(eos_ids) < 0:
-        raise InputError(f"eos ids {list(eos_ids)} outside the model's vocabulary [0, {V})")
-    for pair in pairs:
-        if max(pair.context) >= V:
-            raise InputError(f"{args.data}:{pair.line}: token id {max(pair.context)} outside the model's "
-                             f"vocabulary of {V}")
-    max_context = min(args.seq_len, n_positions) - config.eval_len
-    if max_context < 1:
-        raise InputError(f"eval_len {config.eval_len} leaves no room for a context in "
-                         f"min(seq_len, n_positions) = {min(args.seq_len, n_positions)} positions")
-
-    device = torch.device(args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
-    model = model.to(device=device, dtype=DTYPES[args.dtype])
-
-    contexts = [pair.context for pair in pairs]
-    firsts = distinct_contexts(contexts)
-    mine = firsts[rank::world]  # strided, so every rank gets short and long contexts alike
-    if rank == 0:
-        print(f"{len(pairs)} lines, {len(firsts)} distinct contexts; beam {config.beam}, "
-              f"eval_len {config.eval_len}, batch {args.batch_size}, eos {list(eos_ids)}, "
-              f"{world} process(es) on {device}", file=sys.stderr)
-    start = time.perf_counter()
-    with tqdm(total=len(mine), unit="ctx", desc="beam", file=sys.stderr,
-              disable=rank != 0 or not args.progress) as bar:
-        predicts = generate(model, [truncate_context(contexts[i], max_context) for i in mine], config,
-                            args.batch_size, bar)
-    results = dict(zip(mine, predicts, strict=True))
-    if world > 1:
-        import torch.distributed as dist
-
-        gathered: list[dict[int, list[int]]] | None = [{} for _ in range(world)] if rank == 0 else None
-        dist.gather_object(results, gathered, dst=0)
-        if rank == 0:
-            for part in gathered:
-                results.update(part)
-        dist.destroy_process_group()
-    if rank != 0:
-        return 0
-    seconds = time.perf_counter() - start
-    write_jsonl(output, [{"id": i, "context": contexts[i], "predict": results[i]} for i in firsts])
-    print(f"decoded {len(firsts)} contexts in {seconds:.1f}s ({len(firsts) / seconds:.2f} contexts/s); "
-          f"wrote {output}", file=sys.stderr)
+    pairs = load_encoded(args.data)  # bad input stops here, before any process group exists
+    rt = init_runtime(args.device or "auto", args.dist_timeout)
+    try:
+        model = load_model(args.init_checkpoint, args.model_card, args.lora_checkpoint, args.seed)
+        if args.init_checkpoint is None and rt.is_main:
+            print(f"no --init_checkpoint: {args.model_card} with random weights (seed {args.seed}); "
+                  "for tests and demos only", file=sys.stderr)
+        max_context = context_budget(model, pairs, config, args.data, args.seq_len)
+        model = model.to(device=rt.device, dtype=DTYPES[args.dtype])
+        contexts = [pair.context for pair in pairs]
+        firsts = distinct_contexts(contexts)
+        mine = firsts[rt.rank::rt.world_size]  # strided, so every rank gets short and long contexts alike
+        if rt.is_main:
+            print(f"{len(pairs)} lines, {len(firsts)} distinct contexts; beam {config.beam}, "
+                  f"eval_len {config.eval_len}, batch {args.batch_size}, eos {list(config.eos_ids)}, "
+                  f"{rt.world_size} process(es) on {rt.device}", file=sys.stderr)
+        start = time.perf_counter()
+        with tqdm(total=len(mine), unit="ctx", desc="beam", file=sys.stderr,
+                  disable=not rt.is_main or not args.progress) as bar:
+            predicts = generate(model, [truncate_context(contexts[i], max_context) for i in mine], config,
+                                args.batch_size, bar)
+        results: dict[int, list[int]] = {}
+        for part in all_gather_objects(dict(zip(mine, predicts, strict=True)), rt):
+            results.update(part)
+    finally:
+        close_runtime(rt)
+    if rt.is_main:
+        seconds = time.perf_counter() - start
+        write_jsonl(output, [{"id": i, "context": contexts[i], "predict": results[i]} for i in firsts])
+        print(f"decoded {len(firsts)} contexts in {seconds:.1f}s ({len(firsts) / seconds:.2f} contexts/s); "
+              f"wrote {output}", file=sys.stderr)
     return 0
 
 

@@ -387,6 +387,14 @@ def load_base_weights(model: GPT, state: dict[str, Tensor], source: str = "check
             params[key].copy_(tensor.to(params[key].dtype))
 
 
+def _published_state(model: GPT, what: str) -> dict[str, Tensor]:
+    """`model`'s weights on the CPU as published GPT-2 files hold them: Conv1D projections and no
+    lm_head (tied to wte). A LoRA'd model is refused: merge it into a copy or save its adapter."""
+    if any(".lora_" in name for name, _ in model.named_parameters()):
+        raise ValueError(f"{what} takes base models; save the adapter with nlg.adapter_files.save_adapter")
+    return published_layout({k: v.detach().cpu() for k, v in model.state_dict().items() if k != "lm_head.weight"})
+
+
 def save_pretrained(model: GPT, directory: str | os.PathLike) -> Path:
     """Write `model` as a Hugging Face GPT-2 directory (config.json + model.safetensors).
 
@@ -398,10 +406,7 @@ def save_pretrained(model: GPT, directory: str | os.PathLike) -> Path:
 
     from nlg.files import atomic_write
 
-    if any(".lora_" in name for name, _ in model.named_parameters()):
-        raise ValueError("save_pretrained writes base models; save the adapter with nlg.lora.save_adapter")
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    tensors = published_layout(state)
+    tensors = _published_state(model, "save_pretrained")
     c = model.config
     config = {
         "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
@@ -417,6 +422,28 @@ def save_pretrained(model: GPT, directory: str | os.PathLike) -> Path:
     with atomic_write(directory / "config.json") as handle:
         handle.write(json.dumps(config, indent=2) + "\n")
     return directory
+
+
+def to_transformers(model: GPT, attn_implementation: str | None = None):
+    """A transformers `GPT2LMHeadModel` (eval mode, dropout off) holding exactly `model`'s
+    weights, on the CPU: the baseline of the benchmarks and of equivalence tests. Needs the
+    `transformers` package (a test extra, not a dependency). attn_implementation: e.g. "sdpa"
+    (default: transformers' own choice)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    c = model.config
+    config = GPT2Config(vocab_size=c.vocab_size, n_positions=c.n_positions, n_embd=c.n_embd,
+                        n_layer=c.n_layer, n_head=c.n_head, layer_norm_epsilon=c.layer_norm_epsilon,
+                        activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    if attn_implementation is not None:
+        config._attn_implementation = attn_implementation
+    hf = GPT2LMHeadModel(config)
+    missing, unexpected = hf.load_state_dict(_published_state(model, "to_transformers"), strict=False)
+    # lm_head is tied to wte, which was loaded; the mask buffers are transformers' own.
+    missing = [k for k in missing if k != "lm_head.weight" and not k.endswith(_IGNORED_SUFFIXES)]
+    if missing or unexpected or hf.lm_head.weight is not hf.transformer.wte.weight:
+        raise RuntimeError(f"weight transfer to transformers failed: missing {missing}, unexpected {unexpected}")
+    return hf.eval()
 
 
 def find_weights_file(directory: Path) -> Path:

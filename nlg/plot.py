@@ -14,8 +14,7 @@ from pathlib import Path
 
 from nlg.cli import spellings
 from nlg.files import InputError, atomic_write, read_jsonl
-
-METRICS_FILE = "metrics.jsonl"
+from nlg.train_log import METRICS_FILE
 
 
 @dataclass

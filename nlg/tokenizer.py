@@ -37,6 +37,7 @@ from nlg.files import InputError, read_lines
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 EOS = "<|endoftext|>"
 EOS_ID = 50256
+BLANK_LINE_ID = 628  # "\n\n": the paper ends E2E completions on it too (nlg beam --eos_token_id 628)
 VOCAB_SIZE = 50257
 N_MERGES = VOCAB_SIZE - 256 - 1  # 256 single bytes + merges + <|endoftext|>
 VOCAB_FILES = ("encoder.json", "vocab.bpe")

@@ -7,19 +7,16 @@
 Flags follow the paper's `gpt2_ft.py` (both `--train_data` and `--train-data` spellings), and
 the defaults are its E2E recipe: AdamW lr 2e-4, betas (0.9, 0.999), eps 1e-6, weight decay
 0.01, batch 8, linear schedule with 500 warmup steps, 5 epochs, LoRA r=4 alpha=32 dropout 0.1
-on q and v, label smoothing 0.1. The paper's published command runs unchanged; its flags
-that mean nothing here (--platform, --local_rank, --fp16, --roll_*, --i_steps, ...) are
-accepted and ignored with a warning.
+on q and v, label smoothing 0.1 (nlg.train_args). The paper's published command runs
+unchanged; its flags that mean nothing here (--platform, --local_rank, --fp16, --roll_*,
+--i_steps, ...) are accepted and ignored with a warning.
 
-Objective (see nlg.batching for which positions are predicted): over the N completion tokens
-of an optimiser step (all micro-batches, all ranks),
-
-    loss = 1/N · Σ_t [ (1-ε) · (-log p(y_t)) + ε · 1/V · Σ_v (-log p(v)) ]
-
-i.e. the paper's label-smoothed NLL, averaged over tokens. The paper averages per micro-batch
-and rank; we divide by the step's total token count, so the update does not depend on how
-the step is split into micro-batches or ranks (equal when every batch has as many tokens).
-Validation reports the plain NLL (ε = 0) per completion token and its exp (perplexity).
+Objective (nlg.loss; nlg.batching says which positions are predicted): the paper's
+label-smoothed NLL, averaged over the completion tokens of the whole optimiser step. The paper
+averages per micro-batch and rank; we divide by the step's total token count, so the update
+does not depend on how the step is split into micro-batches or ranks (equal when every batch
+has as many tokens). Validation reports the plain NLL per completion token and its exp
+(perplexity).
 
 Differences from the paper's trainer, on purpose: batches are padded to their longest pair,
 not to --seq_len; --max_step and the schedule count optimiser updates (the paper counts
@@ -27,20 +24,14 @@ micro-batches, the same with --grad_acc 1); bf16 autocast on GPU instead of apex
 validation loss is averaged over tokens, not over batches.
 
 Files in --work_dir:
-    train_config.json              the run's settings, model shape, trainable parameter count
-    metrics.jsonl                  every --log_interval steps {"step", "epoch", "loss", "lr",
-                                   "tokens_per_s", "tokens"}: the training loss (smoothed, per
-                                   completion token) since the previous record, the lr of the
-                                   last update, real input tokens per second; every
-                                   --eval_interval steps and at each epoch end {"step", "epoch",
-                                   "valid_loss", "valid_ppl"}
-    checkpoint-STEP/               adapter_model.safetensors + adapter_config.json (PEFT layout,
-                                   for `nlg beam --lora_checkpoint`; with --full_finetune the
-                                   whole model, config.json + model.safetensors, instead) and
-                                   training_state.pt (optimiser, scheduler, step, data
-                                   position, RNG states of every rank, config; tensors and plain
-                                   values only, read with torch.load(weights_only=True));
-                                   written atomically.
+    train_config.json     the run's settings, model shape, trainable parameter count
+    metrics.jsonl         training loss, lr and tokens/s every --log_interval steps; validation
+                          loss and perplexity every --eval_interval steps and at each epoch end
+                          (nlg.train_log)
+    checkpoint-STEP/      the adapter in PEFT's layout (for `nlg beam --lora_checkpoint`; with
+                          --full_finetune the whole model instead) and training_state.pt
+                          (optimiser, scheduler, step, data position, RNG states of every rank,
+                          config), written atomically (nlg.checkpointing)
 
 --resume latest (or a checkpoint path) continues exactly where the checkpoint was taken: same
 data order, same dropout masks, and metrics.jsonl is cut back to the checkpoint's step. It
@@ -51,303 +42,96 @@ refuses a work_dir that already holds checkpoints.
 Faults: bad input files stop with FILE:LINE before training (exit 2); a non-finite loss stops
 before the bad update with an error (exit 1), checkpoints already written stay valid; when a
 rank dies, torchrun stops the others, and any collective that waits longer than --dist_timeout
-seconds (default $NLG_DIST_TIMEOUT or 600) raises instead of hanging.
+seconds (default $NLG_DIST_TIMEOUT or 600) raises instead of hanging (nlg.distributed).
+
+The code follows a run (`train`) in its phases:
+    load_data           read and check both files, before any process group or model exists
+    Trainer()           set up: model (+ LoRA), optimiser, schedule, how many steps
+    Trainer.restore     with --resume: weights, optimiser, schedule, position, RNG, loss window
+    Trainer.run         the loop: `train_step` on each group of --grad_acc micro-batches, the
+                        loss record, `Trainer.validate` and `Trainer.save` on their intervals
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import datetime
-import itertools
 import json
 import math
-import os
 import random
-import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 from tqdm import tqdm
 
 from nlg.batching import Batch, Example, batches_per_epoch, collate, epoch_batches, make_examples
-from nlg.cli import run_main, spellings
-from nlg.files import InputError, atomic_dir, atomic_write, read_lines, write_jsonl
-from nlg.lora import TARGETS, add_lora, count_trainable, load_adapter, lora_parameters, save_adapter
-from nlg.model import (
-    GPT,
-    card_config,
-    from_pretrained,
-    load_base_weights,
-    read_state_dict,
-    save_pretrained,
+from nlg.checkpointing import (
+    TrainingState,
+    check_resumable,
+    checkpoint_dir,
+    checkpoint_to_resume,
+    gather_rng_states,
+    latest_checkpoint,
+    load_checkpoint_weights,
+    load_training_state,
+    save_checkpoint,
+    set_rng_state,
 )
+from nlg.cli import run_main
+from nlg.distributed import Runtime, all_reduce_sum, barrier, close_runtime, init_runtime
+from nlg.files import InputError, atomic_write
+from nlg.lora import add_lora, count_trainable, lora_parameters
+from nlg.loss import CompletionLM
+from nlg.model import GPT, card_config, from_pretrained
 from nlg.pairs import load_encoded
+from nlg.tokenizer import VOCAB_SIZE
+from nlg.train_args import TrainConfig, parse_args
+from nlg.train_log import METRICS_FILE, LossWindow, MetricsLog
 
-STATE_FILE = "training_state.pt"
-METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "train_config.json"
-TIMEOUT_ENV = "NLG_DIST_TIMEOUT"
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-# Settings a resumed run must share with the checkpoint, or the data order / model differ.
-RESUME_MUST_MATCH = ("train_batch_size", "grad_acc", "seq_len", "random_seed", "group_by_length",
-                     "obj", "lora_dim", "lora_alpha", "lora_targets", "full_finetune")
 
 
-# ---------------------------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a run; each field is the flag of the same name (see build_parser)."""
-
-    train_data: str
-    valid_data: str | None = None
-    train_batch_size: int = 8
-    valid_batch_size: int = 4
-    grad_acc: int = 1
-    seq_len: int = 512  # cap on context + completion tokens; longer pairs lose their tail
-    model_card: str | None = None  # default: the checkpoint's own shape, else gpt2.md
-    init_checkpoint: str | None = None  # None: a randomly initialised model (tests, demos)
-    lr: float = 2e-4
-    weight_decay: float = 0.01
-    correct_bias: bool = True  # Adam bias correction; always on (the paper's recipe sets it)
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-6
-    scheduler: str = "linear"  # linear | cosine | constant, each after linear warmup
-    warmup_step: int = 500
-    max_epoch: int | None = None  # default 5 when --max_step is not given either
-    max_step: int | None = None
-    clip: float = 0.0  # max gradient norm; 0 = off
-    lora_dim: int = 4
-    lora_alpha: float = 32.0
-    lora_dropout: float = 0.1
-    lora_targets: tuple[str, ...] = ("q", "v")
-    full_finetune: bool = False  # train every parameter, no LoRA (the CPU demo's stand-in pre-training)
-    label_smooth: float = 0.1
-    obj: str = "clm"  # clm: loss on completion tokens; jlm: on every token
-    group_by_length: bool = False
-    save_interval: int = 1000
-    eval_interval: int = 2000
-    log_interval: int = 100
-    work_dir: str = "trained_models/e2e"
-    random_seed: int = 110
-    resume: str | None = None  # "latest" or a checkpoint directory
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dist_timeout: float = field(default_factory=lambda: float(os.environ.get(TIMEOUT_ENV, 600)))
-
-    def to_json(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-
-# Paper flags that have no meaning here: accepted so its commands run, then ignored.
-IGNORED_FLAGS = {
-    "platform": "torchrun/torch.distributed environment variables decide the platform",
-    "local_rank": "the LOCAL_RANK environment variable is used",
-    "rank": "the RANK environment variable is used",
-    "world_size": "the WORLD_SIZE environment variable is used",
-    "fp16": "GPUs train with bf16 autocast",
-    "no_decay_bias": "LoRA parameters have no biases",
-    "roll_interval": "rolling LoRA merges are not implemented",
-    "roll_lr": "rolling LoRA merges are not implemented",
-    "roll_step": "rolling LoRA merges are not implemented",
-    "eval_epoch": "validation runs every --eval_interval steps and at every epoch end",
-    "i_steps": "only the linear, cosine and constant schedules exist",
-    "i_lrs": "only the linear, cosine and constant schedules exist",
-}
-_SWITCHES = ("fp16", "no_decay_bias")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nlg train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    d = TrainConfig(train_data="")
-
-    def add(name: str, **kwargs) -> None:
-        p.add_argument(*spellings(name), dest=name, **kwargs)
-
-    add("train_data", required=True, help="encoded training pairs ({split}.jsonl from `nlg data`)")
-    add("valid_data", default=None, help="encoded validation pairs; no validation without it")
-    add("train_batch_size", type=int, default=d.train_batch_size, help="pairs per micro-batch per process")
-    add("valid_batch_size", type=int, default=d.valid_batch_size)
-    add("grad_acc", type=int, default=d.grad_acc, help="micro-batches per optimiser step")
-    add("seq_len", type=int, default=d.seq_len,
-        help="max context+completion tokens; longer pairs are cut (and counted); batches are NOT padded to it")
-    add("model_card", default=None, choices=["gpt2.tiny", "gpt2.sm", "gpt2.md", "gpt2.lg"],
-        help="model shape (default: the checkpoint's own, or gpt2.md without one)")
-    add("init_checkpoint", default=None,
-        help="pretrained GPT-2: a Hugging Face directory or a bare .bin/.safetensors file "
-             "(omit to train a randomly initialised model)")
-    add("lr", type=float, default=d.lr)
-    add("weight_decay", type=float, default=d.weight_decay, help="decoupled (AdamW) weight decay")
-    add("correct_bias", action="store_true", default=True,
-        help="Adam bias correction; always on, the flag is accepted for the paper's commands")
-    add("adam_beta1", type=float, default=d.adam_beta1)
-    add("adam_beta2", type=float, default=d.adam_beta2)
-    p.add_argument("--adam_epislon", "--adam-epislon", "--adam_epsilon", "--adam-epsilon",
-                   dest="adam_epsilon", type=float, default=d.adam_epsilon,
-                   help="Adam epsilon (the paper spells it --adam_epislon)")
-    add("scheduler", default=d.scheduler, choices=["linear", "cosine", "constant"],
-        help="learning-rate schedule after the linear warmup")
-    add("warmup_step", type=int, default=d.warmup_step)
-    add("max_epoch", type=int, default=None, help="epochs (default 5 unless --max_step is given)")
-    add("max_step", type=int, default=None,
-        help="optimiser steps; also the schedule's length (default: max_epoch × steps per epoch)")
-    add("clip", type=float, default=d.clip, help="max gradient norm, 0 = no clipping")
-    add("lora_dim", type=int, default=d.lora_dim, help="LoRA rank r")
-    add("lora_alpha", type=float, default=d.lora_alpha, help="LoRA alpha (update scaled by alpha/r)")
-    add("lora_dropout", type=float, default=d.lora_dropout)
-    add("lora_targets", default=",".join(d.lora_targets),
-        help=f"comma-separated projections to adapt, from {','.join(TARGETS)}")
-    add("full_finetune", action="store_true",
-        help="train every parameter instead of LoRA; checkpoints are then whole models "
-             "(Hugging Face directories, usable as --init_checkpoint)")
-    add("label_smooth", type=float, default=d.label_smooth)
-    add("obj", default=d.obj, choices=["clm", "jlm"],
-        help="clm: loss on completion tokens only; jlm: on every token (the paper's joint LM)")
-    add("group_by_length", action="store_true", help="batch pairs of similar length (less padding)")
-    add("save_interval", type=int, default=d.save_interval, help="checkpoint every N steps (and at the end)")
-    add("eval_interval", type=int, default=d.eval_interval, help="validate every N steps (and each epoch end)")
-    add("log_interval", type=int, default=d.log_interval, help="log training loss every N steps")
-    add("work_dir", default=d.work_dir, help="checkpoints, metrics.jsonl and train_config.json go here")
-    add("random_seed", type=int, default=d.random_seed)
-    add("resume", default=None, help="'latest' (the newest checkpoint in --work_dir, if any) or a checkpoint directory")
-    add("device", default=d.device, help="auto (cuda if available), cpu, cuda or cuda:N")
-    add("dist_timeout", type=float, default=d.dist_timeout,
-        help=f"seconds a collective may wait for a dead or stuck rank (env {TIMEOUT_ENV})")
-
-    ignored = p.add_argument_group("paper flags accepted and ignored")
-    for name, why in IGNORED_FLAGS.items():
-        if name in _SWITCHES:
-            ignored.add_argument(*spellings(name), dest=name, action="store_const", const=True,
-                                 default=None, help=why)
-        else:
-            ignored.add_argument(*spellings(name), dest=name, default=None, help=why)
-    return p
-
-
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    parser = build_parser()
-    args = vars(parser.parse_args(argv))
-    for name, why in IGNORED_FLAGS.items():
-        # torch.distributed.launch adds --local_rank itself: not worth a warning.
-        if args.pop(name) is not None and name != "local_rank" and int(os.environ.get("RANK", 0)) == 0:
-            print(f"warning: --{name} is ignored: {why}", file=sys.stderr)
-    args["lora_targets"] = tuple(t.strip() for t in args["lora_targets"].split(",") if t.strip())
-    config = TrainConfig(**args)
-    problems = check_config(config)
-    if problems:
-        parser.error("; ".join(problems))
-    return config
-
-
-def check_config(c: TrainConfig) -> list[str]:
-    problems = []
-    for name in ("train_batch_size", "valid_batch_size", "grad_acc", "lora_dim", "save_interval",
-                 "eval_interval", "log_interval"):
-        if getattr(c, name) < 1:
-            problems.append(f"--{name} must be >= 1")
-    if c.seq_len < 2:
-        problems.append("--seq_len must be >= 2")
-    for name in ("max_step", "max_epoch"):
-        if getattr(c, name) is not None and getattr(c, name) < 1:
-            problems.append(f"--{name} must be >= 1")
-    if not 0 <= c.label_smooth < 1:
-        problems.append("--label_smooth must be in [0, 1)")
-    if not 0 <= c.lora_dropout < 1:
-        problems.append("--lora_dropout must be in [0, 1)")
-    unknown = [t for t in c.lora_targets if t not in TARGETS]
-    if unknown or not c.lora_targets:
-        problems.append(f"--lora_targets: unknown {unknown}; choose from {','.join(TARGETS)}")
-    if c.warmup_step < 0 or c.lr < 0 or c.weight_decay < 0 or c.clip < 0:
-        problems.append("--warmup_step, --lr, --weight_decay and --clip must be >= 0")
-    return problems
-
-
-# ---------------------------------------------------------------------------------------------
-# Processes and devices
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Runtime:
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_runtime(config: TrainConfig) -> Runtime:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); pick the device.
-
-    NCCL on GPUs, gloo on CPUs. The timeout makes a collective that waits on a dead or stuck
-    rank raise instead of hanging forever.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    rank = int(os.environ.get("RANK", 0))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    name = config.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {config.device}: CUDA is not available on this machine")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if device.index is None:
-            device = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if world_size > 1:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(seconds=config.dist_timeout),
-                                device_id=device if device.type == "cuda" else None)
-        rank, world_size = dist.get_rank(), dist.get_world_size()
-    return Runtime(rank=rank, world_size=world_size, device=device)
-
-
-def all_reduce_sum(values: list[float], rt: Runtime) -> list[float]:
-    """Sum a few numbers over all ranks (one collective); identity in a single process."""
-    if not rt.distributed:
-        return [float(v) for v in values]
-    tensor = torch.tensor(values, dtype=torch.float64, device=rt.device)
-    dist.all_reduce(tensor)
-    return tensor.tolist()
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on GPU (weights stay fp32, the loss is computed in fp32); fp32 on CPU."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def log(rt: Runtime, message: str) -> None:
-    if rt.is_main:
-        tqdm.write(message, file=sys.stdout)
+def train(config: TrainConfig) -> Path:
+    """Fine-tune; returns the final checkpoint directory."""
+    data = load_data(config)  # bad input stops here, before any process group or model exists
+    rt = init_runtime(config.device, config.dist_timeout)
+    enable_tf32(rt)
+    try:
+        resume_from = checkpoint_to_resume(Path(config.work_dir), config.resume)
+        trainer = Trainer(config, rt, data)
+        if resume_from is not None:
+            trainer.restore(resume_from)
+        return trainer.run()
+    finally:
+        close_runtime(rt)
 
 
 # ---------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainData:
+    """The run's examples, and how many pairs of each file were cut to --seq_len."""
+
+    train: list[Example]
+    valid: list[Example]  # empty without --valid_data
+    n_cut: int
+    n_cut_valid: int
+
+
+def load_data(config: TrainConfig) -> TrainData:
+    """Both files, every line checked (FILE:LINE on the first bad one)."""
+    vocab_size = card_config(config.model_card).vocab_size if config.model_card else VOCAB_SIZE
+    train, n_cut = load_examples(config.train_data, config.seq_len, vocab_size)
+    valid, n_cut_valid = ([], 0) if not config.valid_data else load_examples(
+        config.valid_data, config.seq_len, vocab_size)
+    return TrainData(train, valid, n_cut, n_cut_valid)
 
 
 def load_examples(path: str, seq_len: int, vocab_size: int) -> tuple[list[Example], int]:
@@ -366,8 +150,19 @@ def eval_batches(examples: list[Example], batch_size: int, rt: Runtime) -> list[
     return batches[rt.rank::rt.world_size]
 
 
+def check_data_fits(model: GPT, config: TrainConfig, data: TrainData) -> None:
+    """--seq_len within the model's positions, every token id within its vocabulary."""
+    if model.config.n_positions < config.seq_len:
+        raise InputError(f"--seq_len {config.seq_len} exceeds the model's {model.config.n_positions} positions")
+    for path, examples in ((config.train_data, data.train), (config.valid_data, data.valid)):
+        top = max((max(e.tokens) for e in examples), default=0)
+        if top >= model.config.vocab_size:
+            raise InputError(f"{path}: token id {top} is outside the model's vocabulary "
+                             f"({model.config.vocab_size} ids)")
+
+
 # ---------------------------------------------------------------------------------------------
-# Model
+# Model, optimiser, schedule, length of the run
 # ---------------------------------------------------------------------------------------------
 
 
@@ -391,43 +186,251 @@ def trainable_parameters(model: GPT, config: TrainConfig) -> list[nn.Parameter]:
     return list(model.parameters()) if config.full_finetune else list(lora_parameters(model).values())
 
 
-# ---------------------------------------------------------------------------------------------
-# Objective and one optimiser step
-# ---------------------------------------------------------------------------------------------
+def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW (decoupled weight decay, bias-corrected) over `params` (the trainable ones)."""
+    return torch.optim.AdamW(params, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
+                             eps=config.adam_epsilon, weight_decay=config.weight_decay)
 
 
-def completion_loss(logits: Tensor, targets: Tensor, label_smooth: float = 0.0) -> Tensor:
-    """SUM over rows of (1-ε)·(-log p(target)) + ε·mean_v(-log p_v), in fp32.
+def lr_factor(step: int, schedule: str, warmup: int, total: int) -> float:
+    """Multiplier of the peak lr for the update after `step` updates (the paper's formulas).
 
-    logits: (N, vocab) at the loss positions only; targets: (N,). `F.cross_entropy` with
-    `label_smoothing=ε` computes exactly the paper's smoothed term per token.
+    warmup: step / warmup.  linear: then down to 0 at `total`.  constant: then 1.
+    cosine: then 0.5·(1 + cos(π·step/total)) -- over the whole run, as the paper's code has it.
     """
-    return F.cross_entropy(logits.float(), targets, reduction="sum", label_smoothing=label_smooth)
+    if step < warmup:
+        return step / max(1, warmup)
+    if schedule == "linear":
+        return max(0.0, (total - step) / max(1, total - warmup))
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(1, total)))
+    return 1.0
 
 
-class CompletionLM(nn.Module):
-    """GPT plus the training loss, with the LM head run only where the loss reads it.
+@dataclass(frozen=True)
+class StepPlan:
+    """How long the run is, in optimiser steps."""
 
-    The (tied, vocab-wide) head and softmax see the N loss rows (N, C) instead of every context
-    and padding position: on E2E over half the positions, and the head is a third of GPT-2
-    small's work.
-    """
+    per_epoch: int  # each rank's micro-batches per epoch / grad_acc, rounded up
+    total: int  # --max_step, else --max_epoch (default 5) epochs; the smaller when both are given
+    schedule_length: int  # the lr schedule's horizon: --max_step when given (as in the paper), else total
 
-    def __init__(self, gpt: GPT):
-        super().__init__()
-        self.gpt = gpt
 
-    def forward(self, input_ids: Tensor, loss_index: Tensor, loss_targets: Tensor,
-                label_smooth: float = 0.0) -> Tensor:
-        with autocast(input_ids.device):
-            hidden = self.gpt(input_ids, return_hidden=True)  # (B, T, C)
-            rows = hidden.reshape(-1, hidden.size(-1)).index_select(0, loss_index)
-            logits = self.gpt.lm_head(rows)  # (N, vocab)
-        return completion_loss(logits, loss_targets, label_smooth)
+def plan_steps(config: TrainConfig, n_train: int, world_size: int) -> StepPlan:
+    per_epoch = math.ceil(batches_per_epoch(n_train, config.train_batch_size, world_size) / config.grad_acc)
+    max_epoch = config.max_epoch if config.max_epoch or config.max_step else 5
+    total = config.max_step or max_epoch * per_epoch
+    if config.max_step and config.max_epoch:
+        total = min(config.max_step, config.max_epoch * per_epoch)
+    return StepPlan(per_epoch=per_epoch, total=total, schedule_length=config.max_step or total)
+
+
+def enable_tf32(rt: Runtime) -> None:
+    """Let training's fp32 matmuls round through TF32 on GPUs (beam search keeps true fp32)."""
+    if rt.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def log(rt: Runtime, message: str) -> None:
+    """Print on rank 0, above the progress bar."""
+    if rt.is_main:
+        tqdm.write(message, file=sys.stdout)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run, in phases
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """Where the run stands; a checkpoint stores it (as step, epoch, batch_in_epoch)."""
+
+    step: int = 0  # optimiser updates done
+    epoch: int = 0  # the current epoch, from 0
+    position: int = 0  # this rank's micro-batches of the current epoch already trained
+
+
+class Trainer:
+    """One training run: set up (the constructor), `restore` when resuming, then `run`, which
+    calls `step`, `validate` and `save`."""
+
+    def __init__(self, config: TrainConfig, rt: Runtime, data: TrainData):
+        """Set up the model, its trainable parameters, the optimiser, the schedule and the plan."""
+        self.config, self.rt, self.data = config, rt, data
+        self.work_dir = Path(config.work_dir)
+        # Same seed everywhere: every rank builds the identical model and LoRA initialisation.
+        random.seed(config.random_seed)
+        np.random.seed(config.random_seed)
+        torch.manual_seed(config.random_seed)
+        self.model = build_model(config).to(rt.device)
+        check_data_fits(self.model, config, data)
+        self.params = trainable_parameters(self.model, config)
+        torch.manual_seed(config.random_seed + rt.rank)  # distinct dropout masks per rank
+        self.plan = plan_steps(config, len(data.train), rt.world_size)
+        self.optimizer = build_optimizer(self.params, config)
+        length = self.plan.schedule_length
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, config.scheduler, config.warmup_step, length))
+        self.lm = CompletionLM(self.model)
+        self.wrapped: nn.Module = self.lm  # DDP-wrapped in `run` when distributed
+        self.lengths = [len(e.tokens) for e in data.train]
+        self.valid = eval_batches(data.valid, config.valid_batch_size, rt) if data.valid else []
+        self.base_model = config.init_checkpoint or (config.model_card or "gpt2.md")  # named in adapter_config.json
+        self.metrics: MetricsLog | None = None  # opened in `run`: a resumed run first cuts it back
+        self.progress = Progress()
+        self.window = LossWindow()
+        self.resumed_from: Path | None = None
+        self.last_eval_step = -1
+        self.last_saved: Path | None = None
+
+    def restore(self, path: Path) -> None:
+        """Continue exactly where checkpoint `path` was taken."""
+        state = load_training_state(path)
+        check_resumable(state, self.config, self.rt.world_size, len(self.data.train), path)
+        load_checkpoint_weights(self.model, path, self.config.full_finetune)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        self.progress = Progress(step=state.step, epoch=state.epoch, position=state.batch_in_epoch)
+        self.window = state.log_window
+        set_rng_state(state.rng[self.rt.rank])
+        self.last_eval_step = state.step  # whatever validation belonged to this step ran before it was saved
+        self.last_saved = path if state.step == self.plan.total else None
+        self.resumed_from = path
+        log(self.rt, f"resumed from {path} at step {state.step} (epoch {state.epoch + 1})")
+
+    def run(self) -> Path:
+        """Train to the planned step, then validate and checkpoint once more (unless that step's
+        checkpoint exists); returns the final checkpoint directory."""
+        self._start()
+        p, total, config = self.progress, self.plan.total, self.config
+        bar = tqdm(total=total, initial=p.step, disable=None if self.rt.is_main else True,
+                   dynamic_ncols=True, desc="train", file=sys.stderr)
+        try:
+            while p.step < total:
+                batches = epoch_batches(self.lengths, config.train_batch_size, epoch=p.epoch,
+                                        seed=config.random_seed, world_size=self.rt.world_size,
+                                        rank=self.rt.rank, group_by_length=config.group_by_length)
+                while p.position < len(batches) and p.step < total:
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    stats, seconds = self.step(batches[p.position:p.position + config.grad_acc])
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{stats.loss:.3f}", lr=f"{lr:.2e}",
+                                    tok_s=f"{stats.n_tokens / max(seconds, 1e-9):,.0f}", refresh=False)
+                    if p.step % config.log_interval == 0:
+                        self.log_loss(lr, echo=bool(bar.disable))
+                    if p.step % config.eval_interval == 0 or p.position >= len(batches):
+                        self.validate()
+                    if p.step % config.save_interval == 0:
+                        self.last_saved = self.save()
+                if p.step >= total:
+                    break
+                p.epoch, p.position = p.epoch + 1, 0
+            self.validate()
+            if self.last_saved is None or self.last_saved.name != checkpoint_dir(self.work_dir, p.step).name:
+                self.last_saved = self.save()
+        finally:
+            bar.close()
+        log(self.rt, f"final checkpoint: {self.last_saved}")
+        return self.last_saved
+
+    def step(self, group: list[list[int]]) -> tuple[StepStats, float]:
+        """One optimiser update on `group` (--grad_acc micro-batches of example indices, fewer at
+        an epoch's end); advances the progress and the loss window. Returns its stats and seconds."""
+        start = time.perf_counter()
+        micro = [collate([self.data.train[i] for i in indices], obj=self.config.obj).to(self.rt.device)
+                 for indices in group]
+        try:
+            stats = train_step(self.wrapped, micro, self.optimizer, self.scheduler, self.params,
+                               self.config, self.rt)
+        except NonFiniteLoss as error:
+            last = latest_checkpoint(self.work_dir) or "none written yet"
+            raise NonFiniteLoss(f"{error} at step {self.progress.step + 1} (epoch {self.progress.epoch + 1}); "
+                                f"stopped before updating; last good checkpoint: {last}") from None
+        seconds = time.perf_counter() - start
+        self.progress.step += 1
+        self.progress.position += len(group)
+        self.window.add(stats.loss_sum, stats.n_loss, stats.n_tokens, seconds)
+        return stats, seconds
+
+    def log_loss(self, lr: float, echo: bool) -> None:
+        """Write the loss window's record and start a new window; `echo` prints it too."""
+        record = self.window.record(self.progress.step, self.progress.epoch + 1, lr)
+        self.metrics.write(record)
+        if echo:
+            log(self.rt, f"step {record['step']:>7} | epoch {record['epoch']} | loss {record['loss']:.4f} | "
+                         f"lr {lr:.3e} | {record['tokens_per_s']:,.0f} tokens/s")
+        self.window = LossWindow()
+
+    def validate(self) -> None:
+        """Validation loss and perplexity at this step, at most once per step (none without
+        --valid_data)."""
+        step = self.progress.step
+        if not self.valid or self.last_eval_step == step:
+            return
+        start = time.perf_counter()
+        loss, ppl = evaluate(self.lm, self.valid, self.config, self.rt)
+        self.last_eval_step = step
+        self.metrics.write({"step": step, "epoch": self.progress.epoch + 1, "valid_loss": loss, "valid_ppl": ppl})
+        log(self.rt, f"step {step:>7} | valid loss {loss:.4f} | valid ppl {ppl:.3f} | "
+                     f"{time.perf_counter() - start:.1f}s")
+
+    def save(self) -> Path:
+        """Checkpoint the run as it stands; every rank takes part (the RNG states are gathered),
+        rank 0 writes. Returns the checkpoint directory."""
+        rngs = gather_rng_states(self.rt)
+        path = checkpoint_dir(self.work_dir, self.progress.step)
+        if self.rt.is_main:
+            p = self.progress
+            state = TrainingState(step=p.step, epoch=p.epoch, batch_in_epoch=p.position,
+                                  optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                                  rng=rngs, log_window=self.window, config=self.config.to_json(),
+                                  world_size=self.rt.world_size, n_train=len(self.data.train))
+            save_checkpoint(path, self.model, state, self.base_model)
+        barrier(self.rt)  # nobody runs ahead of a checkpoint that may be resumed
+        return path
+
+    def _start(self) -> None:
+        """Say what will run, write train_config.json, open the metrics log, wrap the model in
+        DistributedDataParallel when there are several processes."""
+        config, rt, model = self.config, self.rt, self.model
+        if not config.init_checkpoint:
+            log(rt, "no --init_checkpoint: training a randomly initialised model (for tests and demos)")
+        trainable = count_trainable(model)
+        what = ("full fine-tuning" if config.full_finetune
+                else f"LoRA r={config.lora_dim} on {','.join(config.lora_targets)}")
+        log(rt, f"model: {model.config.n_layer} layers, width {model.config.n_embd}, "
+                f"{model.num_parameters():,} parameters, {trainable:,} trainable ({what}, "
+                f"{100 * trainable / model.num_parameters():.3f}%)")
+        log(rt, f"data: {len(self.data.train)} training pairs ({self.data.n_cut} cut to --seq_len "
+                f"{config.seq_len}), {len(self.data.valid)} validation pairs ({self.data.n_cut_valid} cut); "
+                f"{rt.world_size} process(es) on {rt.device.type}, {self.plan.per_epoch} steps per epoch, "
+                f"{self.plan.total} steps")
+        if rt.is_main:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_write(self.work_dir / CONFIG_FILE) as handle:
+                json.dump({**config.to_json(), "model": model.config.to_dict(), "world_size": rt.world_size,
+                           "trainable_parameters": trainable, "n_train": len(self.data.train),
+                           "steps_per_epoch": self.plan.per_epoch, "total_steps": self.plan.total},
+                          handle, indent=2)
+        self.metrics = MetricsLog(self.work_dir / METRICS_FILE, rt.is_main,
+                                  self.progress.step if self.resumed_from else None)
+        if rt.distributed:
+            self.wrapped = nn.parallel.DistributedDataParallel(
+                self.lm, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+                gradient_as_bucket_view=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# One optimiser step, and validation
+# ---------------------------------------------------------------------------------------------
 
 
 @dataclass
 class StepStats:
+    """What one optimiser step trained on, summed over every rank."""
+
     loss_sum: float  # summed over every rank's completion tokens
     n_loss: int
     n_tokens: int  # real input tokens, all ranks
@@ -438,7 +441,7 @@ class StepStats:
 
 
 class NonFiniteLoss(RuntimeError):
-    pass
+    """The step's loss was NaN or infinite; raised before the update, on every rank."""
 
 
 def train_step(model: CompletionLM | nn.Module, micro_batches: list[Batch], optimizer: torch.optim.Optimizer,
@@ -478,37 +481,6 @@ def train_step(model: CompletionLM | nn.Module, micro_batches: list[Batch], opti
     return StepStats(total_loss, int(total_n), int(total_tokens))
 
 
-# ---------------------------------------------------------------------------------------------
-# Optimiser and schedule
-# ---------------------------------------------------------------------------------------------
-
-
-def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW (decoupled weight decay, bias-corrected) over `params` (the trainable ones)."""
-    return torch.optim.AdamW(params, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
-                             eps=config.adam_epsilon, weight_decay=config.weight_decay)
-
-
-def lr_factor(step: int, schedule: str, warmup: int, total: int) -> float:
-    """Multiplier of the peak lr for the update after `step` updates (the paper's formulas).
-
-    warmup: step / warmup.  linear: then down to 0 at `total`.  constant: then 1.
-    cosine: then 0.5·(1 + cos(π·step/total)) -- over the whole run, as the paper's code has it.
-    """
-    if step < warmup:
-        return step / max(1, warmup)
-    if schedule == "linear":
-        return max(0.0, (total - step) / max(1, total - warmup))
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(1, total)))
-    return 1.0
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation
-# ---------------------------------------------------------------------------------------------
-
-
 @torch.no_grad()
 def evaluate(model: CompletionLM, batches: list[list[Example]], config: TrainConfig,
              rt: Runtime) -> tuple[float, float]:
@@ -523,319 +495,6 @@ def evaluate(model: CompletionLM, batches: list[list[Example]], config: TrainCon
     model.train()
     mean = total / max(n, 1)
     return mean, math.exp(min(mean, 700.0))
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints and the metrics log
-# ---------------------------------------------------------------------------------------------
-
-
-def rng_state() -> dict:
-    """This process's RNG states as tensors and plain lists (loadable with weights_only=True)."""
-    np_state = list(np.random.get_state())
-    np_state[1] = np_state[1].tolist()
-    return {
-        "python": random.getstate(),
-        "numpy": np_state,
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np_state = list(state["numpy"])
-    np_state[1] = np.array(np_state[1], dtype=np.uint32)
-    np.random.set_state(tuple(np_state))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def gather_rng_states(rt: Runtime) -> list[dict]:
-    if not rt.distributed:
-        return [rng_state()]
-    states: list = [None] * rt.world_size
-    dist.all_gather_object(states, rng_state())
-    return states
-
-
-def save_checkpoint(model: GPT, state: dict, path: Path, base_model: str | None) -> None:
-    """`path` (work_dir/checkpoint-STEP/): the adapter (PEFT files) and training_state.pt, atomically.
-
-    After --full_finetune the checkpoint holds the whole model (config.json + model.safetensors)
-    instead of an adapter.
-    """
-    with atomic_dir(path) as tmp:
-        if state["config"].get("full_finetune"):
-            save_pretrained(model, tmp)
-        else:
-            save_adapter(model, tmp, base_model=base_model)
-        torch.save(state, tmp / STATE_FILE)
-
-
-def list_checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints in work_dir by step (atomic_dir leaves only complete ones named so)."""
-    found = []
-    if work_dir.is_dir():
-        for entry in work_dir.iterdir():
-            match = CHECKPOINT_RE.match(entry.name)
-            if match and (entry / STATE_FILE).is_file():
-                found.append((int(match.group(1)), entry))
-    return sorted(found)
-
-
-def resolve_resume(config: TrainConfig) -> Path | None:
-    """The checkpoint to resume from, or None to start fresh."""
-    work_dir = Path(config.work_dir)
-    if config.resume is None:
-        if list_checkpoints(work_dir):
-            raise InputError(f"{work_dir} already holds checkpoints of a run; pass --resume latest "
-                             "to continue it, or choose another --work_dir")
-        return None
-    if config.resume == "latest":
-        found = list_checkpoints(work_dir)
-        return found[-1][1] if found else None
-    path = Path(config.resume)
-    if not (path / STATE_FILE).is_file():
-        raise InputError(f"--resume {path}: not a checkpoint directory (no {STATE_FILE})")
-    return path
-
-
-def load_training_state(path: Path) -> dict:
-    try:
-        return torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable state is the same user error
-        raise InputError(f"{path / STATE_FILE}: cannot read training state ({error})") from None
-
-
-def check_resumable(state: dict, config: TrainConfig, rt: Runtime, n_train: int, path: Path) -> None:
-    saved = state["config"]
-    current = config.to_json()
-    changed = [f"{k}: checkpoint {saved.get(k)!r}, now {current[k]!r}"
-               for k in RESUME_MUST_MATCH if saved.get(k) != current[k]]
-    if state["world_size"] != rt.world_size:
-        changed.append(f"processes: checkpoint {state['world_size']}, now {rt.world_size}")
-    if state["n_train"] != n_train:
-        changed.append(f"training pairs: checkpoint {state['n_train']}, now {n_train}")
-    if changed:
-        raise InputError(f"{path}: cannot resume exactly, settings differ: " + "; ".join(changed))
-
-
-def empty_log_window() -> dict:
-    """Sums over the training steps since the last loss record (checkpointed as they stand)."""
-    return {"loss_sum": 0.0, "n_loss": 0, "n_tokens": 0, "seconds": 0.0}
-
-
-class MetricsLog:
-    """Rank 0's JSON-lines log; every record is flushed at once (a crash loses nothing written)."""
-
-    def __init__(self, path: Path, enabled: bool, resume_step: int | None):
-        self.path = path
-        self.enabled = enabled
-        if enabled:
-            write_jsonl(path, [] if resume_step is None else self._records_up_to(resume_step))
-
-    def _records_up_to(self, step: int) -> list[dict]:
-        """Records of the interrupted run up to `step`; later ones will be written again."""
-        if not self.path.is_file():
-            return []
-        kept = []
-        for line in read_lines(self.path):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by the kill
-            if isinstance(record, dict) and record.get("step", math.inf) <= step:
-                kept.append(record)
-        return kept
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-
-
-# ---------------------------------------------------------------------------------------------
-# The run
-# ---------------------------------------------------------------------------------------------
-
-
-def train(config: TrainConfig) -> Path:
-    """Fine-tune; returns the final checkpoint directory."""
-    # Data first: bad input stops here, before any process group or model exists.
-    vocab_size = card_config(config.model_card).vocab_size if config.model_card else 50257
-    train_examples, n_cut = load_examples(config.train_data, config.seq_len, vocab_size)
-    valid_examples, n_cut_valid = ([], 0) if not config.valid_data else load_examples(
-        config.valid_data, config.seq_len, vocab_size)
-
-    rt = setup_runtime(config)
-    try:
-        return _train(config, rt, train_examples, n_cut, valid_examples, n_cut_valid)
-    finally:
-        if rt.distributed:
-            dist.destroy_process_group()
-
-
-def _train(config: TrainConfig, rt: Runtime, train_examples: list[Example], n_cut: int,
-           valid_examples: list[Example], n_cut_valid: int) -> Path:
-    work_dir = Path(config.work_dir)
-    resume_from = resolve_resume(config)
-
-    # Same seed everywhere: every rank builds the identical model and LoRA initialisation.
-    random.seed(config.random_seed)
-    np.random.seed(config.random_seed)
-    torch.manual_seed(config.random_seed)
-    model = build_model(config).to(rt.device)
-    if model.config.n_positions < config.seq_len:
-        raise InputError(f"--seq_len {config.seq_len} exceeds the model's {model.config.n_positions} positions")
-    for path, examples in ((config.train_data, train_examples), (config.valid_data, valid_examples)):
-        top = max((max(e.tokens) for e in examples), default=0)
-        if top >= model.config.vocab_size:
-            raise InputError(f"{path}: token id {top} is outside the model's vocabulary "
-                             f"({model.config.vocab_size} ids)")
-    params = trainable_parameters(model, config)
-    torch.manual_seed(config.random_seed + rt.rank)  # distinct dropout masks per rank
-
-    n_train = len(train_examples)
-    per_epoch = math.ceil(batches_per_epoch(n_train, config.train_batch_size, rt.world_size) / config.grad_acc)
-    max_epoch = config.max_epoch if config.max_epoch or config.max_step else 5
-    total_steps = config.max_step or max_epoch * per_epoch
-    if config.max_step and config.max_epoch:
-        total_steps = min(config.max_step, config.max_epoch * per_epoch)
-    optimizer = build_optimizer(params, config)
-    schedule_length = config.max_step or total_steps  # the paper's horizon: max_step if given
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, config.scheduler, config.warmup_step, schedule_length))
-
-    step, epoch, position, last_eval_step = 0, 0, 0, -1
-    window = empty_log_window()
-    if resume_from is not None:
-        state = load_training_state(resume_from)
-        check_resumable(state, config, rt, n_train, resume_from)
-        if config.full_finetune:
-            load_base_weights(model, read_state_dict(resume_from / "model.safetensors"), str(resume_from))
-        else:
-            load_adapter(model, resume_from)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, epoch, position = state["step"], state["epoch"], state["batch_in_epoch"]
-        last_eval_step = step  # whatever validation belonged to this step ran before it was saved
-        window = dict(state["log_window"])
-        set_rng_state(state["rng"][rt.rank])
-        log(rt, f"resumed from {resume_from} at step {step} (epoch {epoch + 1})")
-
-    if not config.init_checkpoint:
-        log(rt, "no --init_checkpoint: training a randomly initialised model (for tests and demos)")
-    trainable = count_trainable(model)
-    what = ("full fine-tuning" if config.full_finetune
-            else f"LoRA r={config.lora_dim} on {','.join(config.lora_targets)}")
-    log(rt, f"model: {model.config.n_layer} layers, width {model.config.n_embd}, "
-            f"{model.num_parameters():,} parameters, {trainable:,} trainable ({what}, "
-            f"{100 * trainable / model.num_parameters():.3f}%)")
-    log(rt, f"data: {n_train} training pairs ({n_cut} cut to --seq_len {config.seq_len}), "
-            f"{len(valid_examples)} validation pairs ({n_cut_valid} cut); {rt.world_size} process(es) on "
-            f"{rt.device.type}, {per_epoch} steps per epoch, {total_steps} steps")
-    if rt.is_main:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_write(work_dir / CONFIG_FILE) as handle:
-            json.dump({**config.to_json(), "model": model.config.to_dict(), "world_size": rt.world_size,
-                       "trainable_parameters": trainable, "n_train": n_train,
-                       "steps_per_epoch": per_epoch, "total_steps": total_steps}, handle, indent=2)
-    metrics = MetricsLog(work_dir / METRICS_FILE, rt.is_main, step if resume_from else None)
-
-    lm = CompletionLM(model)
-    wrapped: nn.Module = lm
-    if rt.distributed:
-        wrapped = nn.parallel.DistributedDataParallel(
-            lm, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
-            gradient_as_bucket_view=True)
-    valid = eval_batches(valid_examples, config.valid_batch_size, rt) if valid_examples else []
-    lengths = [len(e.tokens) for e in train_examples]
-    base_model = config.init_checkpoint or (config.model_card or "gpt2.md")
-    last_saved = resume_from if resume_from is not None and step == total_steps else None
-
-    def checkpoint() -> Path:
-        rngs = gather_rng_states(rt)
-        path = work_dir / f"checkpoint-{step}"
-        if rt.is_main:
-            state = {"format": 1, "step": step, "epoch": epoch, "batch_in_epoch": position,
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "rng": rngs, "log_window": window, "config": config.to_json(),
-                     "world_size": rt.world_size, "n_train": n_train}
-            save_checkpoint(model, state, path, base_model)
-        if rt.distributed:
-            dist.barrier()  # nobody runs ahead of a checkpoint that may be resumed
-        return path
-
-    def validate() -> None:
-        nonlocal last_eval_step
-        if not valid or last_eval_step == step:
-            return
-        start = time.perf_counter()
-        loss, ppl = evaluate(lm, valid, config, rt)
-        last_eval_step = step
-        metrics.write({"step": step, "epoch": epoch + 1, "valid_loss": loss, "valid_ppl": ppl})
-        log(rt, f"step {step:>7} | valid loss {loss:.4f} | valid ppl {ppl:.3f} | "
-                f"{time.perf_counter() - start:.1f}s")
-
-    start_epoch = epoch
-    bar = tqdm(total=total_steps, initial=step, disable=None if rt.is_main else True,
-               dynamic_ncols=True, desc="train", file=sys.stderr)
-    try:
-        for epoch in itertools.count(start_epoch):
-            if step >= total_steps:
-                break
-            batches = epoch_batches(lengths, config.train_batch_size, epoch=epoch, seed=config.random_seed,
-                                    world_size=rt.world_size, rank=rt.rank,
-                                    group_by_length=config.group_by_length)
-            while position < len(batches) and step < total_steps:
-                start = time.perf_counter()
-                group = batches[position:position + config.grad_acc]
-                micro = [collate([train_examples[i] for i in idx], obj=config.obj).to(rt.device)
-                         for idx in group]
-                lr = optimizer.param_groups[0]["lr"]
-                try:
-                    stats = train_step(wrapped, micro, optimizer, scheduler, params, config, rt)
-                except NonFiniteLoss as error:
-                    saved = list_checkpoints(work_dir)
-                    last = saved[-1][1] if saved else "none written yet"
-                    raise NonFiniteLoss(f"{error} at step {step + 1} (epoch {epoch + 1}); stopped before "
-                                        f"updating; last good checkpoint: {last}") from None
-                seconds = time.perf_counter() - start
-                step += 1
-                position += len(group)
-                window["loss_sum"] += stats.loss_sum
-                window["n_loss"] += stats.n_loss
-                window["n_tokens"] += stats.n_tokens
-                window["seconds"] += seconds
-                bar.update(1)
-                bar.set_postfix(loss=f"{stats.loss:.3f}", lr=f"{lr:.2e}",
-                                tok_s=f"{stats.n_tokens / max(seconds, 1e-9):,.0f}", refresh=False)
-
-                if step % config.log_interval == 0:
-                    mean = window["loss_sum"] / max(window["n_loss"], 1)
-                    speed = window["n_tokens"] / max(window["seconds"], 1e-9)
-                    metrics.write({"step": step, "epoch": epoch + 1, "loss": mean, "lr": lr,
-                                   "tokens_per_s": speed, "tokens": window["n_tokens"]})
-                    if bar.disable:
-                        log(rt, f"step {step:>7} | epoch {epoch + 1} | loss {mean:.4f} | lr {lr:.3e} | "
-                                f"{speed:,.0f} tokens/s")
-                    window = empty_log_window()
-                if step % config.eval_interval == 0 or position >= len(batches):
-                    validate()
-                if step % config.save_interval == 0:
-                    last_saved = checkpoint()
-            if step >= total_steps:
-                break
-            position = 0
-        validate()
-        if last_saved is None or last_saved.name != f"checkpoint-{step}":
-            last_saved = checkpoint()
-    finally:
-        bar.close()
-    log(rt, f"final checkpoint: {last_saved}")
-    return last_saved
 
 
 def main(argv: list[str] | None = None) -> int:

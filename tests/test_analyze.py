@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import hf_gpt2_dir, tiny_config, trained_like
 
+from nlg.adapter_files import ADAPTER_WEIGHTS, load_adapter, save_adapter
 from nlg.analyze import (
     Update,
     amplification,
@@ -29,31 +31,12 @@ from nlg.analyze import (
     top_singular_values,
 )
 from nlg.cli import run_main
-from nlg.lora import (
-    ADAPTER_WEIGHTS,
-    add_lora,
-    load_adapter,
-    lora_modules,
-    lora_parameters,
-    save_adapter,
-)
-from nlg.model import GPT, GPTConfig, from_pretrained, save_pretrained
+from nlg.lora import add_lora, lora_modules, lora_parameters
+from nlg.model import GPT, from_pretrained, save_pretrained
 
 
 def orthonormal(rows: int, cols: int, seed: int) -> np.ndarray:
     return np.linalg.qr(np.random.default_rng(seed).standard_normal((rows, cols)))[0]
-
-
-def small_config() -> GPTConfig:
-    return GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=300, n_positions=64)
-
-
-def trained_like(model: GPT, seed: int = 1) -> GPT:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in lora_parameters(model).values():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
-    return model
 
 
 def save_base(model: GPT, directory) -> Path:
@@ -196,7 +179,7 @@ def test_subspace_similarity_same_nested_and_orthogonal():
 @pytest.mark.parametrize("targets", [("q", "v"), ("q", "k", "v", "o", "fc", "proj"), ("qkv", "fc")])
 def test_updates_equal_what_merging_adds_to_the_weights(tmp_path, targets):
     torch.manual_seed(0)
-    model = trained_like(add_lora(GPT(small_config()), rank=3, alpha=12, targets=targets))
+    model = trained_like(add_lora(GPT(tiny_config()), rank=3, alpha=12, targets=targets))
     save_adapter(model, tmp_path)
     before = {name: module.weight.detach().clone() for name, module in lora_modules(model).items()}
     for module in lora_modules(model).values():
@@ -220,11 +203,7 @@ def test_updates_equal_what_merging_adds_to_the_weights(tmp_path, targets):
 def test_peft_written_adapter_is_one_fused_qkv_matrix(tmp_path):
     transformers = pytest.importorskip("transformers")
     peft = pytest.importorskip("peft")
-    torch.manual_seed(0)
-    hf_config = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, vocab_size=300,
-                                        n_positions=64, bos_token_id=0, eos_token_id=0)
-    hf = transformers.GPT2LMHeadModel(hf_config)
-    hf.save_pretrained(tmp_path / "base")
+    hf = transformers.GPT2LMHeadModel.from_pretrained(hf_gpt2_dir(tmp_path / "base"))
     lora = peft.LoraConfig(r=4, lora_alpha=16, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True,
                            init_lora_weights=False)
     theirs = peft.get_peft_model(hf, lora)
@@ -260,7 +239,7 @@ def short_training_run(tmp_path, rank: int = 4, steps: int = 5):
     """A small random GPT, its checkpoint, and an adapter trained a few steps on random tokens
     (nlg train's loop in miniature: AdamW on the LoRA parameters only)."""
     torch.manual_seed(0)
-    base = GPT(small_config())
+    base = GPT(tiny_config())
     base_file = save_base(base, tmp_path / "base")
     model = add_lora(base, rank=rank, alpha=32, targets=("q", "v"))
     optimizer = torch.optim.AdamW(lora_parameters(model).values(), lr=1e-2)
@@ -312,7 +291,7 @@ def test_command_on_a_trained_adapter_with_base(tmp_path, capsys):
 
 
 def test_power_law_is_fitted_when_the_rank_allows(tmp_path, capsys):
-    save_adapter(trained_like(add_lora(GPT(small_config()), rank=12, alpha=12, targets=("o",))), tmp_path)
+    save_adapter(trained_like(add_lora(GPT(tiny_config()), rank=12, alpha=12, targets=("o",))), tmp_path)
     code, _, _ = run([tmp_path, "--json", tmp_path / "r.json", "--min_evals", "10"], capsys)
     assert code == 0
     for row in json.loads((tmp_path / "r.json").read_text())["matrices"]:
@@ -326,7 +305,7 @@ def test_power_law_is_fitted_when_the_rank_allows(tmp_path, capsys):
 def planted_adapter(directory, directions: np.ndarray, sigma: np.ndarray, left: np.ndarray) -> None:
     """An o-adapter whose ΔW in every layer is left · diag(sigma) · directionsᵀ exactly."""
     rank = len(sigma)
-    model = add_lora(GPT(small_config()), rank=rank, alpha=float(rank), targets=("o",))  # scaling 1
+    model = add_lora(GPT(tiny_config()), rank=rank, alpha=float(rank), targets=("o",))  # scaling 1
     with torch.no_grad():
         for module in lora_modules(model).values():
             module.lora_A["o"].copy_(torch.from_numpy(directions.T))
@@ -358,8 +337,8 @@ def test_compare_shared_nested_and_orthogonal_subspaces(tmp_path, capsys):
 
 
 def test_compare_reports_unmatched_matrices(tmp_path, capsys):
-    save_adapter(trained_like(add_lora(GPT(small_config()), rank=4, targets=("q", "v"))), tmp_path / "a")
-    save_adapter(trained_like(add_lora(GPT(small_config()), rank=8, targets=("q", "o"))), tmp_path / "b")
+    save_adapter(trained_like(add_lora(GPT(tiny_config()), rank=4, targets=("q", "v"))), tmp_path / "a")
+    save_adapter(trained_like(add_lora(GPT(tiny_config()), rank=8, targets=("q", "o"))), tmp_path / "b")
     code, out, _ = run([tmp_path / "a", "--compare", tmp_path / "b", "--json", tmp_path / "c.json"], capsys)
     assert code == 0
     report = json.loads((tmp_path / "c.json").read_text())
@@ -369,7 +348,7 @@ def test_compare_reports_unmatched_matrices(tmp_path, capsys):
 
 
 def test_untrained_adapter_is_flagged(tmp_path, capsys):
-    save_adapter(add_lora(GPT(small_config()), rank=4, targets=("q",)), tmp_path)  # B = 0
+    save_adapter(add_lora(GPT(tiny_config()), rank=4, targets=("q",)), tmp_path)  # B = 0
     code, out, _ = run([tmp_path, "--compare", tmp_path], capsys)
     assert code == 0 and "zero update" in out
 
@@ -384,7 +363,7 @@ def test_plot_is_written(tmp_path, capsys):
 
 
 def test_plot_without_matplotlib_says_how_to_install(tmp_path, capsys, monkeypatch):
-    save_adapter(trained_like(add_lora(GPT(small_config()), rank=4)), tmp_path)
+    save_adapter(trained_like(add_lora(GPT(tiny_config()), rank=4)), tmp_path)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     code, out, err = run([tmp_path, "--plot", tmp_path / "a.png"], capsys)
     assert code == 2 and "pip install 'nlg[plot]'" in err and out == ""
@@ -393,7 +372,7 @@ def test_plot_without_matplotlib_says_how_to_install(tmp_path, capsys, monkeypat
 def test_through_the_nlg_command(tmp_path, capsys):
     from nlg.cli import main as nlg
 
-    save_adapter(trained_like(add_lora(GPT(small_config()), rank=4)), tmp_path)
+    save_adapter(trained_like(add_lora(GPT(tiny_config()), rank=4)), tmp_path)
     assert nlg(["analyze", str(tmp_path), "--top", "2"]) == 0
     assert "s2" in capsys.readouterr().out
 
@@ -405,15 +384,14 @@ def test_directory_without_an_adapter(tmp_path, capsys):
     code, _, err = run([tmp_path], capsys)
     assert code == 2 and str(tmp_path) in err and "not an adapter directory" in err
     for step in (5, 40, 300):  # nlg train's work dir: point at its newest checkpoint
-        save_adapter(add_lora(GPT(small_config()), rank=2), tmp_path / f"checkpoint-{step}")
+        save_adapter(add_lora(GPT(tiny_config()), rank=2), tmp_path / f"checkpoint-{step}")
     code, _, err = run([tmp_path], capsys)
     assert code == 2 and f"the latest checkpoint there is {tmp_path / 'checkpoint-300'}" in err
 
 
 def test_adapter_that_does_not_fit_the_base(tmp_path, capsys):
-    save_adapter(trained_like(add_lora(GPT(small_config()), rank=4)), tmp_path / "adapter")
-    wide = save_base(GPT(GPTConfig(n_layer=2, n_head=4, n_embd=128, vocab_size=300, n_positions=64)),
-                     tmp_path / "wide")
+    save_adapter(trained_like(add_lora(GPT(tiny_config()), rank=4)), tmp_path / "adapter")
+    wide = save_base(GPT(tiny_config(n_embd=128)), tmp_path / "wide")
     code, _, err = run([tmp_path / "adapter", "--base", wide], capsys)
     assert code == 2 and str(tmp_path / "adapter") in err
     assert "transformer.h.0.attn.c_attn.lora_A.weight" in err and "(64, 64)" in err
@@ -424,8 +402,8 @@ def test_adapter_that_does_not_fit_the_base(tmp_path, capsys):
 
 
 def test_compare_with_another_model_size(tmp_path, capsys):
-    save_adapter(trained_like(add_lora(GPT(small_config()), rank=4)), tmp_path / "a")
-    wide = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=128, vocab_size=300, n_positions=64))
+    save_adapter(trained_like(add_lora(GPT(tiny_config()), rank=4)), tmp_path / "a")
+    wide = GPT(tiny_config(n_embd=128))
     save_adapter(trained_like(add_lora(wide, rank=4)), tmp_path / "b")
     code, _, err = run([tmp_path / "a", "--compare", tmp_path / "b"], capsys)
     assert code == 2 and "lora_A.weight" in err and str(tmp_path / "b") in err
@@ -435,7 +413,7 @@ def test_broken_tensors_are_named(tmp_path, capsys):
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    save_adapter(trained_like(add_lora(GPT(small_config()), rank=4)), tmp_path)
+    save_adapter(trained_like(add_lora(GPT(tiny_config()), rank=4)), tmp_path)
     path = tmp_path / ADAPTER_WEIGHTS
     with safe_open(str(path), "pt") as handle:
         metadata = handle.metadata()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import reap, start_ranks
 
 from nlg.beam import (
     BeamConfig,
@@ -24,7 +25,7 @@ from nlg.beam import (
     load_model,
     main,
 )
-from nlg.model import GPT, GPTConfig, published_layout
+from nlg.model import GPT, GPTConfig, card_config, published_layout
 
 V = 64  # small vocabulary: the reference below loops over it
 EOS = 7
@@ -271,10 +272,11 @@ def test_cli_one_line_per_distinct_context(tmp_path: Path) -> None:
 
 
 def test_cli_merges_adapter(tmp_path: Path) -> None:
-    from nlg.lora import add_lora, lora_parameters, merge, save_adapter
+    from nlg.adapter_files import save_adapter
+    from nlg.lora import add_lora, lora_parameters, merge
 
     torch.manual_seed(11)
-    base = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=128))
+    base = GPT(card_config("gpt2.tiny"))
     torch.save(published_layout(base.state_dict()), tmp_path / "base.bin")
     add_lora(base, rank=2, alpha=8, targets=("q", "v"))
     with torch.no_grad():
@@ -332,3 +334,36 @@ def test_torchrun_two_processes_match_one(tmp_path: Path) -> None:
         env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert double.read_text() == single.read_text()
+
+
+STUCK_RANK = """
+import os, sys, time
+import nlg.beam as beam
+real_generate = beam.generate
+
+def stuck(*args, **kwargs):  # rank 1 stops answering: alive, but it never reaches the gather
+    if os.environ["RANK"] == "1":
+        time.sleep(3600)
+    return real_generate(*args, **kwargs)
+
+beam.generate = stuck
+sys.exit(beam.main(sys.argv[1:]))
+"""
+
+
+def test_a_stuck_rank_makes_the_other_fail_instead_of_hanging(tmp_path: Path) -> None:
+    # Two processes started by hand (no torchrun agent to stop the survivor): rank 0 must give up
+    # on the gather after --dist_timeout seconds (the default would be 600), not wait forever.
+    data = tmp_path / "test.jsonl"
+    write_encoded(data, cli_contexts())
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK_RANK)
+    output = tmp_path / "predict.jsonl"
+    procs = start_ranks(script, ["--data", str(data), "--model_card", "gpt2.tiny", "--device", "cpu",
+                                 "--dist_timeout", "5", "--output_file", str(output), *CLI_SETTINGS])
+    try:
+        assert procs[0].wait(timeout=120) != 0
+        assert not output.exists()
+    finally:
+        reap(procs)
+

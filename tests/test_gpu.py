@@ -13,16 +13,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import assert_same_log, metrics  # the CPU training tests' log helpers
+from helpers import assert_same_log, metrics, trainable_base
 
 import nlg.train as train_module
+from nlg.adapter_files import read_adapter
 from nlg.beam import BeamConfig, generate
-from nlg.lora import read_adapter
-from nlg.model import GPT, GPTConfig, KVCache, save_pretrained
+from nlg.model import GPT, GPTConfig, KVCache
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 VOCAB = 512
+CONFIG = GPTConfig(n_layer=4, n_head=4, n_embd=128, vocab_size=VOCAB, n_positions=256)
 
 
 @pytest.fixture()
@@ -36,7 +37,7 @@ def exact_fp32():
 
 def random_gpt(seed: int = 0) -> GPT:
     torch.manual_seed(seed)
-    return GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, vocab_size=VOCAB, n_positions=256)).eval()
+    return GPT(CONFIG).eval()
 
 
 def test_cuda_logits_cache_and_left_padding_equal_cpu(exact_fp32):
@@ -102,12 +103,10 @@ def write_copy_task(path: Path, count: int, seed: int) -> Path:
 @pytest.fixture()
 def training_args(tmp_path) -> list[str]:
     """Flags shared by every run below: a widened random base and copy-task data, made once."""
-    base = random_gpt(seed=5)
-    with torch.no_grad():  # GPT-2's 0.02 init leaves logits too flat to fit anything; widen them
-        base.transformer.wte.weight.mul_(25)
+    base = trainable_base(tmp_path / "base", CONFIG, seed=5)
     return ["--train_data", str(write_copy_task(tmp_path / "train.jsonl", 96, seed=6)),
             "--valid_data", str(write_copy_task(tmp_path / "valid.jsonl", 24, seed=7)),
-            "--init_checkpoint", str(save_pretrained(base, tmp_path / "base")),
+            "--init_checkpoint", str(base),
             "--device", "cuda", "--train_batch_size", "8", "--seq_len", "64", "--lr", "1e-2",
             "--warmup_step", "2", "--lora_dim", "8", "--lora_dropout", "0.1", "--log_interval", "2",
             "--eval_interval", "6", "--save_interval", "6", "--max_step", "24"]

@@ -1,6 +1,6 @@
 """nlg.lora: the adapters compute what the LoRA formula says, on exactly the intended weights.
 
-The PEFT file round trip (save_adapter / load_adapter) is tested in tests/test_adapter.py.
+The PEFT file round trip (nlg.adapter_files) is tested in tests/test_adapter_files.py.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import hf_gpt2_dir, tiny_config
 
 from nlg.lora import (
     TARGETS,
@@ -47,7 +48,7 @@ EXPECTED = {
 
 def small_gpt(seed: int = 0) -> GPT:
     torch.manual_seed(seed)
-    model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=D, vocab_size=200, n_positions=32)).eval()
+    model = GPT(tiny_config(n_embd=D, vocab_size=200, n_positions=32)).eval()
     with torch.no_grad():
         for param in model.parameters():
             param.add_(0.05 * torch.randn_like(param))
@@ -331,11 +332,8 @@ def test_from_pretrained_then_add_lora(tmp_path):
     transformers.logging.set_verbosity_error()
     from nlg.model import from_pretrained
 
-    torch.manual_seed(0)
-    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        n_layer=2, n_head=2, n_embd=128, vocab_size=200, n_positions=32, bos_token_id=0,
-        eos_token_id=0)).eval()
-    hf.save_pretrained(tmp_path)
+    hf_gpt2_dir(tmp_path, tiny_config(n_head=2, n_embd=128, vocab_size=200, n_positions=32))
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
     model = add_lora(from_pretrained(tmp_path), rank=4, targets=("q", "v")).eval()
     tokens = ids(5)
     with torch.no_grad():

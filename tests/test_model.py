@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_config
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -31,6 +32,7 @@ from nlg.model import (  # noqa: E402
     load_base_weights,
     read_state_dict,
     save_pretrained,
+    to_transformers,
 )
 
 ATOL = 1e-4  # fp32 logits against transformers
@@ -342,7 +344,7 @@ def test_non_dict_checkpoint_is_refused(tmp_path):
 @pytest.fixture(scope="module")
 def gpt() -> GPT:
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=1000, n_positions=64)).eval()
+    model = GPT(tiny_config(vocab_size=1000)).eval()
     with torch.no_grad():
         for param in model.parameters():
             param.add_(0.05 * torch.randn_like(param))
@@ -533,14 +535,14 @@ def test_unsupported_config_variants_are_refused(tmp_path, key, value):
 def test_loading_into_a_merged_model_is_refused():
     from nlg.lora import add_lora, merge
 
-    model = merge(add_lora(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=50))))
+    model = merge(add_lora(GPT(tiny_config())))
     with pytest.raises(CheckpointError, match="unmerge first"):
-        load_base_weights(model, GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=50)).state_dict())
+        load_base_weights(model, GPT(tiny_config()).state_dict())
 
 
 def test_save_pretrained_round_trips_through_us_and_transformers(tmp_path):
     torch.manual_seed(0)
-    ours = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=64, vocab_size=300, n_positions=32)).eval()
+    ours = GPT(tiny_config(n_head=2, n_positions=32)).eval()
     save_pretrained(ours, tmp_path / "saved")
     x = torch.randint(0, 300, (2, 11))
     with torch.no_grad():
@@ -550,16 +552,26 @@ def test_save_pretrained_round_trips_through_us_and_transformers(tmp_path):
         assert torch.allclose(theirs(x).logits, expected, atol=1e-5)
 
 
+def test_to_transformers_gives_our_logits(gpt):
+    from nlg.lora import add_lora
+
+    theirs = to_transformers(gpt)
+    ids = random_ids(1000)
+    torch.testing.assert_close(hf_logits(theirs, ids), our_logits(gpt, ids), atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match="save_adapter"):
+        to_transformers(add_lora(GPT(tiny_config())))
+
+
 def test_save_pretrained_refuses_a_lora_model(tmp_path):
     from nlg.lora import add_lora
 
     with pytest.raises(ValueError, match="save_adapter"):
-        save_pretrained(add_lora(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=50))), tmp_path)
+        save_pretrained(add_lora(GPT(tiny_config())), tmp_path)
 
 
 def test_return_hidden_is_the_input_of_the_head():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=100)).eval()
+    model = GPT(tiny_config(n_head=2, n_embd=32, vocab_size=100)).eval()
     x = torch.randint(0, 100, (2, 7))
     with torch.no_grad():
         hidden = model(x, return_hidden=True)

@@ -1,4 +1,4 @@
-"""nlg.train: the objective, batching, DDP equivalence, exact resume, faults and the CLI.
+"""nlg.train: learning, gradient accumulation, DDP equivalence, exact resume and faults.
 
 Every run trains a 2-layer, 32-wide GPT on real E2E pairs (a slice of the shared valid split,
 BPE-encoded, then token ids renumbered densely so the vocabulary is ~1k instead of 50257:
@@ -17,19 +17,18 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
+from helpers import assert_same_log, metrics, reap, start_ranks, trainable_base, without_timing
 
 import nlg.train as train_module
-from nlg.batching import Example, batches_per_epoch, collate, epoch_batches, make_examples
+from nlg.adapter_files import read_adapter
 from nlg.cli import main as nlg_main
 from nlg.cli import run_main
 from nlg.datasets.e2e import parse_pairs
 from nlg.files import read_lines
-from nlg.lora import read_adapter
-from nlg.model import GPT, GPTConfig, save_pretrained
-from nlg.pairs import Pair, encode_pairs
+from nlg.model import GPTConfig
+from nlg.pairs import encode_pairs
 from nlg.tokenizer import load_tokenizer
-from nlg.train import CompletionLM, TrainConfig, completion_loss, lr_factor, main, parse_args
+from nlg.train import lr_factor, main
 
 N_TRAIN, N_VALID = 240, 48
 
@@ -65,12 +64,8 @@ def e2e(tmp_path_factory, e2e_raw_dir, vocab_dir) -> dict:
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory, e2e) -> Path:
     """A Hugging Face-style directory (config.json + model.safetensors) of a tiny random GPT-2."""
-    torch.manual_seed(0)
     config = GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=e2e["vocab"], n_positions=128)
-    model = GPT(config)
-    with torch.no_grad():  # GPT-2's 0.02 init leaves logits too flat to fit anything; widen them
-        model.transformer.wte.weight.mul_(25)
-    return save_pretrained(model, tmp_path_factory.mktemp("base"))
+    return trainable_base(tmp_path_factory.mktemp("base"), config, seed=0)
 
 
 def args(e2e, base_dir, work_dir, *extra, train="train", valid=True) -> list[str]:
@@ -88,96 +83,9 @@ def adapter(checkpoint: Path) -> dict[str, torch.Tensor]:
     return read_adapter(checkpoint)[1]
 
 
-def metrics(work_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (work_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def without_timing(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in records]
-
-
-def assert_same_log(a: list[dict], b: list[dict], rel: float) -> None:
-    a, b = without_timing(a), without_timing(b)
-    assert [sorted(r) for r in a] == [sorted(r) for r in b]
-    for x, y in zip(a, b, strict=True):
-        assert x == pytest.approx(y, rel=rel), (x, y)
-
-
 # ---------------------------------------------------------------------------------------------
-# Objective and batching
+# Schedule
 # ---------------------------------------------------------------------------------------------
-
-
-def test_masked_label_smoothed_loss_matches_hand_computation():
-    # context [5, 6, EOS] and completion [7, 8, EOS]: inputs 5 6 EOS 7 8, loss on predicting
-    # 7 (from the context's EOS), 8 and the final EOS; second pair is shorter (padding).
-    eos, eps, V = 9, 0.1, 10
-    examples = [Example((5, 6, eos, 7, 8, eos), 3), Example((1, eos, 2, eos), 2)]
-    batch = collate(examples)
-    assert batch.input_ids.tolist() == [[5, 6, eos, 7, 8], [1, eos, 2, 0, 0]]
-    assert batch.n_tokens == 5 + 3 and batch.n_loss == 3 + 2
-    logits = torch.randn(2, 5, V, generator=torch.Generator().manual_seed(0))
-    expected = []
-    for b, t, target in [(0, 2, 7), (0, 3, 8), (0, 4, eos), (1, 1, 2), (1, 2, eos)]:
-        logp = [logits[b, t, v].item() - math.log(sum(math.exp(x) for x in logits[b, t].tolist()))
-                for v in range(V)]
-        expected.append((1 - eps) * -logp[target] + eps * sum(-x for x in logp) / V)
-    picked = logits.reshape(-1, V)[batch.loss_index]
-    got = completion_loss(picked, batch.loss_targets, label_smooth=eps) / batch.n_loss
-    assert got.item() == pytest.approx(sum(expected) / len(expected), rel=1e-6)
-    # Without smoothing it is the plain masked cross-entropy.
-    targets = torch.full((2, 5), -100)
-    targets[0, 2:5] = torch.tensor([7, 8, eos])
-    targets[1, 1:3] = torch.tensor([2, eos])
-    plain = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=-100)
-    assert (completion_loss(picked, batch.loss_targets) / batch.n_loss).item() == pytest.approx(plain.item(), rel=1e-6)
-    # The joint objective predicts every next token, context included.
-    assert collate(examples, obj="jlm").n_loss == 5 + 3
-
-
-def test_head_runs_only_at_loss_positions_with_the_same_loss():
-    torch.manual_seed(0)
-    gpt = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=50, n_positions=32))
-    examples = [Example((5, 6, 49, 7, 8, 49), 3), Example((1, 49, 2, 49), 2), Example((3, 4, 5), 3)]
-    batch = collate(examples)
-    full = gpt(batch.input_ids)  # (B, T, V): every position through the head
-    expected = completion_loss(full.reshape(-1, 50)[batch.loss_index], batch.loss_targets, 0.1)
-    got = CompletionLM(gpt)(batch.input_ids, batch.loss_index, batch.loss_targets, 0.1)
-    torch.testing.assert_close(got, expected)
-    assert gpt(batch.input_ids).shape == full.shape  # CompletionLM leaves the plain forward as it was
-
-
-def test_seq_len_truncates_and_counts():
-    pairs = [Pair([1, 2, 3, 9], [4, 5, 9], 1), Pair([1, 9], [4, 9], 2), Pair([1, 2, 3, 4, 5, 9], [6, 9], 3)]
-    examples, cut = make_examples(pairs, seq_len=5)
-    assert cut == 2
-    assert [e.tokens for e in examples] == [(1, 2, 3, 9, 4), (1, 9, 4, 9), (1, 2, 3, 4, 5)]
-    batch = collate(examples)
-    assert batch.input_ids.shape == (3, 4)  # padded to the longest pair, not to seq_len
-    assert batch.n_loss == 1 + 2 + 0  # the third pair lost its whole completion
-    assert collate(examples, pad_to=16).input_ids.shape == (3, 16)  # the paper's fixed padding
-
-
-@pytest.mark.parametrize("grouped", [False, True])
-def test_batch_plan_is_deterministic_and_splits_across_ranks(grouped):
-    lengths = [(i * 37) % 50 + 5 for i in range(101)]
-    plan = dict(epoch=3, seed=7, group_by_length=grouped)
-    one = epoch_batches(lengths, 8, **plan)
-    assert one == epoch_batches(lengths, 8, **plan)
-    assert one != epoch_batches(lengths, 8, **{**plan, "epoch": 4})
-    assert sorted(i for b in one for i in b) == list(range(101))
-    assert len(one) == batches_per_epoch(101, 8, 1)
-    # Two ranks with batch 4 see, step by step, the pairs one process sees with batch 8.
-    even = lengths[:100]
-    single = epoch_batches(even, 8, **plan)
-    ranks = [epoch_batches(even, 4, world_size=2, rank=r, **plan) for r in (0, 1)]
-    assert len(ranks[0]) == len(ranks[1]) == len(single) == batches_per_epoch(100, 4, 2)
-    for k, batch in enumerate(single):
-        assert sorted(batch) == sorted(ranks[0][k] + ranks[1][k])
-    if grouped:  # similar lengths together: far less padding than random batches
-        def padding(batches):
-            return sum(max(even[i] for i in b) * len(b) - sum(even[i] for i in b) for b in batches)
-        assert padding(single) < 0.3 * padding(epoch_batches(even, 8, epoch=3, seed=7))
 
 
 def test_schedules():
@@ -287,6 +195,30 @@ def test_fresh_run_refuses_a_work_dir_with_checkpoints(e2e, base_dir, tmp_path, 
     assert "--resume latest" in capsys.readouterr().err
 
 
+def test_full_finetune_learns_writes_a_model_and_resumes_exactly(e2e, base_dir, tmp_path, capsys):
+    """--full_finetune (the CPU demo's pre-training) trains everything and saves whole models."""
+    from nlg.model import from_pretrained
+
+    settings = ["--full_finetune", "--max_step", 6, "--save_interval", 3, "--lr", "3e-3"]
+    full = tmp_path / "full"
+    assert main(args(e2e, base_dir, full, *settings, train="small")) == 0
+    assert "full fine-tuning" in capsys.readouterr().out
+    train = [r["loss"] for r in metrics(full) if "loss" in r]
+    assert train[-1] < train[0]
+    model = from_pretrained(full / "checkpoint-6")  # a plain model directory, no adapter
+    base = from_pretrained(base_dir)
+    assert not torch.equal(model.transformer.h[0].mlp.c_fc.weight, base.transformer.h[0].mlp.c_fc.weight)
+
+    # Resume from the run's own step-3 checkpoint in a fresh work_dir: the same step 6 must come out.
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")
+    assert main(args(e2e, base_dir, resumed, *settings, "--resume", "latest", train="small")) == 0
+    x = torch.randint(0, e2e["vocab"], (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(from_pretrained(resumed / "checkpoint-6")(x), model(x), atol=1e-6, rtol=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Faults
 # ---------------------------------------------------------------------------------------------
@@ -350,84 +282,17 @@ sys.exit(train.main(sys.argv[1:]))
 def test_a_dead_rank_makes_the_other_exit(e2e, base_dir, tmp_path):
     # Two processes started by hand (no torchrun agent to kill the survivor): when rank 1 dies,
     # rank 0 must fail its next collective (or time out after --dist_timeout), not hang.
-    import socket
     import time
 
     script = tmp_path / "dying.py"
     script.write_text(DYING_RANK)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     argv = args(e2e, base_dir, tmp_path / "run", "--max_step", 20, "--train_batch_size", 4,
                 "--dist_timeout", 15, valid=False)
-    procs = []
-    for rank in (0, 1):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
-               "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, str(script), *argv], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    procs = start_ranks(script, argv)
     try:
         assert procs[1].wait(timeout=120) == 3
         died = time.monotonic()
         assert procs[0].wait(timeout=60) != 0
         assert time.monotonic() - died < 45  # well before anything like "forever"
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate()
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
-
-PAPER_COMMAND = """--train_data ./data/e2e/train.jsonl --valid_data ./data/e2e/valid.jsonl
-    --train_batch_size 8 --grad_acc 1 --valid_batch_size 4 --seq_len 512 --model_card gpt2.md
-    --init_checkpoint ./pretrained_checkpoints/gpt2-medium-pytorch_model.bin --platform local
-    --clip 0.0 --lr 0.0002 --weight_decay 0.01 --correct_bias --adam_beta2 0.999
-    --scheduler linear --warmup_step 500 --max_epoch 5 --save_interval 1000 --lora_dim 4
-    --lora_alpha 32 --lora_dropout 0.1 --label_smooth 0.1 --work_dir ./trained_models/GPT2_M/e2e
-    --random_seed 110 --local_rank=0""".split()
-
-
-def test_cli_accepts_both_spellings_and_the_papers_command(capsys):
-    underscored = parse_args(PAPER_COMMAND)
-    dashed = parse_args([a.replace("_", "-") if a.startswith("--") else a for a in PAPER_COMMAND])
-    assert underscored == dashed
-    assert "--platform is ignored" in capsys.readouterr().err
-    assert underscored == TrainConfig(
-        train_data="./data/e2e/train.jsonl", valid_data="./data/e2e/valid.jsonl", model_card="gpt2.md",
-        init_checkpoint="./pretrained_checkpoints/gpt2-medium-pytorch_model.bin", max_epoch=5,
-        work_dir="./trained_models/GPT2_M/e2e", dist_timeout=underscored.dist_timeout)
-    assert parse_args(["--train-data", "x", "--adam-epislon", "1e-8", "--lora-targets", "q,k,v"]) == \
-        TrainConfig(train_data="x", adam_epsilon=1e-8, lora_targets=("q", "k", "v"),
-                    dist_timeout=underscored.dist_timeout)
-    with pytest.raises(SystemExit):
-        parse_args(["--train_data", "x", "--lora_targets", "q,zz"])
-    with pytest.raises(SystemExit):
-        parse_args(["--train_data", "x", "--scheduler", "cycle"])
-
-
-def test_full_finetune_learns_writes_a_model_and_resumes_exactly(e2e, base_dir, tmp_path, capsys):
-    """--full_finetune (the CPU demo's pre-training) trains everything and saves whole models."""
-    from nlg.model import from_pretrained
-
-    settings = ["--full_finetune", "--max_step", 6, "--save_interval", 3, "--lr", "3e-3"]
-    full = tmp_path / "full"
-    assert main(args(e2e, base_dir, full, *settings, train="small")) == 0
-    assert "full fine-tuning" in capsys.readouterr().out
-    train = [r["loss"] for r in metrics(full) if "loss" in r]
-    assert train[-1] < train[0]
-    model = from_pretrained(full / "checkpoint-6")  # a plain model directory, no adapter
-    base = from_pretrained(base_dir)
-    assert not torch.equal(model.transformer.h[0].mlp.c_fc.weight, base.transformer.h[0].mlp.c_fc.weight)
-
-    # Resume from the run's own step-3 checkpoint in a fresh work_dir: the same step 6 must come out.
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")
-    assert main(args(e2e, base_dir, resumed, *settings, "--resume", "latest", train="small")) == 0
-    x = torch.randint(0, e2e["vocab"], (1, 12))
-    with torch.no_grad():
-        torch.testing.assert_close(from_pretrained(resumed / "checkpoint-6")(x), model(x), atol=1e-6, rtol=0)
+        reap(procs)

@@ -6,35 +6,20 @@ import json
 
 import pytest
 import torch
+from helpers import hf_gpt2_dir, tiny_config, trained_like
 
-from nlg.lora import (
+from nlg.adapter_files import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     AdapterError,
-    add_lora,
     load_adapter,
-    lora_modules,
-    lora_parameters,
-    merge,
     read_adapter,
     save_adapter,
 )
-from nlg.model import GPT, GPTConfig, from_pretrained
+from nlg.lora import add_lora, lora_modules, lora_parameters, merge
+from nlg.model import GPT, from_pretrained
 
 TARGET_SETS = [("q", "v"), ("q", "k", "v", "o", "fc", "proj"), ("o",), ("v", "fc"), ("qkv", "proj")]
-
-
-def tiny_config() -> GPTConfig:
-    return GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=300, n_positions=64)
-
-
-def trained_like(model: GPT, seed: int = 1) -> GPT:
-    """Give every LoRA parameter a nonzero value, as training would."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in lora_parameters(model).values():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
-    return model
 
 
 @pytest.mark.parametrize("targets", TARGET_SETS)
@@ -77,10 +62,7 @@ def test_files_follow_peft_layout(tmp_path):
 def test_peft_reads_our_adapter_with_equal_logits(tmp_path, targets):
     transformers = pytest.importorskip("transformers")
     peft = pytest.importorskip("peft")
-    torch.manual_seed(0)
-    hf_config = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, vocab_size=300,
-                                        n_positions=64, bos_token_id=0, eos_token_id=0)
-    transformers.GPT2LMHeadModel(hf_config).save_pretrained(tmp_path / "base")
+    hf_gpt2_dir(tmp_path / "base")
     ours = trained_like(add_lora(from_pretrained(tmp_path / "base"), rank=4, alpha=32, targets=targets))
     save_adapter(ours, tmp_path / "adapter", base_model=str(tmp_path / "base"))
 
@@ -100,10 +82,7 @@ def test_peft_reads_our_adapter_with_equal_logits(tmp_path, targets):
 def test_peft_written_adapter_loads_as_fused_qkv(tmp_path):
     transformers = pytest.importorskip("transformers")
     peft = pytest.importorskip("peft")
-    torch.manual_seed(0)
-    hf_config = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, vocab_size=300,
-                                        n_positions=64, bos_token_id=0, eos_token_id=0)
-    transformers.GPT2LMHeadModel(hf_config).save_pretrained(tmp_path / "base")
+    hf_gpt2_dir(tmp_path / "base")
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "base")
     lora = peft.LoraConfig(r=4, lora_alpha=16, target_modules=["c_attn"], fan_in_fan_out=True,
                            init_lora_weights=False)
@@ -119,14 +98,14 @@ def test_peft_written_adapter_loads_as_fused_qkv(tmp_path):
 
 def test_wrong_shape_names_the_tensor(tmp_path):
     save_adapter(trained_like(add_lora(GPT(tiny_config()), rank=4, targets=("q", "v"))), tmp_path)
-    wider = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=128, vocab_size=300, n_positions=64))
+    wider = GPT(tiny_config(n_embd=128))
     with pytest.raises(AdapterError, match=r"transformer\.h\.0\.attn\.c_attn\.lora_A\.weight"):
         load_adapter(wider, tmp_path)
 
 
 def test_missing_layer_is_an_error(tmp_path):
     save_adapter(trained_like(add_lora(GPT(tiny_config()), rank=4, targets=("q", "v"))), tmp_path)
-    deeper = GPT(GPTConfig(n_layer=3, n_head=4, n_embd=64, vocab_size=300, n_positions=64))
+    deeper = GPT(tiny_config(n_layer=3))
     with pytest.raises(AdapterError, match=r"missing transformer\.h\.2\.attn\.c_attn"):
         load_adapter(deeper, tmp_path)
 

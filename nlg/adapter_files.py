@@ -1,0 +1,268 @@
+"""Adapter files: the one module that knows their layout, for saving, loading and analysing.
+
+An adapter directory (what `nlg train` writes into every checkpoint-N/, what `nlg beam
+--lora_checkpoint` and `nlg analyze` read) holds Hugging Face PEFT's two files, the
+ecosystem's common format, so PEFT and spectral tools open ours unchanged::
+
+    adapter_config.json          {"peft_type": "LORA", "r", "lora_alpha", "target_modules",
+                                  "fan_in_fan_out": true, "rank_pattern", "alpha_pattern", ...}
+    adapter_model.safetensors    base_model.model.<module>.lora_A.weight  (R x in)
+                                 base_model.model.<module>.lora_B.weight  (out x R)
+
+PEFT adapts the fused c_attn as one matrix, so n separate q/k/v slices of rank r (see
+`nlg.lora`) are written as one c_attn adapter of rank R = n·r: A stacks the slices' A's (r rows
+each, in target order) and B is block-structured (slice i's B in that slice's output rows and in
+columns [i·r, (i+1)·r), zeros elsewhere), with lora_alpha multiplied by n to keep alpha/rank.
+`split_blocks` takes such a pair apart again and refuses a B that is not zero outside its
+blocks. The slice names travel in the safetensors metadata (`nlg.targets`, `nlg.rank`,
+`nlg.alpha`, `nlg.dropout`); an adapter written by PEFT itself has none and loads as target
+`qkv` (all of c_attn), `o`, `fc` or `proj`.
+
+    save_adapter(model, directory)    write both files (atomically)
+    read_adapter(directory)           (adapter_config.json, finite tensors by name, metadata)
+    adapter_lora_config(...)          the LoRAConfig the adapter was trained with
+    split_blocks(...)                 one module's stacked A / block B -> each slice's (A, B)
+    load_adapter(model, directory)    into a model, strictly (every tensor, every shape)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from nlg.files import InputError, atomic_write
+from nlg.lora import TARGETS, LoRAConfig, add_lora, lora_modules
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_PEFT_PREFIX = "base_model.model."
+
+
+class AdapterError(InputError):
+    """An adapter file that does not fit the model; the message names the tensor or key."""
+
+
+def is_adapter_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+
+def _peft_targets(config: LoRAConfig) -> tuple[list[str] | str, dict[str, int], dict[str, float], int, float]:
+    """PEFT's target_modules, rank_pattern, alpha_pattern, r and lora_alpha for our config."""
+    fused = [t for t in config.targets if TARGETS[t][0] == "attn.c_attn" and TARGETS[t][1] is not None]
+    paths = sorted({TARGETS[t][0] for t in config.targets})
+    leaves = [path.rsplit(".", 1)[1] for path in paths]
+    # PEFT matches target names as suffixes, and "c_proj" names both attn.c_proj (o) and
+    # mlp.c_proj (proj): adapting only one of them needs a full-path pattern.
+    if "c_proj" not in leaves or {"o", "proj"} <= set(config.targets):
+        target_modules: list[str] | str = sorted(set(leaves))
+    else:
+        target_modules = r".*\.h\.\d+\.(" + "|".join(p.replace(".", r"\.") for p in paths) + ")$"
+    r, alpha = config.rank, config.alpha
+    rank_pattern: dict[str, int] = {}
+    alpha_pattern: dict[str, float] = {}
+    if fused:
+        n = len(fused)
+        if len(paths) == 1:
+            r, alpha = n * config.rank, n * config.alpha
+        else:
+            rank_pattern["c_attn"] = n * config.rank
+            alpha_pattern["c_attn"] = n * config.alpha
+    return target_modules, rank_pattern, alpha_pattern, r, alpha
+
+
+def _peft_config(config: LoRAConfig, base_model: str | None) -> dict:
+    target_modules, rank_pattern, alpha_pattern, r, alpha = _peft_targets(config)
+    return {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": r,
+        "lora_alpha": alpha,
+        "lora_dropout": config.dropout,
+        "target_modules": target_modules,
+        "rank_pattern": rank_pattern,
+        "alpha_pattern": alpha_pattern,
+        "fan_in_fan_out": True,  # published GPT-2 weights are Conv1D, (in, out)
+        "bias": "none",
+        "inference_mode": True,
+        "init_lora_weights": True,
+        "use_rslora": False,
+        "use_dora": False,
+        "modules_to_save": None,
+    }
+
+
+def save_adapter(model: nn.Module, directory: str | os.PathLike, base_model: str | None = None) -> Path:
+    """Write the LoRA weights and settings only, in PEFT's layout; returns the directory."""
+    from safetensors.torch import save
+
+    config: LoRAConfig | None = getattr(model, "lora_config", None)
+    modules = lora_modules(model)
+    if config is None or not modules:
+        raise AdapterError("model has no LoRA adapters to save")
+    tensors = {}
+    with torch.no_grad():
+        for name, module in modules.items():
+            tensors[f"{_PEFT_PREFIX}{name}.lora_A.weight"] = module.stacked_A().detach().contiguous().cpu()
+            tensors[f"{_PEFT_PREFIX}{name}.lora_B.weight"] = module.block_B().detach().contiguous().cpu()
+    metadata = {
+        "format": "pt",
+        "nlg.targets": ",".join(config.targets),
+        "nlg.rank": str(config.rank),
+        "nlg.alpha": repr(float(config.alpha)),
+        "nlg.dropout": repr(float(config.dropout)),
+    }
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_write(directory / ADAPTER_WEIGHTS, "wb") as handle:
+        handle.write(save(tensors, metadata=metadata))
+    with atomic_write(directory / ADAPTER_CONFIG) as handle:
+        handle.write(json.dumps(_peft_config(config, base_model), indent=2) + "\n")
+    return directory
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+
+def read_adapter(directory: str | os.PathLike) -> tuple[dict, dict[str, Tensor], dict[str, str]]:
+    """(adapter_config.json, tensors by module-relative name, safetensors metadata) of a directory.
+
+    Tensor names lose PEFT's `base_model.model.` prefix and adapter name, e.g.
+    `transformer.h.0.attn.c_attn.lora_A.weight`. A tensor with NaN or inf values is an error.
+    """
+    from safetensors import safe_open
+
+    directory = Path(directory)
+    config_path, weights_path = directory / ADAPTER_CONFIG, directory / ADAPTER_WEIGHTS
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise AdapterError(f"{directory}: not an adapter directory (no {path.name})")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise AdapterError(f"{config_path}: not valid JSON ({error.msg})") from None
+    if config.get("peft_type", "LORA") != "LORA":
+        raise AdapterError(f"{config_path}: peft_type {config.get('peft_type')!r} is not LORA")
+    for key in ("use_dora", "use_rslora"):
+        if config.get(key):
+            raise AdapterError(f"{config_path}: {key}=true is not supported")
+    tensors = {}
+    with safe_open(str(weights_path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+        for key in handle.keys():
+            name = key[len(_PEFT_PREFIX):] if key.startswith(_PEFT_PREFIX) else key
+            name = name.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B.")
+            tensors[name] = handle.get_tensor(key)
+            bad = int(torch.count_nonzero(~torch.isfinite(tensors[name])))
+            if bad:
+                raise AdapterError(f"{directory}: tensor {name} has {bad} non-finite values (NaN/inf): "
+                                   "the adapter is broken (diverged training?)")
+    return config, tensors, metadata
+
+
+def _leaf_target(module_path: str) -> str:
+    for target, (path, index) in TARGETS.items():
+        if index is None and module_path.endswith("." + path):
+            return target
+    raise AdapterError(f"adapter tensor on {module_path!r}: not a GPT-2 projection LoRA can adapt")
+
+
+def adapter_lora_config(config: dict, tensors: dict[str, Tensor], metadata: dict[str, str]) -> LoRAConfig:
+    """The LoRAConfig an adapter was trained with (ours), or the one a PEFT adapter implies."""
+    if "nlg.targets" in metadata:
+        return LoRAConfig(rank=int(metadata["nlg.rank"]), alpha=float(metadata["nlg.alpha"]),
+                          dropout=float(metadata.get("nlg.dropout", 0.0)),
+                          targets=tuple(metadata["nlg.targets"].split(",")))
+    if config.get("rank_pattern") or config.get("alpha_pattern"):
+        raise AdapterError("PEFT adapters with rank_pattern/alpha_pattern are only read when written by nlg")
+    modules = sorted({name.rsplit(".lora_", 1)[0] for name in tensors})
+    targets = tuple(dict.fromkeys(_leaf_target(path) for path in modules))
+    return LoRAConfig(rank=int(config["r"]), alpha=float(config["lora_alpha"]),
+                      dropout=float(config.get("lora_dropout", 0.0)), targets=targets)
+
+
+def split_blocks(A: Tensor, B: Tensor, rows: dict[str, tuple[int, int]], rank: int,
+                 where: str) -> dict[str, tuple[Tensor, Tensor]]:
+    """Each slice's (A_i (r x in), B_i (end - start x r)) from one module's adapter tensors.
+
+    A (n·r x in) stacks the n slices' A's in `rows` order; B (out x n·r) holds slice i's B in
+    its output rows rows[i] = [start, end) and columns [i·r, (i+1)·r). Everything else in B must
+    be zero: those entries would be an update no set of slices can carry (AdapterError, naming
+    `where`, the B tensor). The pieces are views of A and B.
+    """
+    outside = B.clone()
+    parts = {}
+    for index, (name, (start, end)) in enumerate(rows.items()):
+        cols = slice(index * rank, (index + 1) * rank)
+        parts[name] = (A[cols], B[start:end, cols])
+        outside[start:end, cols] = 0
+    if torch.count_nonzero(outside):
+        raise AdapterError(f"{where} is not zero outside the blocks of slices {list(rows)}")
+    return parts
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading into a model
+# ---------------------------------------------------------------------------------------------
+
+
+def _fit_lora(model: nn.Module, lora_config: LoRAConfig, directory: str | os.PathLike) -> None:
+    """Add the adapter's LoRA to a model without any, or check an existing one matches it."""
+    existing: LoRAConfig | None = getattr(model, "lora_config", None)
+    if existing is None:
+        add_lora(model, rank=lora_config.rank, alpha=lora_config.alpha,
+                 dropout=lora_config.dropout, targets=lora_config.targets)
+    elif (existing.rank, existing.alpha, existing.targets) != (lora_config.rank, lora_config.alpha,
+                                                               lora_config.targets):
+        raise AdapterError(f"{directory}: adapter has rank {lora_config.rank}, alpha {lora_config.alpha}, "
+                           f"targets {lora_config.targets}; the model has rank {existing.rank}, "
+                           f"alpha {existing.alpha}, targets {existing.targets}")
+
+
+def _check_fit(model: nn.Module, tensors: dict[str, Tensor], directory: str | os.PathLike) -> None:
+    """Every adapter tensor the model has must be in the file, with its shape; nothing else."""
+    expected = {}
+    for name, module in lora_modules(model).items():
+        expected[f"{name}.lora_A.weight"] = (len(module.slices) * module.rank, module.in_features)
+        expected[f"{name}.lora_B.weight"] = (module.out_features, len(module.slices) * module.rank)
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unexpected {', '.join(unexpected)}"] if unexpected else [])
+        raise AdapterError(f"{directory}: adapter does not fit the model: " + "; ".join(parts))
+    for key, shape in expected.items():
+        if tuple(tensors[key].shape) != shape:
+            raise AdapterError(f"{directory}: tensor {key} has shape {tuple(tensors[key].shape)}, "
+                               f"the model needs {shape} (another model size or rank?)")
+
+
+def load_adapter(model: nn.Module, directory: str | os.PathLike) -> LoRAConfig:
+    """Load an adapter directory into `model` (adding LoRA first if it has none), strictly.
+
+    Every adapter tensor of the model must be in the file with the right shape and nothing else
+    may be; a block-structured c_attn B must be zero outside its slices. Returns the config.
+    """
+    config, tensors, metadata = read_adapter(directory)
+    lora_config = adapter_lora_config(config, tensors, metadata)
+    _fit_lora(model, lora_config, directory)
+    _check_fit(model, tensors, directory)
+    with torch.no_grad():
+        for name, module in lora_modules(model).items():
+            parts = split_blocks(tensors[f"{name}.lora_A.weight"], tensors[f"{name}.lora_B.weight"],
+                                 module.slices, module.rank, f"{directory}: tensor {name}.lora_B.weight")
+            for slice_name, (A, B) in parts.items():
+                module.lora_A[slice_name].copy_(A)
+                module.lora_B[slice_name].copy_(B)
+    return lora_config

@@ -1,0 +1,197 @@
+"""`nlg train`'s settings: the TrainConfig dataclass, its command line and its checks.
+
+Flags follow the paper's `gpt2_ft.py` (both `--train_data` and `--train-data` spellings), and
+the defaults are its E2E recipe (see nlg.train). The paper's flags that mean nothing here
+(--platform, --local_rank, --fp16, --roll_*, --i_steps, ...) are accepted and ignored with a
+warning, so its published command runs unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+
+from nlg.cli import spellings
+from nlg.distributed import TIMEOUT_ENV, default_timeout
+from nlg.lora import TARGETS
+
+DESCRIPTION = "LoRA fine-tuning of GPT-2 on encoded (context, completion) pairs: one CPU, one GPU or many."
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; each field is the flag of the same name (see build_parser)."""
+
+    train_data: str
+    valid_data: str | None = None
+    train_batch_size: int = 8
+    valid_batch_size: int = 4
+    grad_acc: int = 1
+    seq_len: int = 512  # cap on context + completion tokens; longer pairs lose their tail
+    model_card: str | None = None  # default: the checkpoint's own shape, else gpt2.md
+    init_checkpoint: str | None = None  # None: a randomly initialised model (tests, demos)
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    correct_bias: bool = True  # Adam bias correction; always on (the paper's recipe sets it)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-6
+    scheduler: str = "linear"  # linear | cosine | constant, each after linear warmup
+    warmup_step: int = 500
+    max_epoch: int | None = None  # default 5 when --max_step is not given either
+    max_step: int | None = None
+    clip: float = 0.0  # max gradient norm; 0 = off
+    lora_dim: int = 4
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.1
+    lora_targets: tuple[str, ...] = ("q", "v")
+    full_finetune: bool = False  # train every parameter, no LoRA (the CPU demo's stand-in pre-training)
+    label_smooth: float = 0.1
+    obj: str = "clm"  # clm: loss on completion tokens; jlm: on every token
+    group_by_length: bool = False
+    save_interval: int = 1000
+    eval_interval: int = 2000
+    log_interval: int = 100
+    work_dir: str = "trained_models/e2e"
+    random_seed: int = 110
+    resume: str | None = None  # "latest" or a checkpoint directory
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dist_timeout: float = field(default_factory=default_timeout)
+
+    def to_json(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+# Paper flags that have no meaning here: accepted so its commands run, then ignored.
+IGNORED_FLAGS = {
+    "platform": "torchrun/torch.distributed environment variables decide the platform",
+    "local_rank": "the LOCAL_RANK environment variable is used",
+    "rank": "the RANK environment variable is used",
+    "world_size": "the WORLD_SIZE environment variable is used",
+    "fp16": "GPUs train with bf16 autocast",
+    "no_decay_bias": "LoRA parameters have no biases",
+    "roll_interval": "rolling LoRA merges are not implemented",
+    "roll_lr": "rolling LoRA merges are not implemented",
+    "roll_step": "rolling LoRA merges are not implemented",
+    "eval_epoch": "validation runs every --eval_interval steps and at every epoch end",
+    "i_steps": "only the linear, cosine and constant schedules exist",
+    "i_lrs": "only the linear, cosine and constant schedules exist",
+}
+_SWITCHES = ("fp16", "no_decay_bias")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`nlg train`'s flags, in both spellings, defaults from TrainConfig. One flat list of
+    `add` calls, in the order --help shows them: longer than 60 lines, but split it would only
+    be harder to scan."""
+    p = argparse.ArgumentParser(prog="nlg train", description=DESCRIPTION,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = TrainConfig(train_data="")
+
+    def add(name: str, **kwargs) -> None:
+        p.add_argument(*spellings(name), dest=name, **kwargs)
+
+    add("train_data", required=True, help="encoded training pairs ({split}.jsonl from `nlg data`)")
+    add("valid_data", default=None, help="encoded validation pairs; no validation without it")
+    add("train_batch_size", type=int, default=d.train_batch_size, help="pairs per micro-batch per process")
+    add("valid_batch_size", type=int, default=d.valid_batch_size)
+    add("grad_acc", type=int, default=d.grad_acc, help="micro-batches per optimiser step")
+    add("seq_len", type=int, default=d.seq_len,
+        help="max context+completion tokens; longer pairs are cut (and counted); batches are NOT padded to it")
+    add("model_card", default=None, choices=["gpt2.tiny", "gpt2.sm", "gpt2.md", "gpt2.lg"],
+        help="model shape (default: the checkpoint's own, or gpt2.md without one)")
+    add("init_checkpoint", default=None,
+        help="pretrained GPT-2: a Hugging Face directory or a bare .bin/.safetensors file "
+             "(omit to train a randomly initialised model)")
+    add("lr", type=float, default=d.lr)
+    add("weight_decay", type=float, default=d.weight_decay, help="decoupled (AdamW) weight decay")
+    add("correct_bias", action="store_true", default=True,
+        help="Adam bias correction; always on, the flag is accepted for the paper's commands")
+    add("adam_beta1", type=float, default=d.adam_beta1)
+    add("adam_beta2", type=float, default=d.adam_beta2)
+    p.add_argument("--adam_epislon", "--adam-epislon", "--adam_epsilon", "--adam-epsilon",
+                   dest="adam_epsilon", type=float, default=d.adam_epsilon,
+                   help="Adam epsilon (the paper spells it --adam_epislon)")
+    add("scheduler", default=d.scheduler, choices=["linear", "cosine", "constant"],
+        help="learning-rate schedule after the linear warmup")
+    add("warmup_step", type=int, default=d.warmup_step)
+    add("max_epoch", type=int, default=None, help="epochs (default 5 unless --max_step is given)")
+    add("max_step", type=int, default=None,
+        help="optimiser steps; also the schedule's length (default: max_epoch × steps per epoch)")
+    add("clip", type=float, default=d.clip, help="max gradient norm, 0 = no clipping")
+    add("lora_dim", type=int, default=d.lora_dim, help="LoRA rank r")
+    add("lora_alpha", type=float, default=d.lora_alpha, help="LoRA alpha (update scaled by alpha/r)")
+    add("lora_dropout", type=float, default=d.lora_dropout)
+    add("lora_targets", default=",".join(d.lora_targets),
+        help=f"comma-separated projections to adapt, from {','.join(TARGETS)}")
+    add("full_finetune", action="store_true",
+        help="train every parameter instead of LoRA; checkpoints are then whole models "
+             "(Hugging Face directories, usable as --init_checkpoint)")
+    add("label_smooth", type=float, default=d.label_smooth)
+    add("obj", default=d.obj, choices=["clm", "jlm"],
+        help="clm: loss on completion tokens only; jlm: on every token (the paper's joint LM)")
+    add("group_by_length", action="store_true", help="batch pairs of similar length (less padding)")
+    add("save_interval", type=int, default=d.save_interval, help="checkpoint every N steps (and at the end)")
+    add("eval_interval", type=int, default=d.eval_interval, help="validate every N steps (and each epoch end)")
+    add("log_interval", type=int, default=d.log_interval, help="log training loss every N steps")
+    add("work_dir", default=d.work_dir, help="checkpoints, metrics.jsonl and train_config.json go here")
+    add("random_seed", type=int, default=d.random_seed)
+    add("resume", default=None, help="'latest' (the newest checkpoint in --work_dir, if any) or a checkpoint directory")
+    add("device", default=d.device, help="auto (cuda if available), cpu, cuda or cuda:N")
+    add("dist_timeout", type=float, default=d.dist_timeout,
+        help=f"seconds a collective may wait for a dead or stuck rank (env {TIMEOUT_ENV})")
+    _add_ignored_flags(p)
+    return p
+
+
+def _add_ignored_flags(parser: argparse.ArgumentParser) -> None:
+    ignored = parser.add_argument_group("paper flags accepted and ignored")
+    for name, why in IGNORED_FLAGS.items():
+        if name in _SWITCHES:
+            ignored.add_argument(*spellings(name), dest=name, action="store_const", const=True,
+                                 default=None, help=why)
+        else:
+            ignored.add_argument(*spellings(name), dest=name, default=None, help=why)
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """The run's settings from the command line; a bad value exits with argparse's usage error,
+    an ignored paper flag warns (on rank 0)."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    for name, why in IGNORED_FLAGS.items():
+        # torch.distributed.launch adds --local_rank itself: not worth a warning.
+        if args.pop(name) is not None and name != "local_rank" and int(os.environ.get("RANK", 0)) == 0:
+            print(f"warning: --{name} is ignored: {why}", file=sys.stderr)
+    args["lora_targets"] = tuple(t.strip() for t in args["lora_targets"].split(",") if t.strip())
+    config = TrainConfig(**args)
+    problems = check_config(config)
+    if problems:
+        parser.error("; ".join(problems))
+    return config
+
+
+def check_config(c: TrainConfig) -> list[str]:
+    """What is wrong with a config, one phrase per problem (empty when nothing is)."""
+    problems = []
+    for name in ("train_batch_size", "valid_batch_size", "grad_acc", "lora_dim", "save_interval",
+                 "eval_interval", "log_interval"):
+        if getattr(c, name) < 1:
+            problems.append(f"--{name} must be >= 1")
+    if c.seq_len < 2:
+        problems.append("--seq_len must be >= 2")
+    for name in ("max_step", "max_epoch"):
+        if getattr(c, name) is not None and getattr(c, name) < 1:
+            problems.append(f"--{name} must be >= 1")
+    if not 0 <= c.label_smooth < 1:
+        problems.append("--label_smooth must be in [0, 1)")
+    if not 0 <= c.lora_dropout < 1:
+        problems.append("--lora_dropout must be in [0, 1)")
+    unknown = [t for t in c.lora_targets if t not in TARGETS]
+    if unknown or not c.lora_targets:
+        problems.append(f"--lora_targets: unknown {unknown}; choose from {','.join(TARGETS)}")
+    if c.warmup_step < 0 or c.lr < 0 or c.weight_decay < 0 or c.clip < 0:
+        problems.append("--warmup_step, --lr, --weight_decay and --clip must be >= 0")
+    return problems

@@ -1,0 +1,119 @@
+"""Helpers shared by the test files (`from helpers import ...`: pytest puts tests/ on sys.path).
+
+Test files import from here, never from each other: tiny model shapes and checkpoints, an
+adapter that looks trained, ranks started by hand, and the training log's records. (Our model
+as a transformers one is `nlg.model.to_transformers`, in the library: the benchmarks use it too.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from nlg.lora import lora_parameters
+from nlg.model import GPT, GPTConfig, save_pretrained
+from nlg.train_log import METRICS_FILE
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+
+TINY = GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=300, n_positions=64)
+
+
+def tiny_config(**changes) -> GPTConfig:
+    """A GPT-2 of 2 layers, 4 heads, width 64, vocabulary 300 and 64 positions, but for `changes`."""
+    return replace(TINY, **changes)
+
+
+def trained_like(model: GPT, seed: int = 1) -> GPT:
+    """Give every LoRA parameter a nonzero value, as training would."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in lora_parameters(model).values():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+    return model
+
+
+def trainable_base(directory: Path, config: GPTConfig, seed: int) -> Path:
+    """A random GPT-2 saved as a Hugging Face directory, for runs of `nlg train` to start from.
+    GPT-2's 0.02 initialisation leaves the logits too flat for a few steps to fit anything, so
+    the (tied) embeddings are widened 25 times."""
+    torch.manual_seed(seed)
+    model = GPT(config)
+    with torch.no_grad():
+        model.transformer.wte.weight.mul_(25)
+    return save_pretrained(model, directory)
+
+
+def hf_gpt2_dir(directory: Path, config: GPTConfig = TINY, seed: int = 0) -> Path:
+    """A random transformers GPT-2 of `config`'s shape (transformers' own initialisation), saved
+    as a Hugging Face directory. Skips the test without transformers."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    hf_config = transformers.GPT2Config(n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
+                                        vocab_size=config.vocab_size, n_positions=config.n_positions,
+                                        bos_token_id=0, eos_token_id=0)
+    transformers.GPT2LMHeadModel(hf_config).save_pretrained(directory)
+    return directory
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------------------------
+
+
+def start_ranks(script: Path, argv: list[str], world_size: int = 2) -> list[subprocess.Popen]:
+    """`python script *argv` once per rank, started by hand with torchrun's environment but no
+    torchrun agent: nothing kills the survivors when a rank dies, so only the process group's
+    own timeout can stop them. The caller must reap the processes (see `reap`)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = []
+    for rank in range(world_size):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "WORLD_SIZE": str(world_size), "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+        procs.append(subprocess.Popen([sys.executable, str(script), *argv], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def reap(procs: list[subprocess.Popen]) -> None:
+    """Kill whichever of `procs` still runs and collect every one's output."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training runs
+# ---------------------------------------------------------------------------------------------
+
+
+def metrics(work_dir: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl."""
+    return [json.loads(line) for line in (work_dir / METRICS_FILE).read_text().splitlines()]
+
+
+def without_timing(records: list[dict]) -> list[dict]:
+    """The records without tokens_per_s, which no two runs share."""
+    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in records]
+
+
+def assert_same_log(a: list[dict], b: list[dict], rel: float) -> None:
+    """Two metrics logs hold the same records, numbers equal to `rel`, timing aside."""
+    a, b = without_timing(a), without_timing(b)
+    assert [sorted(r) for r in a] == [sorted(r) for r in b]
+    for x, y in zip(a, b, strict=True):
+        assert x == pytest.approx(y, rel=rel), (x, y)
