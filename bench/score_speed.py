@@ -39,7 +39,7 @@ NAMES = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
 
 def template_output(mr: str) -> str:
     """A crude realisation of `name : X | Type : pub | ...`: the predictions scored here, and
-    those whose scores tests/test_metrics.py pins."""
+    those whose scores tests/metrics/test_e2e.py pins."""
     fields = dict(part.split(" : ", 1) for part in mr.split(" | "))
     text = f"{fields.get('name', 'It')} is a {fields.get('Type', 'place')}"
     if "food" in fields:
@@ -107,7 +107,8 @@ def stock_baseline(ref_path: str, pred_path: str, pymteval: bool) -> None:
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     sys.path.insert(0, str(REPO))  # also from a checkout that is not installed
-    from nlg.metrics import bleu_nist, format_scores, read_predictions, read_references
+    from nlg.metrics.e2e import format_scores, read_predictions, read_references
+    from nlg.metrics.mteval import bleu_nist
 
     refs, preds = read_references(ref_path), read_predictions(pred_path)
     gts = {i: [{"caption": ref} for ref in group] for i, group in enumerate(refs)}
@@ -146,7 +147,7 @@ def main() -> int:
     flag = ["-p"] if args.pymteval else []
     with tempfile.TemporaryDirectory() as tmp:
         ref, pred, n_inst, n_refs = write_e2e_files(test_txt, Path(tmp))
-        ours_cmd = [sys.executable, "-m", "nlg.metrics", str(ref), str(pred), *flag]
+        ours_cmd = [sys.executable, "-m", "nlg.score", str(ref), str(pred), *flag]
         if args.official:
             base_name = f"official measure_scores.py ({args.official})"
             script = Path(args.official).resolve() / "measure_scores.py"

@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("nlg.train", "fine-tune GPT-2 with LoRA (torchrun for several processes)"),
     "beam": ("nlg.beam", "beam-search generation for every distinct context"),
     "decode": ("nlg.decode", "turn predictions into reference/prediction text files"),
-    "score": ("nlg.metrics", "BLEU, NIST, METEOR, ROUGE-L, CIDEr as the E2E challenge scores them"),
+    "score": ("nlg.score", "score outputs as the E2E challenge (BLEU, NIST, ...) or GenerationEval (WebNLG, DART)"),
     "analyze": ("nlg.analyze", "spectral analysis of a LoRA adapter"),
     "plot": ("nlg.plot", "plot training/validation loss curves from a run's metrics log"),
 }
