@@ -126,3 +126,29 @@ def test_e2e_bleu_nist_match_official(e2e_test, system, pymteval, expected):
     preds = template if system == "template" else first_ref
     assert mteval.bleu_nist(refs, preds, pymteval) == pytest.approx(expected, rel=1e-13)
 
+
+
+# ----------------------------------------------------------------------------------------------
+# multi-bleu-detok.perl (GenerationEval's BLEU)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_multi_bleu_multi_reference_no_smoothing():
+    refs = [["the cat sat on the mat", "a cat is on the mat"], ["hello world", ""]]
+    hyps = ["the cat is on the mat", "hello world"]
+    # clipped matches 6+2, 5+1, 3+0, 2+0 of 8, 6, 4, 3 n-grams; closest lengths 6 + 2 = 8 = C
+    result = mteval.multi_bleu(refs, hyps)
+    assert result.bleu == pytest.approx(100 * (1 * 1 * 3 / 4 * 2 / 3) ** 0.25, rel=1e-12)
+    assert result.line().startswith("BLEU = 84.09, 100.0/100.0/75.0/66.7 (BP=1.000, ratio=1.000")
+    # a precision of 0 gives 0: no smoothing
+    assert mteval.multi_bleu([["a b x"]], ["a b c"]).bleu == 0.0
+    # case-sensitive: "The" does not match "the"
+    assert mteval.multi_bleu([["the cat"]], ["The cat"]).precisions[0] == 50.0
+
+
+def test_multi_bleu_empty_reference_line_is_a_reference_of_length_0():
+    # instance 2: "x" is closer to the empty reference (0 words) than to "x y z" (3 words), so
+    # R = 4 + 0 and there is no brevity penalty; all precisions are 1
+    refs = [["a b c d", "a b c d"], ["", "x y z"]]
+    assert mteval.multi_bleu(refs, ["a b c d", "x"]).bleu == pytest.approx(100.0)
+    assert mteval.multi_bleu([[""]], [""]).bleu == 0.0  # where Perl stops: nothing to count
