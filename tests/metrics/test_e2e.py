@@ -10,6 +10,7 @@ table, then with the cached cut of it) and the official CSV files.
 from __future__ import annotations
 
 import json
+import re
 import math
 import os
 import statistics
@@ -197,3 +198,99 @@ def test_eval_measure_scores_wrapper_runs_from_a_checkout(write, tmp_path):
     )
     assert done.returncode == 2
     assert "2 predictions" in done.stderr and "1 instances" in done.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# The official CSV/TSV files
+# ----------------------------------------------------------------------------------------------
+
+
+def official_template(mr: str) -> str:
+    """A crude realisation of an official MR (`name[Blue Spice], eatType[coffee shop], ...`)."""
+    fields = dict(re.findall(r"(\w[\w ]*)\[(.*?)\]", mr))
+    text = f"{fields.get('name', 'It')} is a {fields.get('eatType', 'place')}"
+    return (
+        text
+        + "".join(
+            f", {key} {value}" for key, value in fields.items() if key not in ("name", "eatType")
+        )
+        + "."
+    )
+
+
+@pytest.fixture(scope="module")
+def official_test(shared_dir) -> tuple[Path, list[tuple[int, str, str]]]:
+    csv_path = shared_dir / "data" / "e2e-official" / "testset_w_refs.csv"
+    return csv_path, e2e.read_table(csv_path, e2e.HEADER_REF)
+
+
+def test_official_csv_references_group_consecutive_mrs(write, official_test, tmp_path):
+    csv_path, rows = official_test
+    assert len(rows) == 4693 and rows[0][0] == 2  # line 1 is the header
+    groups = e2e.consecutive_groups(rows)
+    assert len(groups) == 630
+    outputs = [official_template(group[0][1]) for group in groups]
+    pred = write(tmp_path / "outputs.txt", "".join(o + "\n" for o in outputs))
+    # the same references in the text format: identical statistics, instance by instance
+    text_ref, _ = e2e_files(write, tmp_path, [[r for _, _, r in g] for g in groups], outputs)
+    from_csv = e2e.score_report(csv_path, pred, java=None, per_instance=True)
+    from_text = e2e.score_report(text_ref, pred, java=None, per_instance=True)
+    assert from_csv.scores == from_text.scores and from_csv.per_instance == from_text.per_instance
+    assert (from_csv.scores["BLEU"], from_csv.scores["NIST"]) == pytest.approx(
+        (0.3670333855064418, 5.958800810015144), rel=1e-12
+    )
+
+
+def test_csv_system_output_is_matched_to_reference_mrs(write, official_test, tmp_path):
+    csv_path, rows = official_test
+    groups = e2e.consecutive_groups(rows)
+    mrs = [group[0][1] for group in groups]
+    ordered = write(tmp_path / "outputs.txt", "".join(official_template(mr) + "\n" for mr in mrs))
+    shuffled = list(reversed(mrs))
+    table = "mr,output\n" + "".join(f'"{mr}","{official_template(mr)}"\n' for mr in shuffled)
+    outputs_csv = write(tmp_path / "outputs.csv", table)
+    references, predictions = e2e.read_files(csv_path, outputs_csv)
+    assert predictions[0] == official_template(mrs[-1])
+    assert references[0] == [r for _, _, r in groups[-1]]
+    # the same instances in reverse order: the same scores (up to the order of float sums)
+    reordered = e2e.score_files(csv_path, outputs_csv, java=None)
+    in_order = e2e.score_files(csv_path, ordered, java=None)
+    assert [reordered["BLEU"], reordered["NIST"]] == pytest.approx(
+        [in_order["BLEU"], in_order["NIST"]], rel=1e-12
+    )
+    unknown = write(tmp_path / "unknown.csv", table + '"name[Nowhere]","Nowhere."\n')
+    with pytest.raises(
+        InputError, match=r"unknown.csv:632: no reference in .* has the MR 'name\[Nowhere\]'"
+    ):
+        e2e.read_files(csv_path, unknown)
+
+
+def test_table_reading_rules(write, tmp_path):
+    # byte-order mark, mis-encoded pound/e-acute fixed, empty lines dropped, TSV by its tab,
+    # headers matched case-insensitively at the start of a field, columns in any order
+    tsv = write(tmp_path / "refs.TSV", "\ufeffReferences\tMR\n\nCafÃ© at Â£20\tm1\nÅ\tm1\nx\tm2\n")
+    assert e2e.read_table(tsv, e2e.HEADER_REF) == [
+        (3, "m1", "Café at £20"),
+        (4, "m1", "Å"),
+        (5, "m2", "x"),
+    ]
+    assert e2e.read_references(tsv) == [["Café at £20", "Å"], ["x"]]
+    # no header: exactly two columns, MR first (the official script means this but crashes)
+    bare = write(tmp_path / "bare.csv", "name[A],A is here.\nname[A],Here is A.\n")
+    assert e2e.read_references(bare) == [["A is here.", "Here is A."]]
+    assert e2e.is_table(bare) and not e2e.is_table(tmp_path / "refs.txt")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("mr,ref\na,b\nc,d,e\n", r"bad.csv:3: 3 columns, but line 1 has 2"),
+        ("a,b,c\nd,e,f\n", r"bad.csv:1: no usable header: .* exactly 2 columns \(this row has 3\)"),
+        ("mr,ref,reference\na,b,c\n", r"bad.csv:1: no usable header: .*columns \[1, 2\]"),
+        ('mr,ref\n"a,b\n', r"bad.csv:2: not valid CSV"),
+        ("\n\n", r"bad.csv: no rows"),
+    ],
+)
+def test_bad_tables_name_file_and_line(write, tmp_path, text, message):
+    with pytest.raises(InputError, match=message):
+        e2e.read_references(write(tmp_path / "bad.csv", text))
