@@ -26,7 +26,7 @@ from types import ModuleType
 
 from nlg.files import InputError
 
-SUITES = {"e2e": "nlg.metrics.e2e"}
+SUITES = {"e2e": "nlg.metrics.e2e", "webnlg": "nlg.metrics.webnlg"}
 
 
 @dataclass
