@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(f"-lng {args.language}: only English (en) is offered here")
     args.ref, args.pred = args.reference, args.hypothesis
     args.per_instance, args.no_cache, args.strict, args.pymteval = None, False, False, False
-    return run(args, "webnlg", decimals=2)
+    return run(args, "webnlg", as_generation_eval=True)
 
 
 def _main() -> int:

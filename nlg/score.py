@@ -124,20 +124,16 @@ def suite_options(args: argparse.Namespace, suite_name: str) -> dict:
     return options | {renamed[n]: getattr(args, n) for n in renamed if getattr(args, n) is not None}
 
 
-def run(args: argparse.Namespace, suite_name: str, decimals: int = 4) -> int:
-    """Score, print the suite's report, write --json/--per_instance; notes go to stderr."""
+def run(args: argparse.Namespace, suite_name: str, **report_style) -> int:
+    """Score, print the suite's report (`report_style`: options of its format_report), write
+    --json/--per_instance; notes go to stderr."""
     module = suite(suite_name)
     try:
         report = score_files(suite_name, args.ref, args.pred, **suite_options(args, suite_name))
     except RuntimeError as error:  # MissingJavaError, or Java failing under us
         print(f"error: {error}", file=sys.stderr)
         return 1
-    text = (
-        module.format_report(report, decimals)
-        if suite_name == "webnlg"
-        else module.format_report(report)
-    )
-    print(text)
+    print(module.format_report(report, **report_style))
     print()
     if report.unavailable:
         missing = ", ".join(name for name, value in report.scores.items() if value is None)

@@ -227,16 +227,18 @@ def _rows(references, hypotheses, columns) -> list[dict]:
     return rows
 
 
-def format_report(report: ScoreReport, decimals: int = 4) -> str:
-    """GenerationEval's table (tabulate's plain layout): BLEU with Perl's two decimals, the
-    others rounded to `decimals` (GenerationEval: 2)."""
+def format_report(report: ScoreReport, as_generation_eval: bool = False) -> str:
+    """GenerationEval's results table (tabulate's plain layout). BLEU has Perl's two decimals;
+    the others four, or as GenerationEval prints them (`round(x, 2)`) with `as_generation_eval`."""
     headers, values = [], []
     for name, value in report.scores.items():
         headers.append(name)
         if value is None:
             values.append("n/a")
+        elif name == "BLEU":
+            values.append(f"{value:.2f}")
         else:
-            values.append(f"{value:.2f}" if name == "BLEU" else f"{round(value, decimals)}")
+            values.append(str(round(value, 2)) if as_generation_eval else f"{value:.4f}")
     widths = [max(len(h), len(v)) for h, v in zip(headers, values, strict=True)]
     lines = [
         "  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)),

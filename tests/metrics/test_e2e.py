@@ -10,9 +10,9 @@ table, then with the cached cut of it) and the official CSV files.
 from __future__ import annotations
 
 import json
-import re
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
