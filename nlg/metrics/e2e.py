@@ -246,6 +246,8 @@ def score(
     `default_cache_dir()`; None: neither read nor write it, load the full table).
     """
     check_counts(references, predictions)
+    if not references:
+        raise InputError("nothing to score: no instances")
     if any(not refs for refs in references):
         raise InputError("every instance needs at least one reference")
     java = find_java() if java == "auto" else java
