@@ -146,27 +146,26 @@ def score(
     names = metric_names(metrics)
     if len(references) != len(hypotheses) or not hypotheses:
         raise InputError(f"{len(hypotheses)} hypotheses for {len(references)} instances")
-    reason = None
-    if "METEOR" in names:
-        java = find_java() if java == "auto" else java
-        reason = java_unavailable_reason(java)
-        if reason and strict:
-            raise MissingJavaError(reason)
-    meteor, cut_table = (None, None)
+    java = find_java() if java == "auto" else java
+    reason = java_unavailable_reason(java) if "METEOR" in names else None
+    if reason and strict:
+        raise MissingJavaError(reason)
+    meteor, cut_table = None, None
     if "METEOR" in names and not reason:  # loads its paraphrase table while Python works
         meteor, cut_table = start_meteor(references, java, cache_dir, salt="webnlg")
     try:
-        return _score(
-            references,
-            hypotheses,
-            names,
-            meteor,
-            cut_table,
-            java,
-            reason,
-            per_instance,
-            (char_order, word_order, beta),
-        )
+        ref_tokens, hyp_tokens, notes = _tokenise(references, hypotheses, names)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            job = pool.submit(meteor.score, ref_tokens, hyp_tokens) if meteor else None
+            chrf_options = (char_order, word_order, beta)
+            scores, columns = _python_metrics(
+                references, hypotheses, ref_tokens, hyp_tokens, names, chrf_options
+            )
+            if cut_table is not None:  # the first run with these references
+                refs = [ref for group in ref_tokens for ref in group if ref]
+                notes.insert(0, build_cut_table(cut_table, refs, java))
+            if job is not None:
+                scores["METEOR"], columns["METEOR"] = job.result()
     except BaseException:
         if meteor is not None:
             meteor.process.kill()
@@ -174,51 +173,57 @@ def score(
     finally:
         if meteor is not None:
             meteor.close()
+    rows = _rows(references, hypotheses, columns) if per_instance else []
+    return ScoreReport({name: scores.get(name) for name in names}, rows, reason, notes)
 
 
-def _score(
-    references, hypotheses, names, meteor, cut_table, java, reason, per_instance, chrf_options
-):
+def _tokenise(
+    references: Sequence[Sequence[str]], hypotheses: Sequence[str], names: Sequence[str]
+) -> tuple[list[list[str]], list[str], list[str]]:
+    """GenerationEval's tokenisation of references and hypotheses where METEOR or TER need it,
+    and notes saying which tokenisation ran."""
+    if "METEOR" not in names and "TER" not in names:
+        return [], [], []
+    tokenizer = Tokenizer(punkt_sentences())
+    hyp_tokens = tokenizer(hypotheses)
+    ref_tokens = [tokenizer(refs) for refs in references]
+    notes = [f"METEOR and TER on tokenised text: {tokenizer.name}"]
+    if tokenizer.changed_by_split:
+        notes.append(
+            f"{tokenizer.changed_by_split} line(s) hold sentence breaks that change their "
+            "tokens; GenerationEval finds those with NLTK's punkt, which is not installed, so "
+            "their tokens may differ from its (install it: python -m nltk.downloader punkt_tab)"
+        )
+    return ref_tokens, hyp_tokens, notes
+
+
+def _python_metrics(
+    references: Sequence[Sequence[str]],
+    hypotheses: Sequence[str],
+    ref_tokens: Sequence[Sequence[str]],
+    hyp_tokens: Sequence[str],
+    names: Sequence[str],
+    chrf_options: tuple[int, int, float],
+) -> tuple[dict[str, float | None], dict[str, Sequence[float | None]]]:
+    """BLEU, chrF++ and TER as asked: corpus scores and per-instance columns."""
     scores: dict[str, float | None] = {}
     columns: dict[str, Sequence[float | None]] = {}
-    notes = []
-    tokenizer = Tokenizer(punkt_sentences())
-    tokenized = "METEOR" in names or "TER" in names
-    hyp_tokens: list[str] = []
-    ref_tokens: list[list[str]] = []
-    if tokenized:
-        hyp_tokens = tokenizer(hypotheses)
-        ref_tokens = [tokenizer(refs) for refs in references]
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        meteor_job = pool.submit(meteor.score, ref_tokens, hyp_tokens) if meteor else None
-        if "BLEU" in names:
-            scores["BLEU"] = multi_bleu(references, hypotheses).bleu
-        if "chrF++" in names:
-            scores["chrF++"], columns["chrF++"] = chrf(references, hypotheses, *chrf_options)
-        if "TER" in names:
-            columns["TER"] = corpus_ter(ref_tokens, hyp_tokens)
-            scores["TER"] = sum(columns["TER"]) / len(columns["TER"])
-        if cut_table is not None:  # the first run with these references
-            refs = [ref for group in ref_tokens for ref in group if ref]
-            notes.append(build_cut_table(cut_table, refs, java))
-        if meteor_job is not None:
-            scores["METEOR"], columns["METEOR"] = meteor_job.result()
-        elif "METEOR" in names:
-            scores["METEOR"] = None
-    if tokenized:
-        notes.append(f"METEOR and TER on tokenised text: {tokenizer.name}")
-        if tokenizer.changed_by_split:
-            notes.append(
-                f"{tokenizer.changed_by_split} line(s) hold sentence breaks that change their "
-                "tokens; GenerationEval finds those with NLTK's punkt, which is not installed, so "
-                "their tokens may differ from its (install it: python -m nltk.downloader punkt_tab)"
-            )
-    scores = {name: scores[name] for name in names}
-    rows = _rows(references, hypotheses, columns) if per_instance else []
-    return ScoreReport(scores, rows, reason, notes)
+    if "BLEU" in names:
+        scores["BLEU"] = multi_bleu(references, hypotheses).bleu
+    if "chrF++" in names:
+        scores["chrF++"], columns["chrF++"] = chrf(references, hypotheses, *chrf_options)
+    if "TER" in names:
+        columns["TER"] = corpus_ter(ref_tokens, hyp_tokens)
+        scores["TER"] = sum(columns["TER"]) / len(columns["TER"])
+    return scores, columns
 
 
-def _rows(references, hypotheses, columns) -> list[dict]:
+def _rows(
+    references: Sequence[Sequence[str]],
+    hypotheses: Sequence[str],
+    columns: dict[str, Sequence[float | None]],
+) -> list[dict]:
+    """One row per instance: its line, texts and scores."""
     rows = []
     for i, hypothesis in enumerate(hypotheses):
         row = {"line": i + 1, "hypothesis": hypothesis, "references": list(references[i])}
