@@ -42,7 +42,7 @@ from nlg.files import InputError, read_lines
 from nlg.metrics import ScoreReport
 from nlg.metrics.coco import ptb_tokenize, rouge_cider
 from nlg.metrics.java import MissingJavaError, find_java, java_unavailable_reason
-from nlg.metrics.meteor import build_cut_table, start_meteor
+from nlg.metrics.meteor import Meteor, build_cut_table, start_meteor
 from nlg.metrics.mteval import bleu_nist, corpus_bleu_nist, mteval_statistics, segment_bleu_nist
 
 METRICS = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
@@ -254,12 +254,22 @@ def score(
     reason = java_unavailable_reason(java)
     if reason and strict:
         raise MissingJavaError(reason)
+    meteor, cut_table = (None, None) if reason else start_meteor(references, java, cache_dir)
     coco, notes = {}, []
-    with ThreadPoolExecutor(max_workers=1) as pool:  # BLEU/NIST while Java tokenises
-        job = pool.submit(_mteval, references, predictions, per_instance, pymteval)
-        if not reason:
-            coco, notes = _java_metrics(references, predictions, java, cache_dir)
-        segments, bleu, nist = job.result()
+    try:  # METEOR loads its paraphrase table while the rest runs
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            sentences = [ref for refs in references for ref in refs] + list(predictions)
+            tokens = pool.submit(ptb_tokenize, sentences, java) if meteor else None
+            segments, bleu, nist = _mteval(references, predictions, per_instance, pymteval)
+            if tokens is not None:  # Java tokenised while Python counted n-grams
+                coco, notes = _coco_metrics(references, tokens.result(), meteor, cut_table, java)
+    except BaseException:
+        if meteor is not None:
+            meteor.process.kill()
+        raise
+    finally:
+        if meteor is not None:
+            meteor.close()
     scores = {"BLEU": bleu, "NIST": nist} | {
         name: coco[name][0] if coco else None for name in JAVA_METRICS
     }
@@ -281,34 +291,27 @@ def _mteval(references, predictions, per_instance: bool, pymteval: bool):
     return segments, *corpus_bleu_nist(segments)
 
 
-def _java_metrics(
+def _coco_metrics(
     references: Sequence[Sequence[str]],
-    predictions: Sequence[str],
+    tokens: Sequence[str],
+    meteor: Meteor,
+    cut_table: Path | None,
     java: str,
-    cache_dir: str | Path | None,
 ) -> tuple[dict[str, tuple[float, list[float]]], list[str]]:
-    """METEOR, ROUGE_L and CIDEr (corpus, per instance) on PTB-tokenised text, and notes."""
-    meteor, cut_table = start_meteor(references, java, cache_dir)  # loads its table meanwhile
+    """METEOR, ROUGE_L and CIDEr (corpus, per instance) on the PTB-tokenised references (in
+    order) and predictions (after them), and notes."""
+    ref_tokens, start = [], 0
+    for refs in references:
+        ref_tokens.append(tokens[start : start + len(refs)])
+        start += len(refs)
+    hyp_tokens = tokens[start:]
     notes = []
-    try:
-        sentences = [ref for refs in references for ref in refs] + list(predictions)
-        tokens = ptb_tokenize(sentences, java)
-        ref_tokens, start = [], 0
-        for refs in references:
-            ref_tokens.append(tokens[start : start + len(refs)])
-            start += len(refs)
-        hyp_tokens = tokens[start:]
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            meteor_job = pool.submit(meteor.score, ref_tokens, hyp_tokens)  # the JVM works...
-            coco = rouge_cider(ref_tokens, hyp_tokens)  # ... while these run here
-            if cut_table is not None:  # first run with these references
-                notes.append(build_cut_table(cut_table, tokens[:start], java))
-            coco["METEOR"] = meteor_job.result()
-    except BaseException:
-        meteor.process.kill()
-        raise
-    finally:
-        meteor.close()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        meteor_job = pool.submit(meteor.score, ref_tokens, hyp_tokens)  # the JVM works...
+        coco = rouge_cider(ref_tokens, hyp_tokens)  # ... while these run here
+        if cut_table is not None:  # first run with these references
+            notes.append(build_cut_table(cut_table, tokens[:start], java))
+        coco["METEOR"] = meteor_job.result()
     return coco, notes
 
 
