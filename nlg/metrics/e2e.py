@@ -36,6 +36,7 @@ import csv
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 from nlg.files import InputError, read_lines
@@ -256,20 +257,13 @@ def score(
         raise MissingJavaError(reason)
     meteor, cut_table = (None, None) if reason else start_meteor(references, java, cache_dir)
     coco, notes = {}, []
-    try:  # METEOR loads its paraphrase table while the rest runs
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            sentences = [ref for refs in references for ref in refs] + list(predictions)
-            tokens = pool.submit(ptb_tokenize, sentences, java) if meteor else None
-            segments, bleu, nist = _mteval(references, predictions, per_instance, pymteval)
-            if tokens is not None:  # Java tokenised while Python counted n-grams
-                coco, notes = _coco_metrics(references, tokens.result(), meteor, cut_table, java)
-    except BaseException:
-        if meteor is not None:
-            meteor.process.kill()
-        raise
-    finally:
-        if meteor is not None:
-            meteor.close()
+    # METEOR loads its paraphrase table while the rest runs
+    with meteor or nullcontext(), ThreadPoolExecutor(max_workers=1) as pool:
+        sentences = [ref for refs in references for ref in refs] + list(predictions)
+        tokens = pool.submit(ptb_tokenize, sentences, java) if meteor else None
+        segments, bleu, nist = _mteval(references, predictions, per_instance, pymteval)
+        if tokens is not None:  # Java tokenised while Python counted n-grams
+            coco, notes = _coco_metrics(references, tokens.result(), meteor, cut_table, java)
     scores = {"BLEU": bleu, "NIST": nist} | {
         name: coco[name][0] if coco else None for name in JAVA_METRICS
     }

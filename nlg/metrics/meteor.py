@@ -92,6 +92,15 @@ class Meteor:
         per_instance = [self._readline() for _ in lines]
         return self._readline(), per_instance
 
+    def __enter__(self) -> Meteor:
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        """Close it; kill it first when the block failed (it may be blocked on a pipe)."""
+        if error_type is not None:
+            self.process.kill()
+        self.close()
+
     def close(self) -> None:
         if self.process.poll() is None:
             try:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 from nlg.files import InputError, read_lines
@@ -153,7 +154,7 @@ def score(
     meteor, cut_table = None, None
     if "METEOR" in names and not reason:  # loads its paraphrase table while Python works
         meteor, cut_table = start_meteor(references, java, cache_dir, salt="webnlg")
-    try:
+    with meteor or nullcontext():
         ref_tokens, hyp_tokens, notes = _tokenise(references, hypotheses, names)
         with ThreadPoolExecutor(max_workers=1) as pool:
             job = pool.submit(meteor.score, ref_tokens, hyp_tokens) if meteor else None
@@ -166,13 +167,6 @@ def score(
                 notes.insert(0, build_cut_table(cut_table, refs, java))
             if job is not None:
                 scores["METEOR"], columns["METEOR"] = job.result()
-    except BaseException:
-        if meteor is not None:
-            meteor.process.kill()
-        raise
-    finally:
-        if meteor is not None:
-            meteor.close()
     rows = _rows(references, hypotheses, columns) if per_instance else []
     return ScoreReport({name: scores.get(name) for name in names}, rows, reason, notes)
 
