@@ -48,8 +48,8 @@ def plain_ter(hyp: list[str], ref: list[str]) -> float:
 
 
 def test_ter_with_a_shift():
-    # "b c" moves before... no: the block "b c" moves to position 1 of "a", giving "a b c":
-    # one shift and no edit, over 3 reference words
+    # the block "b c" moves after "a", giving "a b c": one shift, no edit, 3 reference words
+    # (without shifts: 2 edits, delete and insert "a")
     assert ter.ter("b c a".split(), "a b c".split()) == pytest.approx(1 / 3)
     # no shift lowers the distance of a plain substitution: 1 edit / 3 words
     assert ter.ter("a x c".split(), "a b c".split()) == pytest.approx(1 / 3)
