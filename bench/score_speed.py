@@ -39,7 +39,7 @@ NAMES = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
 
 def template_output(mr: str) -> str:
     """A crude realisation of `name : X | Type : pub | ...`: the predictions scored here, and
-    those whose scores tests/test_metrics.py pins."""
+    those whose scores tests/metrics/test_e2e.py pins."""
     fields = dict(part.split(" : ", 1) for part in mr.split(" | "))
     text = f"{fields.get('name', 'It')} is a {fields.get('Type', 'place')}"
     if "food" in fields:
@@ -86,8 +86,8 @@ def parse_report(text: str) -> dict[str, float]:
 
 def timed(
     command: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
-) -> tuple[float, float, dict[str, float]]:
-    """Wall seconds, CPU seconds (the process and its children: JVMs, Perl) and parsed scores."""
+) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (the process and its children: JVMs, Perl) and its stdout."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
@@ -96,7 +96,7 @@ def timed(
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         sys.exit(f"failed ({done.returncode}): {' '.join(command)}\n{done.stderr[-3000:]}")
-    return seconds, cpu, parse_report(done.stdout)
+    return seconds, cpu, done.stdout
 
 
 def stock_baseline(ref_path: str, pred_path: str, pymteval: bool) -> None:
@@ -107,7 +107,8 @@ def stock_baseline(ref_path: str, pred_path: str, pymteval: bool) -> None:
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     sys.path.insert(0, str(REPO))  # also from a checkout that is not installed
-    from nlg.metrics import bleu_nist, format_scores, read_predictions, read_references
+    from nlg.metrics.e2e import format_scores, read_predictions, read_references
+    from nlg.metrics.mteval import bleu_nist
 
     refs, preds = read_references(ref_path), read_predictions(pred_path)
     gts = {i: [{"caption": ref} for ref in group] for i, group in enumerate(refs)}
@@ -146,7 +147,7 @@ def main() -> int:
     flag = ["-p"] if args.pymteval else []
     with tempfile.TemporaryDirectory() as tmp:
         ref, pred, n_inst, n_refs = write_e2e_files(test_txt, Path(tmp))
-        ours_cmd = [sys.executable, "-m", "nlg.metrics", str(ref), str(pred), *flag]
+        ours_cmd = [sys.executable, "-m", "nlg.score", str(ref), str(pred), *flag]
         if args.official:
             base_name = f"official measure_scores.py ({args.official})"
             script = Path(args.official).resolve() / "measure_scores.py"
@@ -179,6 +180,7 @@ def main() -> int:
             runs["ours"].append((wall, cpu))
             wall, cpu, base = timed(base_cmd, base_cwd)
             runs["base"].append((wall, cpu))
+    ours, base = parse_report(ours), parse_report(base)
     best = {side: min(runs[side]) for side in runs}  # the fastest wall time, with its CPU time
     print(
         f"nlg score, first run (builds its cache): {cold_wall:6.2f} s wall, {cold_cpu:6.2f} s CPU"

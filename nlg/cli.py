@@ -17,10 +17,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("nlg.train", "fine-tune GPT-2 with LoRA (torchrun for several processes)"),
     "beam": ("nlg.beam", "beam-search generation for every distinct context"),
     "decode": ("nlg.decode", "turn predictions into reference/prediction text files"),
-    "score": ("nlg.metrics", "BLEU, NIST, METEOR, ROUGE-L, CIDEr as the E2E challenge scores them"),
+    "score": (
+        "nlg.score",
+        "score outputs as the E2E challenge (BLEU, NIST, ...) or GenerationEval (WebNLG, DART)",
+    ),
     "analyze": ("nlg.analyze", "spectral analysis of a LoRA adapter"),
     "plot": ("nlg.plot", "plot training/validation loss curves from a run's metrics log"),
 }
+
+# Packages of the `train` extra; scoring, data and decoding run without them.
+TRAIN_EXTRA = ("torch", "safetensors")
+TRAIN_HELP = (
+    "install PyTorch in the build that fits your machine (e.g. `pip install torch`, or the CPU "
+    "wheel), then the training extra: `pip install 'nlg[train]'` (from a checkout: "
+    "`pip install -e '.[train]'`)"
+)
 
 
 def spellings(name: str) -> list[str]:
@@ -66,7 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"nlg: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+    except ModuleNotFoundError as error:
+        if error.name not in TRAIN_EXTRA:
+            raise
+        print(
+            f"nlg {name} needs {error.name}, which is not installed: {TRAIN_HELP}", file=sys.stderr
+        )
+        return 2
     return run_main(module.main, args[1:])
 
 

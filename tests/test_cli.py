@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 from nlg.cli import COMMANDS, main
 
@@ -38,3 +39,53 @@ def test_run_main_turns_input_error_into_exit_2(capsys):
 
     assert run_main(broken, []) == 2
     assert "error: f.txt:3: bad line" in capsys.readouterr().err
+
+
+def test_scoring_data_and_decode_run_where_torch_cannot_be_imported(tmp_path):
+    """`nlg score` (both suites), `nlg data`/`nlg decode` and both eval/ scripts never import torch;
+    the commands that need it name the extra to install."""
+    repo = Path(__file__).resolve().parents[1]
+    shadow = tmp_path / "shadow" / "torch"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n"
+    )
+    env = {"PYTHONPATH": f"{shadow.parent}:{repo}", "PATH": str(tmp_path)}  # no java either
+    (tmp_path / "ref.txt").write_text("the cat sat\n\nhello world\n\n")
+    (tmp_path / "reference0").write_text("the cat sat\nhello world\n")
+    (tmp_path / "pred.txt").write_text("the cat sat\nhello\n")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, *args], capture_output=True, text=True, env=env, cwd=tmp_path
+        )
+
+    assert run("-c", "import torch").returncode == 1
+    runs = [
+        run("-m", "nlg", "score", "ref.txt", "pred.txt"),
+        run("-m", "nlg", "score", str(tmp_path), "pred.txt", "-m", "bleu,chrf++,ter"),
+        run(str(repo / "eval" / "measure_scores.py"), "ref.txt", "pred.txt"),
+        run(
+            str(repo / "eval" / "generation_eval.py"),
+            "-R",
+            "reference0",
+            "-H",
+            "pred.txt",
+            "-nr",
+            "1",
+            "-m",
+            "bleu,ter",
+        ),
+        run("-m", "nlg", "decode", "--help"),
+        run("-m", "nlg", "data", "--help"),
+    ]
+    for done in runs:
+        assert done.returncode == 0, done.args[1:] + [done.stderr[-2000:]]
+    assert "BLEU" in runs[0].stdout and "TER" in runs[1].stdout and "TER" in runs[3].stdout
+    for command in ("train", "beam", "analyze"):
+        done = run("-m", "nlg", command, "--help")
+        assert done.returncode == 2 and done.stdout == ""
+        assert (
+            f"nlg {command} needs torch" in done.stderr
+            and "pip install 'nlg[train]'" in done.stderr
+        )

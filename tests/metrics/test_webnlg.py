@@ -1,0 +1,140 @@
+"""nlg.metrics.webnlg: GenerationEval's numbers on multi-reference files from the WebNLG dev set.
+
+The expected values are GenerationEval's (its eval.py, chrF.py, multi-bleu-detok.perl, pyter3 0.3
+and NLTK 3.5 with Punkt's English data, METEOR 1.5), run outside this repository: METEOR, chrF++
+and TER on the same files without their final newline (with it, its METEOR gives -1 and its TER
+(sum + 1)/(N + 1): 0.49129312731197006 for the first system), BLEU on the files as written here
+(without the final newline Perl drops each file's last character: 28.82 for the template
+system). BLEU is compared at the two decimals GenerationEval reports; ours agree to all digits.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from nlg.files import InputError
+from nlg.metrics import score_files, webnlg
+from nlg.metrics.java import find_java
+from nlg.metrics.treebank import punkt_sentences
+
+REPO = Path(__file__).resolve().parents[2]
+NUM_REFS = 6
+needs_java = pytest.mark.skipif(find_java() is None, reason="needs a Java runtime")
+
+
+def paper_tokenize(text: str) -> str:
+    """The LoRA paper's decode with --tokenize --lower."""
+    return " ".join(" ".join(re.split(r"(\W)", text.lower())).split())
+
+
+def template(triples: list[str]) -> str:
+    """A crude realisation: `subject property object.` per triple."""
+    parts = [[x.strip().replace("_", " ").strip('"') for x in t.split("|")] for t in triples]
+    return " ".join(f"{s} {p} {o}." for s, p, o in parts)
+
+
+def write_system(folder: Path, instances: list[tuple[str, list[str]]]) -> Path:
+    """reference0..5 (an empty line where an instance has fewer references) and hypothesis,
+    every line ended by a newline as the paper's decoder writes them."""
+    folder.mkdir()
+    for i in range(NUM_REFS):
+        lines = [refs[i] if i < len(refs) else "" for _, refs in instances]
+        (folder / f"reference{i}").write_text(
+            "".join(line + "\n" for line in lines), encoding="utf-8"
+        )
+    (folder / "hypothesis").write_text("".join(h + "\n" for h, _ in instances), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dev_entries(shared_dir) -> list[tuple[list[str], list[str]]]:
+    """(lexicalisations, triples) of the 872 dev entries, in sorted file order."""
+    files = sorted((shared_dir / "data" / "webnlg-2017" / "dev").glob("*triples/*.xml"))
+    return [
+        ([lex.text or "" for lex in e.iter("lex")], [t.text for t in e.iter("mtriple")])
+        for f in files
+        for e in ET.parse(f).getroot().iter("entry")
+    ]
+
+
+@needs_java
+def test_first_reference_as_system_tokenised(dev_entries, tmp_path):
+    """The paper's case: decoded text and references tokenised (--tokenize --lower); the first
+    text of each entry is the system, the others (up to 6) the references."""
+    instances = [
+        (paper_tokenize(lexes[0]), [paper_tokenize(x) for x in lexes[1 : NUM_REFS + 1]])
+        for lexes, _ in dev_entries
+    ]
+    folder = write_system(tmp_path / "first", instances)
+    report = score_files("webnlg", folder, folder / "hypothesis", cache_dir=None, per_instance=True)
+    assert f"{report.scores['BLEU']:.2f}" == "45.94"
+    assert report.scores["METEOR"] == pytest.approx(0.41617481436336623, abs=1e-4)
+    assert report.scores["chrF++"] == pytest.approx(0.701019103855764, abs=1e-4)
+    assert report.scores["TER"] == pytest.approx(0.49070974787081406, abs=1e-4)
+    assert len(report.per_instance) == 872 and report.per_instance[0]["line"] == 1
+    single = [row for row in report.per_instance if not any(row["references"])]
+    assert single and all(row["TER"] == 1.0 and row["chrF++"] is None for row in single)
+
+
+def test_template_system_raw_text(dev_entries, tmp_path):
+    """Untokenised text, a template system against all (up to 6) texts of each entry. BLEU and
+    chrF++ do not tokenise; METEOR and TER need Punkt (where it is installed) to be exact."""
+    instances = [(template(triples), lexes[:NUM_REFS]) for lexes, triples in dev_entries]
+    folder = write_system(tmp_path / "template", instances)
+    exact = punkt_sentences() is not None and find_java() is not None
+    metrics = "bleu,meteor,chrf++,ter" if exact else "bleu,chrf++"
+    report = score_files("webnlg", folder, folder / "hypothesis", metrics=metrics, cache_dir=None)
+    assert f"{report.scores['BLEU']:.2f}" == "28.83"
+    assert report.scores["chrF++"] == pytest.approx(0.5459470620443019, abs=1e-4)
+    if exact:
+        assert report.scores["METEOR"] == pytest.approx(0.3211433084172761, abs=1e-4)
+        assert report.scores["TER"] == pytest.approx(0.6236751434940255, abs=1e-4)
+
+
+def test_final_newline_ends_the_last_line(tmp_path):
+    (tmp_path / "r0").write_text("a b\n\n", encoding="utf-8")  # 2 instances, the second without
+    (tmp_path / "r1").write_text("a c\nb", encoding="utf-8")  # no final newline: same 2
+    (tmp_path / "h").write_text("a b\nb\n", encoding="utf-8")
+    refs, hyps = webnlg.read_files(tmp_path / "r", tmp_path / "h")
+    assert refs == [["a b", "a c"], ["", "b"]] and hyps == ["a b", "b"]
+    (tmp_path / "h").write_text("a b\nb\n\n", encoding="utf-8")  # a third, empty, instance
+    with pytest.raises(InputError, match=r"r0 has 2 lines but .*h has 3"):
+        webnlg.read_files(tmp_path / "r", tmp_path / "h")
+    with pytest.raises(InputError, match=r"r2: no such file \(-nr 3 needs"):
+        webnlg.read_files(tmp_path / "r", tmp_path / "h", num_refs=3)
+
+
+def test_metric_names():
+    assert webnlg.metric_names("TER,bleu") == ["BLEU", "TER"]
+    for name, message in (
+        ("bert", "BERTScore is not offered"),
+        ("bleurt", "BLEURT is not offered"),
+    ):
+        with pytest.raises(InputError, match=message):
+            webnlg.metric_names(f"bleu,{name}")
+    with pytest.raises(InputError, match="unknown metric 'rouge'"):
+        webnlg.metric_names("rouge")
+
+
+def test_generation_eval_script_runs_from_a_checkout(tmp_path):
+    (tmp_path / "reference0").write_text("the cat sat on the mat\nhello world\n", encoding="utf-8")
+    (tmp_path / "reference1").write_text("a cat is on the mat\n\n", encoding="utf-8")
+    (tmp_path / "hypothesis").write_text("the cat is on the mat\nhello world\n", encoding="utf-8")
+    script = [sys.executable, str(REPO / "eval" / "generation_eval.py")]
+    args = ["-R", str(tmp_path / "reference"), "-H", str(tmp_path / "hypothesis"), "-nr", "2"]
+    done = subprocess.run(
+        [*script, *args, "-m", "ter,bleu"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    # BLEU: the hand-checked multi-bleu case of test_mteval; TER: "the" for "a" (1 edit of 6
+    # words) against the second reference, the second line exact: (1/6 + 0) / 2
+    assert done.stdout.splitlines()[:3] == [" BLEU   TER", "-----  ----", "84.09  0.08"]
+    done = subprocess.run([*script, *args, "-m", "bleu,bert"], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: BERTScore is not offered here")
