@@ -4,6 +4,10 @@ settings, and the numbers the paper reports.
 Every dataset module builds one `Recipe`; a pipeline reads it instead of repeating the
 numbers. The `args()` methods give the flags of `nlg train`, `nlg beam` and `nlg decode` in
 the paper's spelling, so a recipe is run exactly as the paper's commands run.
+
+`nlg recipe NAME` prints a recipe as the pipeline script's settings (`settings`), one
+`NAME=value` line each, which scripts/reproduce.sh reads; `nlg recipe` alone prints the table
+of every dataset's. Neither imports torch.
 """
 
 from __future__ import annotations
@@ -113,6 +117,13 @@ class ScoringRecipe:
             flags.append("--lower")
         return flags
 
+    def score_args(self) -> list[str]:
+        """`nlg score` flags as the paper scored (references and predictions not included):
+        E2E's `-p` where it ran the official script so; GenerationEval's `-nr N -m METRICS`."""
+        if self.suite == "e2e":
+            return ["-p"] if self.pymteval else []
+        return ["-nr", str(self.ref_num), "-m", ",".join(metric.lower() for metric in self.metrics)]
+
 
 @dataclass(frozen=True)
 class PaperResult:
@@ -145,3 +156,94 @@ class Recipe:
     def paper_result(self, model_card: str, subset: str = "all") -> PaperResult | None:
         """The paper's scores for `model_card` on `subset`, or None if it reports none."""
         return next((r for r in self.paper if r.model_card == model_card and r.subset == subset), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# The recipe as the pipeline script's settings: `nlg recipe`
+# ---------------------------------------------------------------------------------------------
+
+# The script's name for each field (scripts/reproduce.sh reads `nlg recipe NAME` and lets an
+# environment variable of the same name override the paper's value).
+TRAIN_SETTINGS = {
+    "BATCH": "train_batch_size", "GRAD_ACC": "grad_acc", "SEQ_LEN": "seq_len", "LR": "lr",
+    "WEIGHT_DECAY": "weight_decay", "ADAM_BETA2": "adam_beta2", "SCHEDULER": "scheduler",
+    "WARMUP": "warmup_step", "EPOCHS": "max_epoch", "CLIP": "clip", "LORA_DIM": "lora_dim",
+    "LORA_ALPHA": "lora_alpha", "LORA_DROPOUT": "lora_dropout", "LORA_TARGETS": "lora_targets",
+    "LABEL_SMOOTH": "label_smooth", "SEED": "random_seed",
+}
+BEAM_SETTINGS = {
+    "BEAM": "beam", "LENGTH_PENALTY": "length_penalty", "NO_REPEAT_NGRAM": "no_repeat_ngram_size",
+    "REPETITION_PENALTY": "repetition_penalty", "EOS_IDS": "eos_token_id", "EVAL_LEN": "eval_len",
+    "BEAM_SEQ_LEN": "seq_len",
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of the pipeline script: its variable, what it sets, and the paper's value
+    as the script uses it (words separated by single spaces, never a line break)."""
+
+    name: str
+    sets: str
+    value: str
+
+
+def _word(value: object) -> str:
+    return ",".join(value) if isinstance(value, tuple) else str(value)
+
+
+def settings(recipe: Recipe) -> list[Setting]:
+    """The recipe as the script's settings: the train and beam flags one by one, then the
+    subsets to decode and score, and the decode and score flags as the paper ran them."""
+    scoring = recipe.scoring
+    return [
+        *(Setting(name, f"nlg train --{field}", _word(getattr(recipe.train, field)))
+          for name, field in TRAIN_SETTINGS.items()),
+        *(Setting(name, f"nlg beam --{field}", _word(getattr(recipe.beam, field)))
+          for name, field in BEAM_SETTINGS.items()),
+        Setting("SUBSETS", "nlg decode --filter, one run each", " ".join(scoring.subsets)),
+        Setting("DECODE_ARGS", "nlg decode flags", " ".join(scoring.decode_args("all"))),
+        Setting("SCORE_ARGS", "nlg score flags", " ".join(scoring.score_args())),
+    ]
+
+
+def describe(values: dict[str, str]) -> str:
+    """Values per dataset, compactly: the one most share, then the others by name."""
+    counts = {value: list(values.values()).count(value) for value in values.values()}
+    common = max(counts, key=counts.get)
+    if counts[common] * 2 <= len(values):
+        return " | ".join(f"{name}: {value}" for name, value in values.items())
+    others = [f"{name}: {value}" for name, value in values.items() if value != common]
+    return common + (f" ({'; '.join(others)})" if others else "")
+
+
+def settings_table(recipes: dict[str, Recipe]) -> str:
+    """Every setting with what it sets and its value for each dataset."""
+    columns = {name: settings(recipe) for name, recipe in recipes.items()}
+    first = next(iter(columns.values()))
+    name_width, sets_width = (max(len(getattr(s, key)) for s in first) + 2 for key in ("name", "sets"))
+    rows = []
+    for index, setting in enumerate(first):
+        values = {name: column[index].value for name, column in columns.items()}
+        rows.append(f"  {setting.name:<{name_width}}{setting.sets:<{sets_width}}{describe(values)}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`nlg recipe [NAME]`: NAME=value lines for one dataset, or the table of all."""
+    import argparse
+
+    from nlg import datasets
+
+    parser = argparse.ArgumentParser(
+        prog="nlg recipe",
+        description="The LoRA paper's settings for a dataset (nlg/datasets/NAME.py) as the pipeline "
+        "script's NAME=value lines, one per setting; the value is the rest of the line. Without "
+        "NAME: every setting, what it sets and its value for each dataset.")
+    parser.add_argument("dataset", nargs="?", choices=datasets.names())
+    args = parser.parse_args(argv)
+    if args.dataset is None:
+        print(settings_table({name: datasets.get(name).recipe for name in datasets.names()}))
+    else:
+        print("\n".join(f"{s.name}={s.value}" for s in settings(datasets.get(args.dataset).recipe)))
+    return 0

@@ -90,3 +90,58 @@ def test_data_and_decode_never_import_torch():
             "print(__import__('json').dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(result.stdout) == []
+
+
+def test_score_args_are_the_papers_scoring_commands():
+    e2e, webnlg, dart = (datasets.get(name).recipe.scoring for name in NAMES)
+    assert e2e.score_args() == ["-p"]
+    assert webnlg.score_args() == dart.score_args() == ["-nr", "6", "-m", "bleu,meteor,ter"]
+
+
+def test_settings_name_every_train_and_beam_field_once():
+    from dataclasses import fields
+
+    from nlg.datasets.recipe import BEAM_SETTINGS, TRAIN_SETTINGS, BeamRecipe, TrainRecipe
+
+    assert sorted(TRAIN_SETTINGS.values()) == sorted(f.name for f in fields(TrainRecipe))
+    assert sorted(BEAM_SETTINGS.values()) == sorted(f.name for f in fields(BeamRecipe))
+    assert not set(TRAIN_SETTINGS) & set(BEAM_SETTINGS)
+
+
+def test_settings_are_the_recipes_values():
+    from nlg.datasets.recipe import settings
+
+    values = {s.name: s.value for s in settings(datasets.get("dart").recipe)}
+    assert (values["WEIGHT_DECAY"], values["LORA_DROPOUT"], values["LABEL_SMOOTH"]) == ("0.0", "0.0", "0.0")
+    assert (values["LR"], values["LORA_TARGETS"], values["EOS_IDS"], values["EVAL_LEN"]) == ("0.0002", "q,v", "628", "64")
+    assert (values["SUBSETS"], values["SCORE_ARGS"]) == ("all", "-nr 6 -m bleu,meteor,ter")
+    assert values["DECODE_ARGS"] == "--ref_type dart --ref_num 6 --tokenize --lower"
+    webnlg = {s.name: s.value for s in settings(datasets.get("webnlg").recipe)}
+    assert webnlg["SUBSETS"] == "all seen unseen" and webnlg["WEIGHT_DECAY"] == "0.01"
+    for name in NAMES:
+        assert all("\n" not in s.value and s.sets.startswith("nlg ") for s in settings(datasets.get(name).recipe))
+
+
+def test_describe_gives_the_shared_value_and_the_exceptions():
+    from nlg.datasets.recipe import describe
+
+    assert describe({"e2e": "8", "webnlg": "8", "dart": "8"}) == "8"
+    assert describe({"e2e": "0.1", "webnlg": "0.1", "dart": "0.0"}) == "0.1 (dart: 0.0)"
+    assert describe({"e2e": "a", "webnlg": "b", "dart": "c"}) == "e2e: a | webnlg: b | dart: c"
+
+
+def test_nlg_recipe_prints_settings_without_torch():
+    code = ("import sys\n"
+            "from nlg.cli import main\n"
+            "main(['recipe', 'webnlg']); main(['recipe'])\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "[]"
+    shell = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith(" "))
+    assert shell["SUBSETS"] == "all seen unseen" and shell["BATCH"] == "8" and shell["BEAM"] == "10"
+    table = [line for line in lines if line.startswith("  ")]
+    assert "  LABEL_SMOOTH        nlg train --label_smooth           0.1 (dart: 0.0)" in table
+    assert len(table) == len(shell)
+    bad = subprocess.run([sys.executable, "-m", "nlg", "recipe", "wikibio"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid choice: 'wikibio'" in bad.stderr
