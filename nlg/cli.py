@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "score outputs as the E2E challenge (BLEU, NIST, ...) or GenerationEval (WebNLG, DART)",
     ),
     "recipe": ("nlg.datasets.recipe", "the paper's settings for a dataset, as the pipeline script reads them"),
+    "results": ("nlg.results", "a run's scores beside the paper's: results.md and results.json"),
     "analyze": ("nlg.analyze", "spectral analysis of a LoRA adapter"),
     "plot": ("nlg.plot", "plot training/validation loss curves from a run's metrics log"),
 }

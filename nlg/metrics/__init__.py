@@ -7,6 +7,7 @@
 
 A suite is one module of this package (`SUITES`) with
     METRICS                                      the names of its corpus scores, in report order
+    PERCENT                                      those of them it reports on a 0..100 scale
     read_files(ref, hyp, **options)              -> (references per instance, hypotheses)
     score(references, hypotheses, **options)     -> ScoreReport
     format_report(report)                        -> the text its official script prints

@@ -47,6 +47,7 @@ from nlg.metrics.meteor import Meteor, build_cut_table, start_meteor
 from nlg.metrics.mteval import bleu_nist, corpus_bleu_nist, mteval_statistics, segment_bleu_nist
 
 METRICS = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
+PERCENT: frozenset[str] = frozenset()  # every score as the official script prints it: BLEU 0..1
 JAVA_METRICS = ("METEOR", "ROUGE_L", "CIDEr")
 
 

@@ -46,6 +46,7 @@ from nlg.metrics.ter import corpus_ter
 from nlg.metrics.treebank import Tokenizer, punkt_sentences
 
 METRICS = ("BLEU", "METEOR", "chrF++", "TER")  # GenerationEval's column order
+PERCENT = frozenset({"BLEU"})  # reported on 0..100 (multi-bleu-detok); the others on 0..1
 OPTION_NAMES = {"bleu": "BLEU", "meteor": "METEOR", "chrf++": "chrF++", "ter": "TER"}
 NOT_OFFERED = {"bert": "BERTScore", "bleurt": "BLEURT"}
 READ_OPTIONS = ("num_refs",)
