@@ -1,6 +1,10 @@
-"""The whole chain through scripts/e2e.sh --demo, shrunk to about a minute.
+"""The pipeline script end to end, shrunk: scripts/reproduce.sh --demo on E2E, WebNLG and DART.
 
-data -> pretrain (full fine-tune of a random tiny GPT-2) -> LoRA train -> beam -> decode -> score.
+E2E runs every stage: data -> pretrain (full fine-tune of a random tiny GPT-2) -> LoRA train ->
+beam -> untrained -> decode -> score. WebNLG and DART start from E2E's pre-trained model
+(INIT_CHECKPOINT skips the demo's pretrain stage) and score without METEOR (cutting its
+paraphrase table for new references takes longer than the rest of a toy run), so the three
+share the costly part.
 """
 
 from __future__ import annotations
@@ -15,7 +19,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "e2e.sh"
+SCRIPT = REPO / "scripts" / "reproduce.sh"
+DATASETS = ("e2e", "webnlg", "dart")
+STAGES = ("data", "pretrain", "train", "beam", "untrained", "decode", "score")
+
+# Every stage at toy size: a few steps, six test contexts, beam 2 over 12 tokens.
+# Validation is left out: a pass over a whole valid split costs more than the rest of a toy run.
+TOY = {"MAX_STEP": "10", "BATCH": "8", "WARMUP": "5", "SAVE_INTERVAL": "5", "VALID_SPLIT": "",
+       "TEST_LIMIT": "6", "BEAM": "2", "EVAL_LEN": "12", "BEAM_BATCH": "4"}
+NO_METEOR = "-nr 6 -m bleu,ter"
 
 
 def run_script(*args: str, env: dict[str, str] | None = None, timeout: int = 900):
@@ -23,57 +35,97 @@ def run_script(*args: str, env: dict[str, str] | None = None, timeout: int = 900
                           timeout=timeout, cwd=REPO)
 
 
-def test_help_documents_every_setting():
-    result = run_script("--help")
-    assert result.returncode == 0
-    # every environment setting the script reads (NAME=${NAME:-...}) is in --help
-    settings = set(re.findall(r"\$\{([A-Z_]+):-", SCRIPT.read_text()))
-    settings -= {"OUT"}
-    missing = sorted(name for name in settings if name not in result.stdout)
-    assert not missing, f"undocumented settings: {missing}"
-
-
-def test_unknown_argument_and_stage_fail():
-    assert run_script("--bogus").returncode == 2
-    result = run_script("--from", "nowhere", env={**os.environ, "WORK_DIR": "/tmp/nlg-nowhere"})
-    assert result.returncode != 0 and "unknown stage" in result.stderr
-
-
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, e2e_raw_dir, vocab_dir):
-    if not (e2e_raw_dir / "valid.txt").is_file():
-        pytest.skip("shared E2E data missing")
-    work = tmp_path_factory.mktemp("demo")
-    env = {
+def toy_env(shared_dir, vocab_dir, e2e_raw_dir, webnlg_xml_dir, dart_raw_dir):
+    """toy_env(work, **settings): the environment of a toy run in `work` (raw files and the
+    vocabulary from the shared folder), with `settings` on top."""
+    common = {
         **os.environ,
         # the script calls `python`: make it this interpreter
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "NLG": f"{sys.executable} -m nlg",
         "OMP_NUM_THREADS": "1",
-        "E2E_RAW_DIR": str(e2e_raw_dir),
         "NLG_VOCAB_DIR": str(vocab_dir),
-        "WORK_DIR": str(work / "run"),
-        "DATA_DIR": str(work / "data"),
-        "PRETRAIN_STEPS": "40",
-        "MAX_STEP": "20",
-        "BATCH": "8",
-        "WARMUP": "5",
-        "SEQ_LEN": "96",
-        "SAVE_INTERVAL": "10",
-        "EVAL_INTERVAL": "20",
-        "TEST_LIMIT": "6",
-        "BEAM": "2",
-        "EVAL_LEN": "12",
-        "BEAM_BATCH": "4",
+        "E2E_RAW_DIR": str(e2e_raw_dir),
+        "WEBNLG_RAW_DIR": str(webnlg_xml_dir),
+        "DART_RAW_DIR": str(dart_raw_dir),
+        **TOY,
     }
-    result = run_script("--demo", env=env)
+
+    def env(work: Path, **settings: str) -> dict[str, str]:
+        return {**common, "WORK_DIR": str(work / "run"), "DATA_DIR": str(work / "data"), **settings}
+
+    return env
+
+
+def pretrained(e2e_demo) -> str:
+    """The E2E demo's pre-trained tiny GPT-2, for the other datasets' runs to start from."""
+    checkpoints = (e2e_demo[0] / "pretrain").glob("checkpoint-*")
+    return str(max(checkpoints, key=lambda path: int(path.name.split("-")[1])))
+
+
+def recipe_names(dataset: str) -> list[str]:
+    result = subprocess.run([sys.executable, "-m", "nlg", "recipe", dataset], capture_output=True, text=True,
+                            check=True, cwd=REPO)
+    return [line.split("=", 1)[0] for line in result.stdout.splitlines()]
+
+
+def stages_run(stderr: str) -> list[str]:
+    """The stages a run announced (`== STAGE...` lines), in order."""
+    return [match.group(1) for match in re.finditer(r"^== (\w+)", stderr, re.MULTILINE)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Options and settings
+# ---------------------------------------------------------------------------------------------
+
+
+def test_help_documents_every_setting():
+    result = run_script("--help")
+    assert result.returncode == 0
+    text = SCRIPT.read_text()
+    # every environment setting the script reads (NAME=${NAME:-...}, ${NAME-...}) is in --help
+    settings = set(re.findall(r"\$\{([A-Z_0-9]+):?-", text))
+    missing = sorted(name for name in settings if name not in result.stdout)
+    assert not missing, f"undocumented settings: {missing}"
+    for dataset in DATASETS:
+        names = recipe_names(dataset)
+        # the recipe's settings, with their values, are in --help, and the script uses each
+        assert [name for name in names if not re.search(rf"^  {name} +nlg ", result.stdout, re.MULTILINE)] == []
+        assert [name for name in names if not re.search(rf"\$\{{?{name}\b", text)] == []
+    assert re.search(r"^  WEIGHT_DECAY +nlg train --weight_decay +0\.01 \(dart: 0\.0\)$", result.stdout, re.MULTILINE)
+
+
+def test_bad_arguments_fail():
+    assert run_script("--bogus").returncode == 2
+    missing = run_script()
+    assert missing.returncode == 2 and "which dataset?" in missing.stderr
+    unknown = run_script("wikibio")
+    assert unknown.returncode == 2 and "unknown dataset 'wikibio'" in unknown.stderr
+    result = run_script("webnlg", "--from", "nowhere", env={**os.environ, "WORK_DIR": "/tmp/nlg-nowhere"})
+    assert result.returncode == 2 and "unknown stage 'nowhere'" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# E2E: every stage, a re-run that skips them, --from decode
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def e2e_demo(tmp_path_factory, toy_env, e2e_raw_dir):
+    if not (e2e_raw_dir / "valid.txt").is_file():
+        pytest.skip("shared E2E data missing")
+    work = tmp_path_factory.mktemp("e2e")
+    env = toy_env(work, PRETRAIN_STEPS="40", MAX_STEP="20", SEQ_LEN="96")
+    result = run_script("e2e", "--demo", env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return work / "run", env, result
 
 
-def test_demo_runs_every_stage_to_a_scores_table(demo):
-    run, _, result = demo
-    for stage in ("data", "pretrain", "train", "beam", "decode", "score"):
+def test_e2e_demo_runs_every_stage_to_a_results_table(e2e_demo):
+    run, _, result = e2e_demo
+    assert stages_run(result.stderr) == ["data", *STAGES[1:5], "decode", "decode", "score", "score"]
+    for stage in STAGES:
         assert (run / f".done-{stage}").is_file(), stage
     predictions = [json.loads(line) for line in (run / "predict.jsonl").read_text().splitlines()]
     assert len(predictions) == 6
@@ -83,13 +135,15 @@ def test_demo_runs_every_stage_to_a_scores_table(demo):
     scores = json.loads((run / "scores.json").read_text())
     assert {"BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"} <= set(scores)
     assert isinstance(scores["BLEU"], float) and isinstance(scores["NIST"], float)
-    table = (run / "results.md").read_text()
-    assert "| BLEU |" in table and "| CIDEr |" in table
     results = json.loads((run / "results.json").read_text())
-    assert results["model_card"] == "gpt2.tiny"
+    assert results["model_card"] == "gpt2.tiny" and results["subsets"] == ["all"]
+    # E2E's BLEU is on 0..1 in scores.json, in percent in the paper's table and in results
+    assert results["this_run"]["all"]["BLEU"] == round(scores["BLEU"] * 100, 2)
+    assert results["paper"]["gpt2.md"]["all"]["BLEU"] == 70.4
+    table = (run / "results.md").read_text()
+    assert table.startswith("| system | BLEU | NIST | METEOR | ROUGE_L | CIDEr |")
     # the demo scores the same card untrained beside it
-    assert set(results["results"]["BLEU"]) == {"this_run", "untrained"}
-    assert "untrained gpt2.tiny" in table
+    assert "| untrained gpt2.tiny |" in table and set(results["untrained"]["all"]) == set(scores)
     # the stand-in pre-training learnt something
     pretrain = [json.loads(x) for x in (run / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in pretrain if "loss" in r]
@@ -98,14 +152,116 @@ def test_demo_runs_every_stage_to_a_scores_table(demo):
     assert "SCORES:" in result.stdout
 
 
-def test_rerun_skips_finished_stages_and_from_reruns(demo):
-    run, env, _ = demo
+def test_e2e_rerun_skips_finished_stages_and_from_reruns(e2e_demo):
+    run, env, _ = e2e_demo
     before = (run / "predict.jsonl").stat().st_mtime_ns
-    again = run_script("--demo", env=env)
+    again = run_script("e2e", "--demo", env=env)
     assert again.returncode == 0
-    assert "== train" not in again.stderr and "== beam" not in again.stderr
+    assert stages_run(again.stderr) == []
     assert (run / "predict.jsonl").stat().st_mtime_ns == before
-    decode = run_script("--demo", "--from", "decode", env=env)
+    assert "| this run (gpt2.tiny) |" in again.stdout  # the finished run's table
+    decode = run_script("e2e", "--demo", "--from", "decode", env=env)
     assert decode.returncode == 0, decode.stderr[-2000:]
-    assert "== decode" in decode.stderr and "== beam" not in decode.stderr
+    assert stages_run(decode.stderr) == ["decode", "decode", "score", "score"]
+    assert (run / "predict.jsonl").stat().st_mtime_ns == before
     assert "SCORES:" in decode.stdout
+
+
+def test_scripts_e2e_sh_is_reproduce_e2e(e2e_demo):
+    run, env, _ = e2e_demo
+    result = subprocess.run(["bash", str(REPO / "scripts" / "e2e.sh"), "--demo"], env=env, capture_output=True,
+                            text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0 and stages_run(result.stderr) == []
+    assert result.stdout == (run / "results.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# WebNLG: one beam search, three decodes and scores; a run that fails at scoring, resumed
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def webnlg_demo(tmp_path_factory, toy_env, e2e_demo, webnlg_xml_dir):
+    if not (webnlg_xml_dir / "test" / "testdata_with_lex.xml").is_file():
+        pytest.skip("shared WebNLG data missing")
+    work = tmp_path_factory.mktemp("webnlg")
+    env = toy_env(work, INIT_CHECKPOINT=pretrained(e2e_demo), SCORE_ARGS=NO_METEOR)
+    failed = run_script("webnlg", "--demo", env={**env, "SCORE_ARGS": "--no-such-flag"})
+    resumed = run_script("webnlg", "--demo", env=env)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    return work / "run", env, failed, resumed
+
+
+def test_webnlg_demo_beam_searches_once_and_scores_three_subsets(webnlg_demo):
+    run, _, failed, _ = webnlg_demo
+    # nlg score refused the flag: the run stopped there, every stage before it done
+    assert failed.returncode == 2 and "--no-such-flag" in failed.stderr
+    assert stages_run(failed.stderr) == ["data", "train", "beam", "untrained", "decode", "decode", "score"]
+    assert not (run / "pretrain").exists()  # INIT_CHECKPOINT was given
+    assert len((run / "predict.jsonl").read_text().splitlines()) == 6
+    lines = {}
+    for subset, suffix in (("all", ""), ("seen", "_seen"), ("unseen", "_unseen")):
+        references = sorted((run / f"webnlg_ref{suffix}").iterdir())
+        assert [path.name for path in references] == [f"reference{k}" for k in range(6)]
+        lines[subset] = (run / f"webnlg_pred{suffix}.txt").read_text().splitlines()
+        assert len(references[5].read_text().splitlines()) == len(lines[subset])
+        assert (run / "untrained" / f"webnlg_pred{suffix}.txt").is_file()
+    # TEST_LIMIT spreads its contexts over the test set: both category sets are there
+    assert lines["seen"] and lines["unseen"]
+    assert sorted(lines["seen"] + lines["unseen"]) == sorted(lines["all"])
+
+
+def test_webnlg_resumed_run_only_scores_and_reports_the_papers_layout(webnlg_demo):
+    run, _, _, resumed = webnlg_demo
+    assert stages_run(resumed.stderr) == ["score", "score"]
+    results = json.loads((run / "results.json").read_text())
+    assert results["subsets"] == ["unseen", "seen", "all"] and results["metrics"] == ["BLEU", "METEOR", "TER"]
+    assert results["paper"]["gpt2.md"]["unseen"] == {"BLEU": 46.7, "METEOR": 0.38, "TER": 0.46}
+    assert results["paper"]["gpt2.lg"]["all"]["BLEU"] == 57.0
+    for system in ("this_run", "untrained"):
+        for subset in results["subsets"]:
+            scores = json.loads((run / ("untrained" if system == "untrained" else "") /
+                                 f"scores{'' if subset == 'all' else '_' + subset}.json").read_text())
+            # GenerationEval's BLEU is already in percent: shown as scored; METEOR not scored here
+            assert results[system][subset] == {"BLEU": round(scores["BLEU"], 2), "METEOR": None,
+                                               "TER": round(scores["TER"], 4)}
+    table = (run / "results.md").read_text()
+    assert table.startswith("| system | BLEU U | BLEU S | BLEU A | METEOR U | METEOR S | METEOR A | TER U |")
+    assert "| paper, GPT-2 M with LoRA | 46.7 | 62.1 | 55.3 | 0.38 | 0.44 | 0.41 | 0.46 | 0.33 | 0.39 |" in table
+    # the recipe's training settings reached nlg train (the demo overrides others)
+    config = json.loads((run / "lora" / "train_config.json").read_text())
+    assert (config["weight_decay"], config["lora_dropout"], config["lr"]) == (0.01, 0.1, 2e-3)
+
+
+def test_webnlg_from_decode_reuses_the_predictions(webnlg_demo):
+    run, env, _, _ = webnlg_demo
+    before = {path: path.stat().st_mtime_ns for path in (run / "predict.jsonl", run / "untrained" / "predict.jsonl")}
+    seen = (run / "webnlg_pred_seen.txt").read_text()
+    again = run_script("webnlg", "--demo", "--from", "decode", env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert stages_run(again.stderr) == ["decode", "decode", "score", "score"]
+    assert {path: path.stat().st_mtime_ns for path in before} == before
+    assert (run / "webnlg_pred_seen.txt").read_text() == seen
+
+
+# ---------------------------------------------------------------------------------------------
+# DART: its own recipe (no weight decay, dropout or label smoothing), one subset
+# ---------------------------------------------------------------------------------------------
+
+
+def test_dart_demo_runs_with_darts_recipe(tmp_path, toy_env, e2e_demo, dart_raw_dir):
+    if not (dart_raw_dir / "dart-v1.1.1-full-test.xml").is_file():
+        pytest.skip("shared DART data missing")
+    env = toy_env(tmp_path, INIT_CHECKPOINT=pretrained(e2e_demo), SCORE_ARGS=NO_METEOR)
+    result = run_script("dart", "--demo", env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run = tmp_path / "run"
+    assert stages_run(result.stderr) == ["data", "train", "beam", "untrained", "decode", "decode", "score", "score"]
+    config = json.loads((run / "lora" / "train_config.json").read_text())
+    assert (config["weight_decay"], config["lora_dropout"], config["label_smooth"]) == (0.0, 0.0, 0.0)
+    assert config["train_data"].endswith("valid.jsonl")  # no DART train split here: the demo says so
+    assert len((run / "dart_pred.txt").read_text().splitlines()) == 6
+    assert len(list((run / "dart_ref").iterdir())) == 6
+    results = json.loads((run / "results.json").read_text())
+    assert results["subsets"] == ["all"] and results["paper"]["gpt2.md"]["all"]["BLEU"] == 47.1
+    assert (run / "results.md").read_text().startswith("| system | BLEU | METEOR | TER |")
