@@ -54,6 +54,19 @@ def trainable_base(directory: Path, config: GPTConfig, seed: int) -> Path:
     return save_pretrained(model, directory)
 
 
+def write_copy_task(path: Path, count: int, seed: int, vocab: int = 512, lengths: tuple[int, int] = (4, 11)) -> Path:
+    """`count` encoded pairs whose completion repeats the context (ids 10..vocab-1, between
+    lengths[0] and lengths[1] tokens, each half ending in id 0): learnable from scratch in a few
+    steps. Equal lengths give batches that all share one shape."""
+    gen = torch.Generator().manual_seed(seed)
+    with path.open("w") as out:
+        for _ in range(count):
+            n = int(torch.randint(lengths[0], lengths[1] + 1, (1,), generator=gen))
+            context = torch.randint(10, vocab, (n,), generator=gen).tolist()
+            out.write(json.dumps({"context": context + [0], "completion": context + [0]}) + "\n")
+    return path
+
+
 def hf_gpt2_dir(directory: Path, config: GPTConfig = TINY, seed: int = 0) -> Path:
     """A random transformers GPT-2 of `config`'s shape (transformers' own initialisation), saved
     as a Hugging Face directory. Skips the test without transformers."""

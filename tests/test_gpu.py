@@ -8,12 +8,9 @@ wrong device, and resuming with CUDA RNG state.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-from helpers import assert_same_log, metrics, trainable_base
+from helpers import assert_same_log, metrics, trainable_base, write_copy_task
 
 import nlg.train as train_module
 from nlg.adapter_files import read_adapter
@@ -87,17 +84,6 @@ def test_beam_search_on_cuda_equals_cpu_for_any_batch_size():
         expected = generate(model, contexts, config, batch_size=5)
         got = generate(model.cuda(), contexts, config, batch_size=24)
     assert got == expected
-
-
-def write_copy_task(path: Path, count: int, seed: int) -> Path:
-    """Pairs whose completion repeats the context: learnable from scratch in a few steps."""
-    gen = torch.Generator().manual_seed(seed)
-    with path.open("w") as out:
-        for _ in range(count):
-            context = torch.randint(10, VOCAB, (int(torch.randint(4, 12, (1,), generator=gen)),),
-                                    generator=gen).tolist()
-            out.write(json.dumps({"context": context + [0], "completion": context + [0]}) + "\n")
-    return path
 
 
 @pytest.fixture()

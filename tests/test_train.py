@@ -132,13 +132,14 @@ def test_grad_accumulation_matches_larger_batch(e2e, base_dir, tmp_path):
     assert_same_log(metrics(tmp_path / "acc"), metrics(tmp_path / "big"), rel=1e-6)
 
 
-def test_two_process_ddp_matches_one_process_with_double_batch(e2e, base_dir, tmp_path):
-    assert main(args(e2e, base_dir, tmp_path / "one", "--max_step", 3, "--clip", 0.5)) == 0
+@pytest.mark.parametrize("mode", ["none", "static"])  # DDP, or one all-reduce of the flat gradients
+def test_two_process_ddp_matches_one_process_with_double_batch(e2e, base_dir, tmp_path, mode):
+    assert main(args(e2e, base_dir, tmp_path / "one", "--max_step", 3, "--clip", 0.5, "--compile", mode)) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "nlg.train", *args(e2e, base_dir, tmp_path / "two", "--max_step", 3, "--clip", 0.5,
-                                  "--train_batch_size", 4)],
+                                  "--train_batch_size", 4, "--compile", mode)],
         env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout
@@ -150,12 +151,13 @@ def test_two_process_ddp_matches_one_process_with_double_batch(e2e, base_dir, tm
     assert_same_log(metrics(tmp_path / "two"), metrics(tmp_path / "one"), rel=1e-5)
 
 
-def test_killed_and_resumed_run_equals_uninterrupted(e2e, base_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", ["none", "static"])
+def test_killed_and_resumed_run_equals_uninterrupted(e2e, base_dir, tmp_path, monkeypatch, mode):
     # 36 pairs / batch 8 = 5 steps per epoch: the run crosses an epoch boundary after resuming.
     # Dropout on, so restoring the RNG state matters; log every 2 steps, saved every 3, so the
     # checkpoint also has to carry a half-filled loss window.
     settings = ["--max_step", 9, "--lora_dropout", 0.1, "--log_interval", 2, "--save_interval", 3,
-                "--eval_interval", 4, "--warmup_step", 2]
+                "--eval_interval", 4, "--warmup_step", 2, "--compile", mode]
     full = tmp_path / "full"
     assert main(args(e2e, base_dir, full, *settings, train="small")) == 0
 

@@ -1,0 +1,223 @@
+"""nlg.train_step: the modes' steps against each other, no host read inside a step, non-finite
+steps skipped on the device for good, and `nlg train --compile` runs (inductor: compiled like
+eager, resumed exactly; faults found at the next read, before any checkpoint).
+
+The CUDA graphs themselves need a GPU (tests/test_gpu.py); here `static` runs the very function
+they capture.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from helpers import assert_same_log, metrics, tiny_config, trainable_base, write_copy_task
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import nlg.train as train_module
+from nlg.adapter_files import read_adapter
+from nlg.batching import Example
+from nlg.cli import run_main
+from nlg.distributed import Runtime
+from nlg.lora import add_lora, lora_parameters
+from nlg.loss import CompletionLM
+from nlg.model import GPT
+from nlg.train import main
+from nlg.train_args import TrainConfig
+from nlg.train_step import Stepper, train_step
+
+CONFIG = tiny_config(n_layer=1, vocab_size=64)  # one layer: inductor compiles it in seconds
+
+
+def examples(count: int, seed: int, completion: int = 14) -> list[Example]:
+    """Pairs of 55-62 tokens with `completion`-token completions: batches of 4 share one static
+    shape (width 64, 64 loss slots), so inductor compiles once."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for n in torch.randint(55, 63, (count,), generator=gen).tolist():
+        out.append(Example(tuple(torch.randint(1, CONFIG.vocab_size, (n,), generator=gen).tolist()), n - completion))
+    return out
+
+
+def stepper(mode: str, *, dropout: float = 0.0, clip: float = 0.0, grad_acc: int = 1) -> Stepper:
+    torch.manual_seed(0)
+    gpt = GPT(CONFIG)
+    add_lora(gpt, rank=4, alpha=32, dropout=dropout, targets=("q", "v"))
+    params = list(lora_parameters(gpt).values())
+    config = TrainConfig(train_data="", train_batch_size=4, grad_acc=grad_acc, seq_len=64, lr=1e-2,
+                         clip=clip, label_smooth=0.1, lora_dropout=dropout)
+    return Stepper(CompletionLM(gpt), params, config, Runtime(), lambda s: 1.0, mode=mode)
+
+
+def run_steps(s: Stepper, data: list[Example], steps: int, grad_acc: int = 1) -> None:
+    for k in range(steps):
+        group = data[4 * grad_acc * k:4 * grad_acc * (k + 1)]
+        train_step(s, [s.batch(group[i:i + 4]) for i in range(0, len(group), 4)])
+
+
+def adapter_of(s: Stepper) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in lora_parameters(s.lm.gpt).items()}
+
+
+@pytest.fixture()
+def fresh_dynamo():
+    """Compiled code of other tests (other shapes) would make dynamo compile dynamic shapes."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------------
+
+
+def test_static_and_compiled_steps_match_eager_steps(fresh_dynamo):
+    """Same pairs, same updates: static shapes only pad and Inductor only fuses (float rounding)."""
+    data = examples(48, seed=1)
+    steppers = {mode: stepper(mode, clip=0.5, grad_acc=2) for mode in ("none", "static", "inductor")}
+    for s in steppers.values():
+        run_steps(s, data, steps=6, grad_acc=2)
+    eager = steppers["none"]
+    assert not eager.fused  # eager CPU steps keep the single-tensor AdamW, the others fuse it
+    expected, reading = adapter_of(eager), eager.ledger.read()
+    assert reading.window[1:] == (6 * 8 * 14, sum(len(e.tokens) - 1 for e in data)) and reading.bad_step is None
+    for mode in ("static", "inductor"):
+        s = steppers[mode]
+        assert s.fused and s.optimizer.state[s.params[0]]["step"].item() == 6
+        got = adapter_of(s)
+        for name in expected:
+            assert (got[name] - expected[name]).norm() <= 1e-5 * expected[name].norm(), (mode, name)
+        assert s.ledger.read().window == pytest.approx(reading.window, rel=1e-6)
+
+
+class HostReadDetector(TorchDispatchMode):
+    """Fails on any operator that makes the host wait for a tensor's value (.item(), bool(),
+    nonzero, boolean-mask indexing, ...): on a GPU each one stalls the queue."""
+
+    READS = {"_local_scalar_dense", "nonzero", "is_nonzero", "equal", "masked_select", "allclose"}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ in self.READS:
+            raise AssertionError(f"host read inside a step: {func}")
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_static_step_never_reads_a_value_on_the_host():
+    data = examples(16, seed=2)
+    s = stepper("static", clip=0.5, grad_acc=2)
+    batches = [s.batch(data[i:i + 4]) for i in range(0, 16, 4)]
+    with HostReadDetector():
+        train_step(s, batches[:2])
+        train_step(s, batches[2:])
+    assert s.ledger.read().window[1] == 4 * 4 * 14
+    # The detector works: eager CPU steps check the flag on the host (free there, never on a GPU).
+    eager = stepper("none")
+    with pytest.raises(AssertionError, match="host read"), HostReadDetector():
+        train_step(eager, [eager.batch(data[:4])])
+
+
+@pytest.mark.parametrize("mode", ["none", "static"])
+@pytest.mark.parametrize("bad", ["loss", "gradient"])
+def test_a_non_finite_step_and_every_later_one_leave_the_weights_alone(mode: str, bad: str):
+    data = examples(20, seed=3)
+    s = stepper(mode, dropout=0.1)
+    run_steps(s, data[:8], steps=2)
+    good, moments = adapter_of(s), s.optimizer.state[s.params[0]]["exp_avg"].clone()
+    ln_f = s.lm.gpt.transformer.ln_f.weight
+    if bad == "loss":  # a frozen weight gone bad: the loss is NaN
+        with torch.no_grad():
+            ln_f[0] = float("nan")
+    else:  # a finite loss whose gradient overflows
+        hook = s.params[0].register_hook(lambda grad: grad * float("inf"))
+    run_steps(s, data[8:12], steps=1)
+    with torch.no_grad():
+        ln_f[0] = 1.0
+    if bad == "gradient":
+        hook.remove()
+    run_steps(s, data[12:20], steps=2)  # healthy steps: skipped too, the flag stays set
+    reading = s.ledger.read()
+    assert reading.bad_step == 3
+    assert (reading.bad_loss != reading.bad_loss) == (bad == "loss")  # NaN for a bad loss, else finite
+    for name, value in adapter_of(s).items():
+        assert torch.equal(value, good[name]), name
+    assert torch.equal(s.optimizer.state[s.params[0]]["exp_avg"], moments)
+    if s.fused:  # the fused AdamW counts only the updates it made
+        assert s.optimizer.state[s.params[0]]["step"].item() == 2
+
+
+def test_graphs_needs_cuda():
+    with pytest.raises(Exception, match="needs a CUDA device"):
+        stepper("graphs")
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def copy_run(tmp_path_factory) -> list[str]:
+    """Flags of a small run on a copy task whose batches all share one static shape."""
+    root = tmp_path_factory.mktemp("copy")
+    config = tiny_config(n_layer=1, vocab_size=96)
+    base = trainable_base(root / "base", config, seed=5)
+    data = write_copy_task(root / "train.jsonl", 64, seed=6, vocab=96, lengths=(20, 20))
+    return ["--train_data", str(data), "--init_checkpoint", str(base), "--device", "cpu",
+            "--train_batch_size", "8", "--seq_len", "64", "--lr", "5e-3", "--warmup_step", "2",
+            "--lora_dim", "4", "--log_interval", "2", "--eval_interval", "1000", "--save_interval", "4",
+            "--max_step", "10"]
+
+
+def test_an_inductor_run_resumes_exactly(copy_run, tmp_path, monkeypatch, fresh_dynamo):
+    # With dropout, whose masks inductor draws its own way from the seeded generator: killed
+    # after checkpoint-4, resumed, the same adapter and log as an uninterrupted run.
+    dropout = [*copy_run, "--lora_dropout", "0.1", "--compile", "inductor"]
+    full, broken = tmp_path / "full", tmp_path / "broken"
+    assert main([*dropout, "--work_dir", str(full)]) == 0
+    real_step, calls = train_module.train_step, []
+
+    def dies_at_step_6(*a, **k):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt("simulated kill")
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(train_module, "train_step", dies_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        main([*dropout, "--work_dir", str(broken)])
+    monkeypatch.setattr(train_module, "train_step", real_step)
+    assert main([*dropout, "--work_dir", str(broken), "--resume", "latest"]) == 0
+    expected, got = read_adapter(full / "checkpoint-10")[1], read_adapter(broken / "checkpoint-10")[1]
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
+    assert_same_log(metrics(broken), metrics(full), rel=0)
+
+
+@pytest.mark.parametrize("mode", ["none", "static"])
+def test_a_non_finite_step_stops_the_run_at_the_next_read_before_any_checkpoint(copy_run, tmp_path, capsys,
+                                                                                 mode: str):
+    # An absurd learning rate: step 1's update overflows the weights, step 2's loss is not finite.
+    # Nothing reads the ledger before the checkpoint due at step 4, which must not be written.
+    work = tmp_path / "run"
+    assert run_main(main, [*copy_run, "--compile", mode, "--lr", "1e30", "--weight_decay", "0", "--warmup_step", "0",
+                           "--log_interval", "100", "--work_dir", str(work)]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite" in err and "at step 2 (epoch 1)" in err and "none written yet" in err
+    assert not list(work.glob("checkpoint-*"))
+
+
+def test_a_run_may_resume_in_another_mode(copy_run, tmp_path):
+    # A checkpoint of an eager CPU run (single-tensor AdamW) continues under fused AdamW and
+    # static shapes: the same training up to float rounding (dropout off).
+    plain = [*copy_run, "--lora_dropout", "0"]
+    assert main([*plain, "--work_dir", str(tmp_path / "eager")]) == 0
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copytree(tmp_path / "eager" / "checkpoint-4", mixed / "checkpoint-4")
+    assert main([*plain, "--compile", "static", "--resume", "latest", "--work_dir", str(mixed)]) == 0
+    expected, got = read_adapter(tmp_path / "eager" / "checkpoint-10")[1], read_adapter(mixed / "checkpoint-10")[1]
+    for name in expected:
+        assert (got[name] - expected[name]).norm() <= 1e-5 * expected[name].norm(), name
+    assert run_main(main, [*plain, "--compile", "graphs", "--work_dir", str(tmp_path / "x")]) == 2
