@@ -1,7 +1,8 @@
 """Helpers shared by the test files (`from helpers import ...`: pytest puts tests/ on sys.path).
 
 Test files import from here, never from each other: tiny model shapes and checkpoints, an
-adapter that looks trained, ranks started by hand, and the training log's records. (Our model
+adapter that looks trained, copy-task data, a counter of host reads, ranks started by hand, and
+the training log's records. (Our model
 as a transformers one is `nlg.model.to_transformers`, in the library: the benchmarks use it too.)
 """
 
@@ -12,11 +13,13 @@ import os
 import socket
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from nlg.lora import lora_parameters
 from nlg.model import GPT, GPTConfig, save_pretrained
@@ -77,6 +80,32 @@ def hf_gpt2_dir(directory: Path, config: GPTConfig = TINY, seed: int = 0) -> Pat
                                         bos_token_id=0, eos_token_id=0)
     transformers.GPT2LMHeadModel(hf_config).save_pretrained(directory)
     return directory
+
+
+# ---------------------------------------------------------------------------------------------
+# Host reads
+# ---------------------------------------------------------------------------------------------
+
+
+class HostReads(TorchDispatchMode):
+    """Counts the operators, run inside it, that make the host wait for a tensor's value
+    (.item(), int(), bool(), nonzero, boolean-mask indexing, ...): on a GPU each one stalls the
+    queue of work. `counts` holds them by name."""
+
+    READS = {"item", "_local_scalar_dense", "nonzero", "is_nonzero", "equal", "masked_select", "allclose"}
+
+    def __init__(self):
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ in self.READS:
+            self.counts[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,8 +12,14 @@ import shutil
 
 import pytest
 import torch
-from helpers import assert_same_log, metrics, tiny_config, trainable_base, write_copy_task
-from torch.utils._python_dispatch import TorchDispatchMode
+from helpers import (
+    HostReads,
+    assert_same_log,
+    metrics,
+    tiny_config,
+    trainable_base,
+    write_copy_task,
+)
 
 import nlg.train as train_module
 from nlg.adapter_files import read_adapter
@@ -27,7 +33,7 @@ from nlg.train import main
 from nlg.train_args import TrainConfig
 from nlg.train_step import Stepper, train_step
 
-CONFIG = tiny_config(n_layer=1, vocab_size=64)  # one layer: inductor compiles it in seconds
+CONFIG = tiny_config(n_layer=1, vocab_size=64)  # one layer: Inductor compiles it faster
 
 
 def examples(count: int, seed: int, completion: int = 14) -> list[Example]:
@@ -92,30 +98,21 @@ def test_static_and_compiled_steps_match_eager_steps(fresh_dynamo):
         assert s.ledger.read().window == pytest.approx(reading.window, rel=1e-6)
 
 
-class HostReadDetector(TorchDispatchMode):
-    """Fails on any operator that makes the host wait for a tensor's value (.item(), bool(),
-    nonzero, boolean-mask indexing, ...): on a GPU each one stalls the queue."""
-
-    READS = {"_local_scalar_dense", "nonzero", "is_nonzero", "equal", "masked_select", "allclose"}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket.__name__ in self.READS:
-            raise AssertionError(f"host read inside a step: {func}")
-        return func(*args, **(kwargs or {}))
-
-
 def test_a_static_step_never_reads_a_value_on_the_host():
     data = examples(16, seed=2)
     s = stepper("static", clip=0.5, grad_acc=2)
     batches = [s.batch(data[i:i + 4]) for i in range(0, 16, 4)]
-    with HostReadDetector():
+    with HostReads() as reads:
         train_step(s, batches[:2])
         train_step(s, batches[2:])
+    assert reads.total == 0
     assert s.ledger.read().window[1] == 4 * 4 * 14
-    # The detector works: eager CPU steps check the flag on the host (free there, never on a GPU).
+    # The counter sees reads: eager CPU steps read the flag and the single-tensor AdamW reads its
+    # step counts on the host (free on a CPU; on a GPU eager steps use the fused AdamW).
     eager = stepper("none")
-    with pytest.raises(AssertionError, match="host read"), HostReadDetector():
+    with HostReads() as reads:
         train_step(eager, [eager.batch(data[:4])])
+    assert reads.total > 0
 
 
 @pytest.mark.parametrize("mode", ["none", "static"])
