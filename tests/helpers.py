@@ -1,8 +1,8 @@
 """Helpers shared by the test files (`from helpers import ...`: pytest puts tests/ on sys.path).
 
 Test files import from here, never from each other: tiny model shapes and checkpoints, an
-adapter that looks trained, copy-task data, a counter of host reads, ranks started by hand, and
-the training log's records. (Our model
+adapter that looks trained, copy-task data, small training steps in every --compile mode, a
+counter of host reads, ranks started by hand, and the training log's records. (Our model
 as a transformers one is `nlg.model.to_transformers`, in the library: the benchmarks use it too.)
 """
 
@@ -21,9 +21,14 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from nlg.lora import lora_parameters
+from nlg.batching import Example
+from nlg.distributed import Runtime
+from nlg.lora import add_lora, lora_parameters
+from nlg.loss import CompletionLM
 from nlg.model import GPT, GPTConfig, save_pretrained
+from nlg.train_args import TrainConfig
 from nlg.train_log import METRICS_FILE
+from nlg.train_step import Stepper, train_step
 
 # ---------------------------------------------------------------------------------------------
 # Models
@@ -80,6 +85,46 @@ def hf_gpt2_dir(directory: Path, config: GPTConfig = TINY, seed: int = 0) -> Pat
                                         bos_token_id=0, eos_token_id=0)
     transformers.GPT2LMHeadModel(hf_config).save_pretrained(directory)
     return directory
+
+
+# ---------------------------------------------------------------------------------------------
+# Training steps
+# ---------------------------------------------------------------------------------------------
+
+STEP_CONFIG = tiny_config(n_layer=1, vocab_size=64)  # one layer: Inductor compiles it fastest
+
+
+def random_examples(count: int, seed: int, vocab: int = STEP_CONFIG.vocab_size, completion: int = 14) -> list[Example]:
+    """Random pairs of 55-62 tokens with `completion`-token completions: batches of 4 share one
+    static shape (width 64, 64 loss slots), so a compiled step compiles once."""
+    gen = torch.Generator().manual_seed(seed)
+    return [Example(tuple(torch.randint(1, vocab, (n,), generator=gen).tolist()), n - completion)
+            for n in torch.randint(55, 63, (count,), generator=gen).tolist()]
+
+
+def tiny_stepper(mode: str, *, device: str = "cpu", config: GPTConfig = STEP_CONFIG, dropout: float = 0.0,
+                 clip: float = 0.0, grad_acc: int = 1) -> Stepper:
+    """A Stepper of --compile `mode` over a seeded random GPT of `config` with LoRA (r 4, q and
+    v), batches of 4, lr 1e-2 (no schedule), label smoothing 0.1."""
+    torch.manual_seed(0)
+    gpt = GPT(config).to(device)
+    add_lora(gpt, rank=4, alpha=32, dropout=dropout, targets=("q", "v"))
+    train = TrainConfig(train_data="", train_batch_size=4, grad_acc=grad_acc, seq_len=64, lr=1e-2,
+                        clip=clip, label_smooth=0.1, lora_dropout=dropout)
+    return Stepper(CompletionLM(gpt), list(lora_parameters(gpt).values()), train,
+                   Runtime(device=torch.device(device)), lambda step: 1.0, mode=mode)
+
+
+def run_steps(stepper: Stepper, data: list[Example], steps: int, grad_acc: int = 1) -> None:
+    """`steps` optimiser steps on consecutive groups of `grad_acc` batches of 4 of `data`."""
+    for k in range(steps):
+        group = data[4 * grad_acc * k:4 * grad_acc * (k + 1)]
+        train_step(stepper, [stepper.batch(group[i:i + 4]) for i in range(0, len(group), 4)])
+
+
+def adapter_of(stepper: Stepper) -> dict[str, torch.Tensor]:
+    """The LoRA weights of a stepper's model, on the CPU."""
+    return {n: p.detach().cpu().clone() for n, p in lora_parameters(stepper.lm.gpt).items()}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,65 +14,22 @@ import pytest
 import torch
 from helpers import (
     HostReads,
+    adapter_of,
     assert_same_log,
     metrics,
+    random_examples,
+    run_steps,
     tiny_config,
+    tiny_stepper,
     trainable_base,
     write_copy_task,
 )
 
 import nlg.train as train_module
 from nlg.adapter_files import read_adapter
-from nlg.batching import Example
 from nlg.cli import run_main
-from nlg.distributed import Runtime
-from nlg.lora import add_lora, lora_parameters
-from nlg.loss import CompletionLM
-from nlg.model import GPT
 from nlg.train import main
-from nlg.train_args import TrainConfig
-from nlg.train_step import Stepper, train_step
-
-CONFIG = tiny_config(n_layer=1, vocab_size=64)  # one layer: Inductor compiles it faster
-
-
-def examples(count: int, seed: int, completion: int = 14) -> list[Example]:
-    """Pairs of 55-62 tokens with `completion`-token completions: batches of 4 share one static
-    shape (width 64, 64 loss slots), so inductor compiles once."""
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for n in torch.randint(55, 63, (count,), generator=gen).tolist():
-        out.append(Example(tuple(torch.randint(1, CONFIG.vocab_size, (n,), generator=gen).tolist()), n - completion))
-    return out
-
-
-def stepper(mode: str, *, dropout: float = 0.0, clip: float = 0.0, grad_acc: int = 1) -> Stepper:
-    torch.manual_seed(0)
-    gpt = GPT(CONFIG)
-    add_lora(gpt, rank=4, alpha=32, dropout=dropout, targets=("q", "v"))
-    params = list(lora_parameters(gpt).values())
-    config = TrainConfig(train_data="", train_batch_size=4, grad_acc=grad_acc, seq_len=64, lr=1e-2,
-                         clip=clip, label_smooth=0.1, lora_dropout=dropout)
-    return Stepper(CompletionLM(gpt), params, config, Runtime(), lambda s: 1.0, mode=mode)
-
-
-def run_steps(s: Stepper, data: list[Example], steps: int, grad_acc: int = 1) -> None:
-    for k in range(steps):
-        group = data[4 * grad_acc * k:4 * grad_acc * (k + 1)]
-        train_step(s, [s.batch(group[i:i + 4]) for i in range(0, len(group), 4)])
-
-
-def adapter_of(s: Stepper) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in lora_parameters(s.lm.gpt).items()}
-
-
-@pytest.fixture()
-def fresh_dynamo():
-    """Compiled code of other tests (other shapes) would make dynamo compile dynamic shapes."""
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
+from nlg.train_step import train_step
 
 # ---------------------------------------------------------------------------------------------
 # Steps
@@ -81,8 +38,8 @@ def fresh_dynamo():
 
 def test_static_and_compiled_steps_match_eager_steps(fresh_dynamo):
     """Same pairs, same updates: static shapes only pad and Inductor only fuses (float rounding)."""
-    data = examples(48, seed=1)
-    steppers = {mode: stepper(mode, clip=0.5, grad_acc=2) for mode in ("none", "static", "inductor")}
+    data = random_examples(48, seed=1)
+    steppers = {mode: tiny_stepper(mode, clip=0.5, grad_acc=2) for mode in ("none", "static", "inductor")}
     for s in steppers.values():
         run_steps(s, data, steps=6, grad_acc=2)
     eager = steppers["none"]
@@ -99,8 +56,8 @@ def test_static_and_compiled_steps_match_eager_steps(fresh_dynamo):
 
 
 def test_a_static_step_never_reads_a_value_on_the_host():
-    data = examples(16, seed=2)
-    s = stepper("static", clip=0.5, grad_acc=2)
+    data = random_examples(16, seed=2)
+    s = tiny_stepper("static", clip=0.5, grad_acc=2)
     batches = [s.batch(data[i:i + 4]) for i in range(0, 16, 4)]
     with HostReads() as reads:
         train_step(s, batches[:2])
@@ -109,7 +66,7 @@ def test_a_static_step_never_reads_a_value_on_the_host():
     assert s.ledger.read().window[1] == 4 * 4 * 14
     # The counter sees reads: eager CPU steps read the flag and the single-tensor AdamW reads its
     # step counts on the host (free on a CPU; on a GPU eager steps use the fused AdamW).
-    eager = stepper("none")
+    eager = tiny_stepper("none")
     with HostReads() as reads:
         train_step(eager, [eager.batch(data[:4])])
     assert reads.total > 0
@@ -118,8 +75,8 @@ def test_a_static_step_never_reads_a_value_on_the_host():
 @pytest.mark.parametrize("mode", ["none", "static"])
 @pytest.mark.parametrize("bad", ["loss", "gradient"])
 def test_a_non_finite_step_and_every_later_one_leave_the_weights_alone(mode: str, bad: str):
-    data = examples(20, seed=3)
-    s = stepper(mode, dropout=0.1)
+    data = random_examples(20, seed=3)
+    s = tiny_stepper(mode, dropout=0.1)
     run_steps(s, data[:8], steps=2)
     good, moments = adapter_of(s), s.optimizer.state[s.params[0]]["exp_avg"].clone()
     ln_f = s.lm.gpt.transformer.ln_f.weight
@@ -146,7 +103,7 @@ def test_a_non_finite_step_and_every_later_one_leave_the_weights_alone(mode: str
 
 def test_graphs_needs_cuda():
     with pytest.raises(Exception, match="needs a CUDA device"):
-        stepper("graphs")
+        tiny_stepper("graphs")
 
 
 # ---------------------------------------------------------------------------------------------
