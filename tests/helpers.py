@@ -188,6 +188,25 @@ def reap(procs: list[subprocess.Popen]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def killed_run(argv: list[str], kill_at: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nlg train argv` killed as its `kill_at`-th step starts (a KeyboardInterrupt, as Ctrl-C
+    raises); the caller then resumes it, or looks at what it left."""
+    import nlg.train as train_module
+
+    real_step, calls = train_module.train_step, []
+
+    def dies(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == kill_at:
+            raise KeyboardInterrupt("simulated kill")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", dies)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.main(argv)
+    monkeypatch.setattr(train_module, "train_step", real_step)
+
+
 def metrics(work_dir: Path) -> list[dict]:
     """The records of a run's metrics.jsonl."""
     return [json.loads(line) for line in (work_dir / METRICS_FILE).read_text().splitlines()]

@@ -17,6 +17,7 @@ import torch
 from helpers import (
     adapter_of,
     assert_same_log,
+    killed_run,
     metrics,
     random_examples,
     run_steps,
@@ -122,18 +123,8 @@ def test_cuda_training_learns_in_bf16_and_resumes_exactly(training_args, tmp_pat
     losses = [r["loss"] for r in metrics(full) if "loss" in r]
     assert losses[-1] < 0.7 * losses[0], losses
 
-    broken, real_step, calls = tmp_path / "broken", train_module.train_step, []
-
-    def dies_at_step_10(*a, **k):
-        calls.append(1)
-        if len(calls) == 10:
-            raise KeyboardInterrupt("simulated kill")
-        return real_step(*a, **k)
-
-    monkeypatch.setattr(train_module, "train_step", dies_at_step_10)
-    with pytest.raises(KeyboardInterrupt):
-        train_module.main([*training_args, "--work_dir", str(broken)])
-    monkeypatch.setattr(train_module, "train_step", real_step)
+    broken = tmp_path / "broken"
+    killed_run([*training_args, "--work_dir", str(broken)], 10, monkeypatch)
     assert train_module.main([*training_args, "--work_dir", str(broken), "--resume", "latest"]) == 0
 
     expected, got = read_adapter(full / "checkpoint-24")[1], read_adapter(broken / "checkpoint-24")[1]

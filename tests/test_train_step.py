@@ -16,6 +16,7 @@ from helpers import (
     HostReads,
     adapter_of,
     assert_same_log,
+    killed_run,
     metrics,
     random_examples,
     run_steps,
@@ -25,7 +26,6 @@ from helpers import (
     write_copy_task,
 )
 
-import nlg.train as train_module
 from nlg.adapter_files import read_adapter
 from nlg.cli import run_main
 from nlg.train import main
@@ -130,18 +130,7 @@ def test_an_inductor_run_resumes_exactly(copy_run, tmp_path, monkeypatch, fresh_
     dropout = [*copy_run, "--lora_dropout", "0.1", "--compile", "inductor"]
     full, broken = tmp_path / "full", tmp_path / "broken"
     assert main([*dropout, "--work_dir", str(full)]) == 0
-    real_step, calls = train_module.train_step, []
-
-    def dies_at_step_6(*a, **k):
-        calls.append(1)
-        if len(calls) == 6:
-            raise KeyboardInterrupt("simulated kill")
-        return real_step(*a, **k)
-
-    monkeypatch.setattr(train_module, "train_step", dies_at_step_6)
-    with pytest.raises(KeyboardInterrupt):
-        main([*dropout, "--work_dir", str(broken)])
-    monkeypatch.setattr(train_module, "train_step", real_step)
+    killed_run([*dropout, "--work_dir", str(broken)], 6, monkeypatch)
     assert main([*dropout, "--work_dir", str(broken), "--resume", "latest"]) == 0
     expected, got = read_adapter(full / "checkpoint-10")[1], read_adapter(broken / "checkpoint-10")[1]
     for name in expected:
