@@ -102,6 +102,14 @@ def random_examples(count: int, seed: int, vocab: int = STEP_CONFIG.vocab_size, 
             for n in torch.randint(55, 63, (count,), generator=gen).tolist()]
 
 
+def write_examples(path: Path, examples: list[Example]) -> Path:
+    """`examples` as an encoded jsonl file (`nlg data`'s {split}.jsonl), for `nlg train`."""
+    with path.open("w") as out:
+        for e in examples:
+            out.write(json.dumps({"context": list(e.tokens[:e.n_context]), "completion": list(e.tokens[e.n_context:])}) + "\n")
+    return path
+
+
 def tiny_stepper(mode: str, *, device: str = "cpu", config: GPTConfig = STEP_CONFIG, dropout: float = 0.0,
                  clip: float = 0.0, grad_acc: int = 1) -> Stepper:
     """A Stepper of --compile `mode` over a seeded random GPT of `config` with LoRA (r 4, q and
