@@ -145,7 +145,10 @@ class CausalSelfAttention(nn.Module):
             # Without a cache, T == S and plain causal attention is right; with a cache and
             # T == 1 the new token sees every cached one.
             causal = cache is None or cache.length == 0
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal and T > 1)
+            # A conditional, not `causal and T > 1`: under torch.compile with dynamic shapes that
+            # expression is a symbolic bool, which SDPA refuses; a condition is a Python bool.
+            is_causal = True if causal and T > 1 else False  # noqa: SIM210
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=is_causal)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         y = y.transpose(1, 2).contiguous().view(B, T, C)

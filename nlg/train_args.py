@@ -17,6 +17,8 @@ from nlg.cli import spellings
 from nlg.distributed import TIMEOUT_ENV, default_timeout
 from nlg.lora import TARGETS
 
+COMPILE_MODES = ("auto", "none", "static", "graphs", "inductor")
+
 DESCRIPTION = "LoRA fine-tuning of GPT-2 on encoded (context, completion) pairs: one CPU, one GPU or many."
 
 
@@ -58,6 +60,7 @@ class TrainConfig:
     random_seed: int = 110
     resume: str | None = None  # "latest" or a checkpoint directory
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    compile: str = "auto"  # how steps run: auto | none | static | graphs | inductor (nlg.train_step)
     dist_timeout: float = field(default_factory=default_timeout)
 
     def to_json(self) -> dict:
@@ -140,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("random_seed", type=int, default=d.random_seed)
     add("resume", default=None, help="'latest' (the newest checkpoint in --work_dir, if any) or a checkpoint directory")
     add("device", default=d.device, help="auto (cuda if available), cpu, cuda or cuda:N")
+    add("compile", default=d.compile, choices=COMPILE_MODES,
+        help="how each step runs: none (eager, each batch padded to its longest pair); static "
+             "(eager on bucketed static shapes, what graphs captures); graphs (static, each "
+             "micro-batch shape captured once as a CUDA graph and replayed; GPU only); inductor "
+             "(static, forward and backward compiled by torch.compile). auto: none on CPU, and "
+             "on GPU none until bench/gpu_check.sh has verified graphs there (README, On a GPU)")
     add("dist_timeout", type=float, default=d.dist_timeout,
         help=f"seconds a collective may wait for a dead or stuck rank (env {TIMEOUT_ENV})")
     _add_ignored_flags(p)
