@@ -78,6 +78,7 @@ for tests and demos only.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from nlg.adapter_files import adapter_paths, load_adapter
 from nlg.cli import run_main, spellings
 from nlg.distributed import (
     TIMEOUT_ENV,
@@ -95,8 +97,8 @@ from nlg.distributed import (
     default_timeout,
     init_runtime,
 )
-from nlg.files import InputError, write_jsonl
-from nlg.model import CARDS, GPT, KVCache, card_config, from_pretrained
+from nlg.files import InputError, check_outputs, write_jsonl
+from nlg.model import CARDS, GPT, KVCache, card_config, checkpoint_files, from_pretrained
 from nlg.tokenizer import BLANK_LINE_ID, EOS_ID
 
 NEG_INF = float("-inf")
@@ -117,6 +119,9 @@ class BeamConfig:
     early_stop: bool = True  # stop a context once its result is final (see module docstring)
 
     def __post_init__(self) -> None:
+        for name in ("length_penalty", "repetition_penalty"):
+            if not math.isfinite(getattr(self, name)):  # NaN passes every comparison: scores would be NaN
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.beam < 1:
             raise ValueError(f"beam must be >= 1, got {self.beam}")
         if self.eval_len < 1:
@@ -396,7 +401,6 @@ def load_model(init_checkpoint: str | None, model_card: str | None, lora_checkpo
         except (FileNotFoundError, ValueError) as error:  # not only CheckpointError: a missing file, a bad card
             raise InputError(str(error)) from None
     if lora_checkpoint is not None:
-        from nlg.adapter_files import load_adapter
         from nlg.lora import merge
 
         try:
@@ -484,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         raise InputError(f"--batch_size must be >= 1, got {args.batch_size}")
     output = Path(args.work_dir) / args.output_file if args.work_dir else Path(args.output_file)
+    check_outputs(inputs={"--data": args.data, "--init_checkpoint": checkpoint_files(args.init_checkpoint),
+                          "--lora_checkpoint": adapter_paths(args.lora_checkpoint)},
+                  outputs={"--output_file": output})
 
     from nlg.pairs import load_encoded
 

@@ -31,7 +31,9 @@ Files in --work_dir:
     checkpoint-STEP/      the adapter in PEFT's layout (for `nlg beam --lora_checkpoint`; with
                           --full_finetune the whole model instead) and training_state.pt
                           (optimiser, scheduler, step, data position, RNG states of every rank,
-                          config), written atomically (nlg.checkpointing)
+                          config), written atomically with a manifest.json of sizes and SHA-256
+                          that --resume checks (nlg.checkpointing)
+    train.lock            held by rank 0 while the run lives: a second run here stops at once
 
 --resume latest (or a checkpoint path) continues exactly where the checkpoint was taken: same
 data order, same dropout masks, and metrics.jsonl is cut back to the checkpoint's step. It
@@ -39,8 +41,9 @@ needs the same data, batch size, grad_acc, seq_len, seed, LoRA shape and process
 says which differ; `latest` with no checkpoint yet starts afresh. A run without --resume
 refuses a work_dir that already holds checkpoints.
 
-Faults: bad input files stop with FILE:LINE before training (exit 2); a non-finite loss stops
-before the bad update with an error (exit 1), checkpoints already written stay valid; when a
+Faults: bad input files stop with FILE:LINE before training (exit 2), and so does an output in
+--work_dir that is an input; a non-finite loss, or a failed write (a full disk), stops with a
+one-line error (exit 1), checkpoints already written stay valid; when a
 rank dies, torchrun stops the others, and any collective that waits longer than --dist_timeout
 seconds (default $NLG_DIST_TIMEOUT or 600) raises instead of hanging (nlg.distributed).
 
@@ -61,6 +64,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -74,6 +78,7 @@ from tqdm import tqdm
 
 from nlg.batching import Example, batches_per_epoch, collate, epoch_batches, make_examples
 from nlg.checkpointing import (
+    LOCK_FILE,
     TrainingState,
     check_resumable,
     checkpoint_dir,
@@ -82,15 +87,17 @@ from nlg.checkpointing import (
     latest_checkpoint,
     load_checkpoint_weights,
     load_training_state,
+    lock_work_dir,
     save_checkpoint,
     set_rng_state,
+    warn,
 )
 from nlg.cli import run_main
 from nlg.distributed import Runtime, all_reduce_sum, barrier, close_runtime, init_runtime
-from nlg.files import InputError, atomic_write
+from nlg.files import Failure, InputError, atomic_write, check_outputs
 from nlg.lora import add_lora, count_trainable, lora_parameters
 from nlg.loss import CompletionLM
-from nlg.model import GPT, card_config, from_pretrained
+from nlg.model import GPT, card_config, checkpoint_files, from_pretrained
 from nlg.pairs import load_encoded
 from nlg.tokenizer import VOCAB_SIZE
 from nlg.train_args import TrainConfig, parse_args
@@ -102,17 +109,29 @@ CONFIG_FILE = "train_config.json"
 
 def train(config: TrainConfig) -> Path:
     """Fine-tune; returns the final checkpoint directory."""
+    check_paths(config)
     data = load_data(config)  # bad input stops here, before any process group or model exists
-    rt = init_runtime(config.device, config.dist_timeout)
-    enable_tf32(rt)
-    try:
-        resume_from = checkpoint_to_resume(Path(config.work_dir), config.resume)
-        trainer = Trainer(config, rt, data)
-        if resume_from is not None:
-            trainer.restore(resume_from)
-        return trainer.run()
-    finally:
-        close_runtime(rt)
+    with lock_work_dir(Path(config.work_dir), is_main=int(os.environ.get("RANK", 0)) == 0):
+        rt = init_runtime(config.device, config.dist_timeout)
+        enable_tf32(rt)
+        try:
+            resume_from = checkpoint_to_resume(Path(config.work_dir), config.resume,
+                                               on_skip=warn if rt.is_main else None)
+            trainer = Trainer(config, rt, data)
+            if resume_from is not None:
+                trainer.restore(resume_from)
+            return trainer.run()
+        finally:
+            close_runtime(rt)
+
+
+def check_paths(config: TrainConfig) -> None:
+    """Before anything else: no file the run writes in --work_dir may be one it reads."""
+    work_dir = Path(config.work_dir)
+    check_outputs(inputs={"--train_data": config.train_data, "--valid_data": config.valid_data,
+                          "--init_checkpoint": checkpoint_files(config.init_checkpoint)},
+                  outputs={"--work_dir": [work_dir / name for name in (METRICS_FILE, CONFIG_FILE, LOCK_FILE)]},
+                  folders={"--work_dir": work_dir})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,8 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train(config)
     except NonFiniteLoss as error:
-        print(f"error: non-finite training loss or gradient: {error}", file=sys.stderr)
-        return 1
+        raise Failure(f"non-finite training loss or gradient: {error}") from None
     return 0
 
 

@@ -9,9 +9,10 @@ warning, so its published command runs unchanged.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from nlg.cli import spellings
 from nlg.distributed import TIMEOUT_ENV, default_timeout
@@ -177,14 +178,17 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     args["lora_targets"] = tuple(t.strip() for t in args["lora_targets"].split(",") if t.strip())
     config = TrainConfig(**args)
     problems = check_config(config)
-    if problems:
-        parser.error("; ".join(problems))
+    if problems:  # one line, as every other failure (argparse's error() would add the long usage)
+        parser.exit(2, f"{parser.prog}: error: {'; '.join(problems)}\n")
     return config
 
 
 def check_config(c: TrainConfig) -> list[str]:
     """What is wrong with a config, one phrase per problem (empty when nothing is)."""
-    problems = []
+    problems = [f"--{f.name} {getattr(c, f.name)}: not a finite number" for f in fields(c)
+                if isinstance(getattr(c, f.name), float) and not math.isfinite(getattr(c, f.name))]
+    if problems:  # NaN passes every comparison below (and inf most): nothing else is worth checking
+        return problems
     for name in ("train_batch_size", "valid_batch_size", "grad_acc", "lora_dim", "save_interval",
                  "eval_interval", "log_interval"):
         if getattr(c, name) < 1:
@@ -203,4 +207,10 @@ def check_config(c: TrainConfig) -> list[str]:
         problems.append(f"--lora_targets: unknown {unknown}; choose from {','.join(TARGETS)}")
     if c.warmup_step < 0 or c.lr < 0 or c.weight_decay < 0 or c.clip < 0:
         problems.append("--warmup_step, --lr, --weight_decay and --clip must be >= 0")
+    problems += [f"--{name} must be in [0, 1)" for name in ("adam_beta1", "adam_beta2")
+                 if not 0 <= getattr(c, name) < 1]
+    if c.adam_epsilon < 0:
+        problems.append("--adam_epsilon must be >= 0")
+    if c.dist_timeout <= 0:
+        problems.append("--dist_timeout must be > 0")
     return problems
