@@ -32,8 +32,8 @@ from nlg.loss import CompletionLM
 from nlg.model import GPT, card_config
 from nlg.pairs import encode_pairs
 from nlg.tokenizer import BLANK_LINE_ID, EOS_ID, load_tokenizer
-from nlg.train import build_optimizer, train_step
 from nlg.train_args import TrainConfig
+from nlg.train_step import Stepper, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NLG_SHARED_DIR", REPO.parent / "shared"))
@@ -73,18 +73,15 @@ def main() -> int:
     with device:  # initialising on the GPU: seconds instead of minutes for gpt2.lg
         model = GPT(card_config(args.card))
     add_lora(model, rank=4, alpha=32, dropout=0.1, targets=("q", "v"))
-    lm = CompletionLM(model)
-    params = list(lora_parameters(model).values())
     config = TrainConfig(train_data="", label_smooth=0.1, lora_dropout=0.1)
-    optimizer = build_optimizer(params, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    rt = Runtime(device=device)
+    stepper = Stepper(CompletionLM(model), list(lora_parameters(model).values()), config, Runtime(device=device),
+                      lambda step: 1.0, mode="none")
     beam = BeamConfig(beam=10, eval_len=args.eval_len, length_penalty=0.8, no_repeat_ngram_size=4,
                       eos_ids=(EOS_ID, BLANK_LINE_ID))
 
     def train(chunk: list, pad_to: int | None) -> None:
         for group in chunk:
-            train_step(lm, [collate(group, pad_to=pad_to).to(device)], optimizer, scheduler, params, config, rt)
+            train_step(stepper, [collate(group, pad_to=pad_to).to(device)])
 
     print(f"{args.card} on {torch.cuda.get_device_name()}, torch {torch.__version__}; training batch 8, "
           f"{args.steps} timed steps; beam 10 over {len(contexts)} contexts, eval_len {args.eval_len}")

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from nlg.files import InputError, atomic_write
+from nlg.files import MANIFEST, InputError, atomic_write, read_text, verify_manifest
 from nlg.lora import TARGETS, LoRAConfig, add_lora, lora_modules
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -48,6 +49,14 @@ class AdapterError(InputError):
 
 def is_adapter_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def adapter_paths(directory: str | os.PathLike | None) -> list[Path]:
+    """The files an adapter directory is read from (for commands to check that no output would
+    overwrite them); none without a directory."""
+    if directory is None:
+        return []
+    return [Path(directory) / name for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,36 +148,103 @@ def read_adapter(directory: str | os.PathLike) -> tuple[dict, dict[str, Tensor],
     """(adapter_config.json, tensors by module-relative name, safetensors metadata) of a directory.
 
     Tensor names lose PEFT's `base_model.model.` prefix and adapter name, e.g.
-    `transformer.h.0.attn.c_attn.lora_A.weight`. A tensor with NaN or inf values is an error.
+    `transformer.h.0.attn.c_attn.lora_A.weight`. Errors (AdapterError, naming the file): a file
+    that differs from the directory's manifest.json (a checkpoint of `nlg train`), a damaged
+    safetensors file, a tensor with NaN or inf values, a config that disagrees with the tensors
+    (`check_config_agrees`).
     """
-    from safetensors import safe_open
-
     directory = Path(directory)
     config_path, weights_path = directory / ADAPTER_CONFIG, directory / ADAPTER_WEIGHTS
     for path in (config_path, weights_path):
         if not path.is_file():
             raise AdapterError(f"{directory}: not an adapter directory (no {path.name})")
+    verify_manifest(directory, (ADAPTER_CONFIG, ADAPTER_WEIGHTS))
     try:
-        config = json.loads(config_path.read_text())
+        config = json.loads(read_text(config_path))
     except json.JSONDecodeError as error:
-        raise AdapterError(f"{config_path}: not valid JSON ({error.msg})") from None
+        raise AdapterError(f"{config_path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    if not isinstance(config, dict):
+        raise AdapterError(f"{config_path}: expected a JSON object")
     if config.get("peft_type", "LORA") != "LORA":
         raise AdapterError(f"{config_path}: peft_type {config.get('peft_type')!r} is not LORA")
     for key in ("use_dora", "use_rslora"):
         if config.get(key):
             raise AdapterError(f"{config_path}: {key}=true is not supported")
-    tensors = {}
-    with safe_open(str(weights_path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        for key in handle.keys():
-            name = key[len(_PEFT_PREFIX):] if key.startswith(_PEFT_PREFIX) else key
-            name = name.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B.")
-            tensors[name] = handle.get_tensor(key)
-            bad = int(torch.count_nonzero(~torch.isfinite(tensors[name])))
-            if bad:
-                raise AdapterError(f"{directory}: tensor {name} has {bad} non-finite values (NaN/inf): "
-                                   "the adapter is broken (diverged training?)")
+    tensors, metadata = _read_tensors(weights_path)
+    check_config_agrees(config, tensors, metadata, config_path, weights_path)
     return config, tensors, metadata
+
+
+def _read_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """adapter_model.safetensors' tensors (by module-relative name) and metadata."""
+    from safetensors import safe_open
+
+    tensors = {}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            for key in handle.keys():
+                name = key[len(_PEFT_PREFIX):] if key.startswith(_PEFT_PREFIX) else key
+                name = name.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B.")
+                tensors[name] = handle.get_tensor(key)
+    except OSError:
+        raise  # no permission and the like: the machine's state, reported as such
+    except Exception as error:  # noqa: BLE001 - safetensors' own SafetensorError (and others) for a damaged file
+        raise AdapterError(f"{path}: not a readable safetensors file ({error})") from None
+    for name, tensor in tensors.items():
+        bad = int(torch.count_nonzero(~torch.isfinite(tensor)))
+        if bad:
+            raise AdapterError(f"{path}: tensor {name} has {bad} non-finite values (NaN/inf): "
+                               "the adapter is broken (diverged training?)")
+    return tensors, metadata
+
+
+def _matches(module: str, key: str) -> bool:
+    """PEFT's rule for a target_modules / rank_pattern name: the module's name or its last parts."""
+    return module == key or module.endswith("." + key)
+
+
+def check_config_agrees(config: dict, tensors: dict[str, Tensor], metadata: dict[str, str],
+                        config_path: Path, weights_path: Path) -> None:
+    """adapter_config.json must describe the tensors beside it, or the adapter would load (in
+    PEFT, in another tool) as something other than what was trained. Every lora_A has as many
+    rows as the config's rank for its module (`r`, or its `rank_pattern` entry), and every
+    adapted module is one `target_modules` selects. An adapter written by nlg also records its
+    settings in the safetensors metadata: `r`, `lora_alpha`, `target_modules`, `rank_pattern`
+    and `alpha_pattern` must then be exactly what they imply. Errors name both values."""
+    try:
+        ranks, targets = config.get("rank_pattern") or {}, config.get("target_modules")
+        for name, tensor in sorted(tensors.items()):
+            module, _, kind = name.rpartition(".lora_")
+            if kind != "A.weight":
+                continue
+            rank = next((int(r) for key, r in ranks.items() if _matches(module, key)), None)
+            key = "r" if rank is None else f"rank_pattern[{module.rsplit('.', 1)[-1]!r}]"
+            rank = int(config["r"]) if rank is None else rank
+            if tensor.shape[0] != rank:
+                raise AdapterError(f"{config_path}: {key} is {rank}, but {weights_path} holds rank "
+                                   f"{tensor.shape[0]} ({name} has {tensor.shape[0]} rows)")
+            selected = (re.fullmatch(targets, module) is not None if isinstance(targets, str)
+                        else targets is None or any(_matches(module, t) for t in targets))
+            if not selected:
+                raise AdapterError(f"{config_path}: target_modules is {targets!r}, but {weights_path} "
+                                   f"adapts {module}, which it does not select")
+    except AdapterError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, re.error) as error:
+        raise AdapterError(f"{config_path}: unreadable r, rank_pattern or target_modules ({error!r})") from None
+    if "nlg.targets" not in metadata:
+        return
+    try:
+        expected = _peft_config(adapter_lora_config(config, tensors, metadata), None)
+    except (KeyError, ValueError) as error:
+        raise AdapterError(f"{weights_path}: unreadable nlg.* metadata ({error})") from None
+    for key in ("r", "lora_alpha", "target_modules", "rank_pattern", "alpha_pattern"):
+        if config.get(key) != expected[key]:
+            raise AdapterError(f"{config_path}: {key} is {config.get(key)!r}, but {weights_path} was "
+                               f"written with {key} {expected[key]!r} (its metadata: rank "
+                               f"{metadata['nlg.rank']}, alpha {metadata['nlg.alpha']}, targets "
+                               f"{metadata['nlg.targets']})")
 
 
 def _leaf_target(module_path: str) -> str:

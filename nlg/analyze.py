@@ -72,14 +72,16 @@ from torch import Tensor
 from nlg.adapter_files import (
     AdapterError,
     adapter_lora_config,
+    adapter_paths,
     is_adapter_dir,
     read_adapter,
     split_blocks,
 )
 from nlg.checkpointing import checkpoint_step
 from nlg.cli import run_main, spellings
-from nlg.files import InputError, atomic_write
+from nlg.files import InputError, atomic_files, atomic_write, check_outputs
 from nlg.lora import TARGETS, LoRAConfig, target_rows
+from nlg.model import checkpoint_files
 
 MODULES = tuple(TARGETS)  # q, k, v, qkv, o, fc, proj
 
@@ -639,6 +641,12 @@ def _require_matplotlib() -> None:
 
 
 def plot_report(report: dict, path: str | os.PathLike) -> None:
+    """Write `report_png` to `path`, atomically."""
+    with atomic_write(path, "wb") as handle:
+        handle.write(report_png(report))
+
+
+def report_png(report: dict) -> bytes:
     """PNG: singular-value spectra of every ΔW, and amplification / similarity per layer."""
     _require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -660,8 +668,7 @@ def plot_report(report: dict, path: str | os.PathLike) -> None:
         _plot_per_layer(ax, panel, report, modules, colours)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
-    with atomic_write(path, "wb") as handle:
-        handle.write(buffer.getvalue())
+    return buffer.getvalue()
 
 
 def _plot_spectra(ax, rows: list[dict], modules: list[str], colours: dict[str, str]) -> None:
@@ -771,20 +778,24 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(f"--min_evals must be at least 2, got {args.min_evals}")
     if args.plot:
         _require_matplotlib()  # fail before the work, not after
+    check_outputs(inputs={"ADAPTER": adapter_paths(args.adapter), "--base": checkpoint_files(args.base),
+                          "--compare": adapter_paths(args.compare)},
+                  outputs={"--json": args.json, "--plot": args.plot})
     try:
         report = analyze(args.adapter, base=args.base, card=args.model_card, compare=args.compare,
                          min_evals=args.min_evals, subspace=args.subspace, seed=args.seed)
     except AdapterError as error:
         raise InputError(str(error) + _checkpoint_hint(args.adapter)) from None
+    png = report_png(report) if args.plot else b""
+    with atomic_files() as open_file:  # both files or neither
+        if args.json:
+            open_file(args.json).write(json.dumps(_json_safe(report), indent=1, allow_nan=False) + "\n")
+        if args.plot:
+            open_file(args.plot, "wb").write(png)
     print(format_table(report, top=max(args.top, 0)))
-    if args.json:
-        with atomic_write(args.json) as handle:
-            json.dump(_json_safe(report), handle, indent=1, allow_nan=False)
-            handle.write("\n")
-        print(f"wrote {args.json}")
-    if args.plot:
-        plot_report(report, args.plot)
-        print(f"wrote {args.plot}")
+    for path in (args.json, args.plot):
+        if path:
+            print(f"wrote {path}")
     return 0
 
 

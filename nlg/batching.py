@@ -17,6 +17,13 @@ about 60, a batch is padded only to its own longest sequence. Padding goes on th
 with id 0 and is never in the loss; with causal attention a real token never attends to a
 later pad, so no attention mask is needed.
 
+Static shapes (`collate_static`, for `nlg train --compile` other than none): a captured CUDA
+graph or a compiled kernel serves one tensor shape, and E2E batches change shape at every step.
+So each micro-batch is padded further, to one of a few shapes: `rows` rows (empty ones after the
+pairs), a width from the `bucket` ladder, and the loss positions to a bucketed count whose extra
+slots read position 0 with target IGNORE_INDEX, which the loss skips (nothing added to the loss
+or to any gradient). The pairs, their order and their batches are unchanged.
+
 Which pairs go into which batch, per rank and epoch (`epoch_batches`), depends only on
 (seed, epoch, world size, batch size), never on global RNG state, so a resumed run replays
 the same order.
@@ -33,6 +40,7 @@ from torch import Tensor
 from torch.utils.data import DistributedSampler
 
 PAD_ID = 0  # the paper's padding id; never attended to by real tokens, never in the loss
+IGNORE_INDEX = -100  # target of a padded loss slot: F.cross_entropy's default ignore_index
 
 
 @dataclass(frozen=True)
@@ -61,16 +69,46 @@ class Batch:
 
     input_ids: Tensor  # (B, T) int64, right-padded with PAD_ID
     loss_index: Tensor  # (N,) int64 flat indices b*T + t of the positions in the loss
-    loss_targets: Tensor  # (N,) int64 the token each of those positions must predict
+    loss_targets: Tensor  # (N,) int64 the token each of those positions must predict (IGNORE_INDEX: none)
     n_tokens: int  # real (non-pad) input tokens
-    n_loss: int  # N, the number of predicted tokens
+    n_loss: int  # the number of predicted tokens (N, less any padded slots)
+    counts: Tensor  # (2,) int64 [n_loss, n_tokens]: the same numbers, to be summed on the device
+
+    @property
+    def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return self.input_ids, self.loss_index, self.loss_targets, self.counts
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(rows, width, loss slots): what a captured graph or compiled kernel is specialised to."""
+        return (*self.input_ids.shape, self.loss_index.shape[0])
 
     def to(self, device: torch.device | str) -> Batch:
-        non_blocking = torch.device(device).type == "cuda"
-        return Batch(self.input_ids.to(device, non_blocking=non_blocking),
-                     self.loss_index.to(device, non_blocking=non_blocking),
-                     self.loss_targets.to(device, non_blocking=non_blocking),
-                     self.n_tokens, self.n_loss)
+        """The batch on `device`. To a GPU through pinned memory, so the copies do not make the
+        host wait for the GPU (a copy from pageable memory does)."""
+        device = torch.device(device)
+        if device.type != "cuda":
+            moved = [t.to(device) for t in self.tensors]
+        else:
+            moved = [t.pin_memory().to(device, non_blocking=True) for t in self.tensors]
+        return Batch(moved[0], moved[1], moved[2], self.n_tokens, self.n_loss, moved[3])
+
+    def copy_into(self, static: Batch) -> None:
+        """Copy this (host) batch into `static`, a device batch of the same shape (a captured
+        graph's inputs), without making the host wait."""
+        pin = static.input_ids.device.type == "cuda"
+        for source, target in zip(self.tensors, static.tensors, strict=True):
+            target.copy_(source.pin_memory() if pin else source, non_blocking=pin)
+
+    @staticmethod
+    def inert(shape: tuple[int, int, int], device: torch.device) -> Batch:
+        """A batch of `shape` on `device` that trains nothing: all padding, every loss slot
+        ignored, zero counts (a graph's warm-up input and, later, its input buffers)."""
+        rows, width, slots = shape
+        return Batch(torch.full((rows, width), PAD_ID, dtype=torch.long, device=device),
+                     torch.zeros(slots, dtype=torch.long, device=device),
+                     torch.full((slots,), IGNORE_INDEX, dtype=torch.long, device=device),
+                     0, 0, torch.zeros(2, dtype=torch.long, device=device))
 
 
 def collate(examples: Sequence[Example], obj: str = "clm", pad_to: int | None = None) -> Batch:
@@ -97,7 +135,47 @@ def collate(examples: Sequence[Example], obj: str = "clm", pad_to: int | None = 
         index.extend(range(row * width + first, row * width + n_input))
         targets.extend(tokens[first + 1:n_input + 1])
     return Batch(grid, torch.tensor(index, dtype=torch.long), torch.tensor(targets, dtype=torch.long),
-                 n_tokens, len(index))
+                 n_tokens, len(index), torch.tensor([len(index), n_tokens], dtype=torch.long))
+
+
+def bucket(n: int, cap: int | None = None) -> int:
+    """The smallest length of the bucket ladder that holds `n`, but at most `cap`.
+
+    Ladder: multiples of 16 up to 64, then four steps per octave (80, 96, 112, 128, 160, 192,
+    224, 256, 320, ...), so above 64 a bucket adds less than a quarter. E2E batches of 8
+    (widths 54-124, 142-300 loss tokens) fall into 14 (width, slots) shapes: 10% more grid
+    positions than padding each batch to its longest pair, 8% more head rows.
+    """
+    if n <= 64:
+        size = max(16, -(-n // 16) * 16)
+    else:
+        step = (1 << ((n - 1).bit_length() - 1)) // 4  # a quarter of the octave below n
+        size = -(-n // step) * step
+    return size if cap is None else min(size, max(cap, n))
+
+
+def collate_static(examples: Sequence[Example], obj: str, rows: int, max_width: int) -> Batch:
+    """`collate`, padded to a static shape: `rows` rows (empty ones after the examples), width
+    bucket(longest input, max_width), loss slots bucket(N, rows * width).
+
+    The extra slots read position 0 and predict IGNORE_INDEX, which `completion_loss` skips, so
+    the loss and every gradient are those of `collate(examples)` up to float rounding;
+    n_tokens and n_loss count the real tokens only. `max_width` (seq_len - 1, the longest
+    possible input) keeps positions inside the model.
+    """
+    if len(examples) > rows:
+        raise ValueError(f"{len(examples)} examples do not fit in {rows} rows")
+    longest = max(len(e.tokens) - 1 for e in examples)
+    batch = collate(examples, obj=obj, pad_to=bucket(max(longest, 1), max_width))
+    width = batch.input_ids.shape[1]
+    slots = bucket(max(batch.n_loss, 1), rows * width)
+    grid = torch.full((rows, width), PAD_ID, dtype=torch.long)
+    grid[:len(examples)] = batch.input_ids
+    index = torch.zeros(slots, dtype=torch.long)
+    index[:batch.n_loss] = batch.loss_index
+    targets = torch.full((slots,), IGNORE_INDEX, dtype=torch.long)
+    targets[:batch.n_loss] = batch.loss_targets
+    return Batch(grid, index, targets, batch.n_tokens, batch.n_loss, batch.counts)
 
 
 def batches_per_epoch(n_examples: int, batch_size: int, world_size: int) -> int:

@@ -44,6 +44,13 @@ paper's log(softmax) (identical except where softmax underflows to 0 and the pap
   (replacement needs a strictly greater score) and the context is done; its rows leave the
   batch. A context whose hypotheses have all finished is done too.
 
+  Checking every k steps instead of every step changes no result: a done context stays done
+  (its bounds only fall as scores fall, its best only rises), and the steps it runs on until
+  the next check finish nothing better than its best, by the same bound. The check is the
+  one point where the host waits for the device (it must know which rows to keep), so on a
+  GPU it runs every `GPU_CHECK_EVERY` steps; on a CPU, where waiting costs nothing, every
+  step. Everything else in a step, the best-so-far bookkeeping included, stays on the device.
+
 Batching. Contexts are left-padded to the longest in the batch (`position_ids` restart at 0
 after the padding and `key_mask` hides it), so a context's logits do not depend on its
 neighbours except for floating-point rounding; the batch size changes results only at
@@ -71,6 +78,7 @@ for tests and demos only.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -80,6 +88,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from nlg.adapter_files import adapter_paths, load_adapter
 from nlg.cli import run_main, spellings
 from nlg.distributed import (
     TIMEOUT_ENV,
@@ -88,11 +97,12 @@ from nlg.distributed import (
     default_timeout,
     init_runtime,
 )
-from nlg.files import InputError, write_jsonl
-from nlg.model import CARDS, GPT, KVCache, card_config, from_pretrained
+from nlg.files import InputError, check_outputs, write_jsonl
+from nlg.model import CARDS, GPT, KVCache, card_config, checkpoint_files, from_pretrained
 from nlg.tokenizer import BLANK_LINE_ID, EOS_ID
 
 NEG_INF = float("-inf")
+GPU_CHECK_EVERY = 8  # early-stop checks on a GPU: every 8th step (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,9 @@ class BeamConfig:
     early_stop: bool = True  # stop a context once its result is final (see module docstring)
 
     def __post_init__(self) -> None:
+        for name in ("length_penalty", "repetition_penalty"):
+            if not math.isfinite(getattr(self, name)):  # NaN passes every comparison: scores would be NaN
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.beam < 1:
             raise ValueError(f"beam must be >= 1, got {self.beam}")
         if self.eval_len < 1:
@@ -232,22 +245,28 @@ class _BestFinished:
 
     def offer(self, final: Tensor, candidates: Tensor, length: int, context_of: Tensor) -> None:
         """final (Ba, K) final scores (-inf: not finishing); candidates (Ba*K, T) their tokens;
-        context_of (Ba,) the context each active row group belongs to."""
+        context_of (Ba,) the context each active row group belongs to. Tensor operations only:
+        the host never waits here."""
         value, index = final.max(dim=1)  # the first of equal maxima: ties keep the earlier one
-        better = value > self.score[context_of]
-        if better.any():
-            where = context_of[better]
-            self.score[where] = value[better]
-            self.tokens[where] = candidates.view(-1, self.K, self.T)[better, index[better]]
-            self.length[where] = length
+        score = self.score[context_of]
+        better = value > score
+        chosen = candidates.view(-1, self.K, self.T)[torch.arange(index.shape[0], device=index.device), index]
+        self.score[context_of] = torch.where(better, value, score)
+        self.tokens[context_of] = torch.where(better.unsqueeze(1), chosen, self.tokens[context_of])
+        self.length[context_of] = torch.where(better, length, self.length[context_of])
 
     def sequences(self) -> list[list[int]]:
-        return [self.tokens[b, : self.length[b]].tolist() for b in range(self.score.shape[0])]
+        tokens, lengths = self.tokens.tolist(), self.length.tolist()  # one copy to the host
+        return [row[:n] for row, n in zip(tokens, lengths, strict=True)]
 
 
 @torch.inference_mode()
-def beam_search(model: GPT, contexts: list[list[int]], config: BeamConfig) -> list[list[int]]:
+def beam_search(model: GPT, contexts: list[list[int]], config: BeamConfig,
+                check_every: int | None = None) -> list[list[int]]:
     """The best generated sequence for each context (batched; see the module docstring).
+
+    check_every: steps between early-stop checks (default 1 on CPU, GPU_CHECK_EVERY on GPU);
+    it changes the work done, never the result.
 
     One function on purpose, though longer than the rest: the step loop is the module
     docstring's steps in their order, and each part of it updates the same few tensors (scores,
@@ -264,6 +283,10 @@ def beam_search(model: GPT, contexts: list[list[int]], config: BeamConfig) -> li
         raise ValueError(f"eos ids {config.eos_ids} outside the vocabulary [0, {V})")
     cache, logits, key_mask, next_position = _prefill(model, contexts, K, T)
     device, B = logits.device, len(contexts)
+    if check_every is None:
+        check_every = 1 if device.type == "cpu" else GPU_CHECK_EVERY
+    if check_every < 1:
+        raise ValueError(f"check_every must be >= 1, got {check_every}")
     eos = torch.tensor(sorted(set(config.eos_ids)), device=device)
 
     # Per active context: which original context it is; per row: score and generated tokens.
@@ -304,16 +327,17 @@ def beam_search(model: GPT, contexts: list[list[int]], config: BeamConfig) -> li
             best.offer(final_score(scores, T, config.length_penalty), history, T, context_of)
             break
 
-        if config.early_stop:  # contexts whose result is final leave the batch
+        if config.early_stop and length % check_every == 0:  # contexts whose result is final leave
             bound = torch.maximum(final_score(scores, length + 1, config.length_penalty),
                                   final_score(scores, T, config.length_penalty))
             done = (bound <= best.score[context_of].unsqueeze(1)).all(dim=1)
-            if done.all():
+            n_done = int(done.sum())  # the step's one wait for the device
+            if n_done == Ba:
                 break
-            if done.any():
-                active = ~done
+            if n_done:
+                active = (~done).nonzero().squeeze(1)  # indices, so the rows below cost no more waits
                 rows = rows.view(Ba, K)[active].view(-1)
-                keep = active.repeat_interleave(K)
+                keep = (active.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
                 context_of, scores = context_of[active], scores[active]
                 history, next_position, key_mask = history[keep], next_position[keep], key_mask[keep]
         cache.reorder(rows)
@@ -322,7 +346,7 @@ def beam_search(model: GPT, contexts: list[list[int]], config: BeamConfig) -> li
 
 
 def generate(model: GPT, contexts: list[list[int]], config: BeamConfig, batch_size: int = 16,
-             progress: tqdm | None = None) -> list[list[int]]:
+             progress: tqdm | None = None, check_every: int | None = None) -> list[list[int]]:
     """`beam_search` over all contexts in batches of `batch_size`; results in input order.
 
     Batches are formed longest context first, so similar lengths share a batch (less padding)
@@ -334,7 +358,8 @@ def generate(model: GPT, contexts: list[list[int]], config: BeamConfig, batch_si
     results: list[list[int]] = [[] for _ in contexts]
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        for index, predict in zip(chunk, beam_search(model, [contexts[i] for i in chunk], config), strict=True):
+        found = beam_search(model, [contexts[i] for i in chunk], config, check_every)
+        for index, predict in zip(chunk, found, strict=True):
             results[index] = predict
         if progress is not None:
             progress.update(len(chunk))
@@ -376,7 +401,6 @@ def load_model(init_checkpoint: str | None, model_card: str | None, lora_checkpo
         except (FileNotFoundError, ValueError) as error:  # not only CheckpointError: a missing file, a bad card
             raise InputError(str(error)) from None
     if lora_checkpoint is not None:
-        from nlg.adapter_files import load_adapter
         from nlg.lora import merge
 
         try:
@@ -464,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         raise InputError(f"--batch_size must be >= 1, got {args.batch_size}")
     output = Path(args.work_dir) / args.output_file if args.work_dir else Path(args.output_file)
+    check_outputs(inputs={"--data": args.data, "--init_checkpoint": checkpoint_files(args.init_checkpoint),
+                          "--lora_checkpoint": adapter_paths(args.lora_checkpoint)},
+                  outputs={"--output_file": output})
 
     from nlg.pairs import load_encoded
 

@@ -6,18 +6,29 @@
         training_state.pt                                  TrainingState: optimiser, scheduler,
                                                            step, data position, every rank's RNG
                                                            states, the loss window, the config
+        manifest.json                                      size and SHA-256 of each file above,
+                                                           written last (nlg.files.write_manifest)
+    WORK_DIR/train.lock                                    held by the run's rank 0 (lock_work_dir)
 
 A checkpoint directory is written under a temporary name and renamed into place when complete
 (`save_checkpoint`, the only writer), so a kill at any moment leaves whole checkpoints only.
 `list_checkpoints` is the only place that decides which directories count as checkpoints;
-`checkpoint_to_resume` chooses the one `--resume` means. training_state.pt holds tensors and
-plain values only and is read with torch.load(weights_only=True): a checkpoint cannot run code.
+`checkpoint_to_resume` chooses the one `--resume` means, and takes only one that verifies
+(`verify_checkpoint`): its files match its manifest, so a checkpoint damaged after it was
+written (a disk error, a cut-short copy) is skipped, with a warning, for the one before it.
+Checkpoints written before manifests existed still load: for them, verifying means reading
+every tensor and the training state. training_state.pt holds tensors and plain values only and
+is read with torch.load(weights_only=True): a checkpoint cannot run code.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import random
 import re
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -25,15 +36,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from nlg.adapter_files import load_adapter, save_adapter
+from nlg.adapter_files import is_adapter_dir, load_adapter, read_adapter, save_adapter
 from nlg.distributed import Runtime, all_gather_objects
-from nlg.files import InputError, atomic_dir
+from nlg.files import (
+    InputError,
+    Locked,
+    atomic_dir,
+    atomic_write,
+    lock_file,
+    verify_manifest,
+    write_manifest,
+)
 from nlg.model import load_base_weights, read_state_dict, save_pretrained
 from nlg.train_args import TrainConfig
 from nlg.train_log import LossWindow
 
 STATE_FILE = "training_state.pt"
 STATE_FORMAT = 1
+LOCK_FILE = "train.lock"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 # Settings a resumed run must share with the checkpoint, or the data order / model differ.
@@ -85,13 +105,66 @@ class TrainingState:
 
 def save_checkpoint(path: Path, model: nn.Module, state: TrainingState, base_model: str | None) -> None:
     """Write checkpoint `path` (WORK_DIR/checkpoint-STEP) atomically: the adapter, or the whole
-    model after --full_finetune, then training_state.pt."""
+    model after --full_finetune, then training_state.pt, then the manifest of them all. A failed
+    write (a full disk) raises an OSError naming the file and leaves no trace of `path`."""
     with atomic_dir(path) as tmp:
         if state.config.get("full_finetune"):
             save_pretrained(model, tmp)
         else:
             save_adapter(model, tmp, base_model=base_model)
-        torch.save(state.to_file(), tmp / STATE_FILE)
+        with atomic_write(tmp / STATE_FILE, "wb") as handle:
+            torch_save(state.to_file(), handle)
+        write_manifest(tmp)
+
+
+class _KeptWriteError(io.RawIOBase):
+    """A writable stream around `handle` that keeps the OSError of a failed write."""
+
+    def __init__(self, handle: io.BufferedIOBase):
+        super().__init__()
+        self.handle, self.error = handle, None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+
+def torch_save(obj: object, handle: io.BufferedIOBase) -> None:
+    """torch.save into an open binary file. torch reports a failed write (a full disk) as a
+    RuntimeError without the OS's reason ("unexpected pos ..."); this raises that OSError."""
+    stream = _KeptWriteError(handle)
+    try:
+        torch.save(obj, stream)
+    except RuntimeError:
+        if stream.error is not None:
+            raise stream.error from None
+        raise
+
+
+@contextlib.contextmanager
+def lock_work_dir(work_dir: Path, is_main: bool) -> Iterator[None]:
+    """Hold WORK_DIR/train.lock for the run, so a second `nlg train` on the same work_dir stops
+    at once instead of interleaving checkpoints and metrics with this one. Only rank 0 locks:
+    it writes every file of the work_dir, and when it refuses to start torchrun stops the other
+    ranks. The lock goes with the process, however it ends."""
+    if not is_main:
+        yield
+        return
+    if work_dir.exists() and not work_dir.is_dir():
+        raise InputError(f"--work_dir {work_dir}: is a file; give a folder")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with lock_file(work_dir / LOCK_FILE):
+            yield
+    except Locked as error:
+        raise InputError(f"--work_dir {work_dir}: in use by another `nlg train` ({error.holder}, "
+                         f"holding {error.path}); wait for it to end, or choose another --work_dir") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,20 +188,58 @@ def latest_checkpoint(work_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def checkpoint_to_resume(work_dir: Path, resume: str | None) -> Path | None:
+def verify_checkpoint(path: Path) -> None:
+    """Raise InputError, naming the file, unless checkpoint `path` is whole and unchanged: every
+    file matches its manifest.json. One written before manifests existed is checked as far as
+    it can be: every tensor readable (and finite), the training state loadable."""
+    if verify_manifest(path):
+        return
+    if is_adapter_dir(path):
+        read_adapter(path)
+    else:
+        read_state_dict(path / "model.safetensors")
+    load_training_state(path)
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def checkpoint_to_resume(work_dir: Path, resume: str | None,
+                         on_skip: Callable[[str], None] | None = warn) -> Path | None:
     """The checkpoint `--resume` names: None to start afresh (no --resume, or `latest` with no
-    checkpoint yet). A fresh run refuses a work_dir that already holds checkpoints."""
+    checkpoint yet). A fresh run refuses a work_dir that already holds checkpoints.
+
+    `latest` is the newest checkpoint that verifies (`verify_checkpoint`); each newer one that
+    does not is named, with why, through `on_skip` (None: silently). An explicit checkpoint that
+    does not verify is an error."""
     if resume is None:
         if list_checkpoints(work_dir):
             raise InputError(f"{work_dir} already holds checkpoints of a run; pass --resume latest "
                              "to continue it, or choose another --work_dir")
         return None
-    if resume == "latest":
-        return latest_checkpoint(work_dir)
-    path = Path(resume)
-    if not (path / STATE_FILE).is_file():
-        raise InputError(f"--resume {path}: not a checkpoint directory (no {STATE_FILE})")
-    return path
+    if resume != "latest":
+        path = Path(resume)
+        if not (path / STATE_FILE).is_file():
+            raise InputError(f"--resume {path}: not a checkpoint directory (no {STATE_FILE})")
+        try:
+            verify_checkpoint(path)
+        except InputError as error:
+            raise InputError(f"--resume {path}: damaged checkpoint: {error}") from None
+        return path
+    found = list_checkpoints(work_dir)
+    for _, path in reversed(found):
+        try:
+            verify_checkpoint(path)
+        except InputError as error:
+            if on_skip is not None:
+                on_skip(f"skipping checkpoint {path}: {error}")
+            continue
+        return path
+    if found:
+        raise InputError(f"{work_dir}: none of its {len(found)} checkpoints verifies (see the warnings); "
+                         "nothing to resume from")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

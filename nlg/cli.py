@@ -7,7 +7,9 @@ for (or needs) torch.
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 import sys
 from collections.abc import Callable
 
@@ -47,15 +49,57 @@ def spellings(name: str) -> list[str]:
     return [underscored] if underscored == dashed else [underscored, dashed]
 
 
-def run_main(stage_main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run a stage's main; bad input (InputError) becomes a one-line message and exit code 2."""
-    from nlg.files import InputError
+# Operating-system failures that are the machine's state, not a bug: one line, no traceback.
+# With a file name, any OSError is one (no permission, a folder where a file goes, ...); these
+# also without one (a failed write() names no file).
+EXPECTED_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO,
+                             errno.EACCES, errno.EPERM})
 
+
+def prog_name(stage_main: Callable) -> str:
+    """`nlg score` for nlg.score's main, also under `python -m nlg.score` and torchrun (where
+    the module is __main__); the script's file name for eval/*.py."""
+    module = stage_main.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else os.path.basename(sys.argv[0])
+    return module.replace("nlg.", "nlg ", 1) if module.startswith("nlg.") else module
+
+
+def fail(prog: str, message: str, code: int) -> int:
+    """Print `PROG: error: MESSAGE` (argparse's form) on one line of stderr; returns `code`.
+    Under torchrun each rank prints its own line, so the rank is named."""
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    where = f"{prog} (rank {os.environ.get('RANK', 0)}/{world_size})" if world_size > 1 else prog
+    print(f"{where}: error: {message}", file=sys.stderr)
+    return code
+
+
+def os_error_message(error: OSError) -> str:
+    """`FILE: reason` of an operating-system failure (`reason` as the OS words it)."""
+    reason = error.strerror or str(error)
+    return f"{error.filename}: {reason}" if error.filename is not None else reason
+
+
+def run_main(stage_main: Callable[[list[str] | None], int], argv: list[str] | None = None,
+             prog: str | None = None) -> int:
+    """Run a stage's main; the failures a user can meet become one line on stderr, never a
+    traceback: bad input (InputError) exits 2; an operating-system failure (no space, no
+    permission, a folder where a file goes, ...) and any other expected Failure exit 1. Every entry point (`nlg STAGE`,
+    `python -m nlg.STAGE`, torchrun, eval/*.py) goes through here."""
+    from nlg.files import Failure, InputError
+
+    prog = prog or prog_name(stage_main)
     try:
         return int(stage_main(argv) or 0)
     except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(prog, str(error), 2)
+    except Failure as error:
+        return fail(prog, str(error), 1)
+    except OSError as error:
+        if error.filename is None and error.errno not in EXPECTED_ERRNOS:
+            raise  # not the machine's state: a bug, keep its traceback
+        return fail(prog, os_error_message(error), 1)
 
 
 def usage() -> str:
@@ -88,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             f"nlg {name} needs {error.name}, which is not installed: {TRAIN_HELP}", file=sys.stderr
         )
         return 2
-    return run_main(module.main, args[1:])
+    return run_main(module.main, args[1:], prog=f"nlg {name}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ mix. The summary says, per split, which files were read and what was left out of
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
@@ -31,7 +30,7 @@ from tqdm import tqdm
 from nlg import datasets
 from nlg.cli import run_main, spellings
 from nlg.datasets import Dataset, RawSplit
-from nlg.files import InputError, atomic_write
+from nlg.files import InputError, atomic_files, check_outputs
 from nlg.pairs import Pair, encode_pairs, jsonl_line
 from nlg.tokenizer import Tokenizer, load_tokenizer
 
@@ -87,13 +86,18 @@ def prepare(dataset: Dataset, raw_dir: str | os.PathLike, out_dir: str | os.Path
             encoded[raw.split] = encode_pairs(raw.pairs, tokenizer, bar)
 
     # Every file goes to a temporary name first; the renames happen together at the end.
-    with contextlib.ExitStack() as stack:
+    with atomic_files() as open_file:
         for raw in splits:
-            formatted = stack.enter_context(atomic_write(out_dir / f"{raw.split}_formatted.jsonl"))
-            formatted.writelines(jsonl_line(p) for p in raw.pairs)
-            tokens = stack.enter_context(atomic_write(out_dir / f"{raw.split}.jsonl"))
-            tokens.writelines(jsonl_line(p) for p in encoded[raw.split])
+            formatted_path, encoded_path = output_files(out_dir, raw.split)
+            open_file(formatted_path).writelines(jsonl_line(p) for p in raw.pairs)
+            open_file(encoded_path).writelines(jsonl_line(p) for p in encoded[raw.split])
     return [summarize(raw, encoded[raw.split]) for raw in splits]
+
+
+def output_files(out_dir: str | os.PathLike, *splits: str) -> list[Path]:
+    """`{split}_formatted.jsonl` and `{split}.jsonl` in out_dir, for `splits` (default: all)."""
+    return [Path(out_dir) / name for split in splits or datasets.SPLITS
+            for name in (f"{split}_formatted.jsonl", f"{split}.jsonl")]
 
 
 def format_summary(summaries: list[SplitSummary]) -> str:
@@ -127,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     raw_dir = args.raw_dir or os.environ.get(dataset.raw_env) or (out_dir if args.download else None)
     if raw_dir is None:
         parser.error(f"give --raw-dir DIR (or set ${dataset.raw_env}), or --download")
+    # The outputs ({split}.jsonl, {split}_formatted.jsonl) never share a name with the raw
+    # files (.txt, .json, .xml), and a rename replaces a link instead of writing through it, so
+    # no raw file can be overwritten: what is left to check is where the outputs go.
+    check_outputs(inputs={}, outputs={"--out-dir": output_files(out_dir)}, folders={"--out-dir": out_dir})
     tokenizer = load_tokenizer(args.vocab)  # before downloading: a missing vocabulary fails fast
     if args.download:
         for path in dataset.download(Path(raw_dir)):

@@ -55,7 +55,7 @@ from nlg import datasets
 from nlg.cli import run_main, spellings
 from nlg.datasets import Decoded
 from nlg.datasets.recipe import SUBSETS
-from nlg.files import InputError, read_jsonl
+from nlg.files import InputError, check_outputs, read_jsonl
 from nlg.pairs import TextPair, load_formatted
 
 EOS_TEXT = "<|endoftext|>"
@@ -211,7 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     dataset = datasets.get(args.ref_type)
     ref_num = dataset.recipe.scoring.ref_num if args.ref_num is None else args.ref_num
 
-    from nlg.tokenizer import load_tokenizer
+    from nlg.tokenizer import VOCAB_FILES, load_tokenizer
+
+    ref_output = {"--output_ref_file": args.output_ref_file}
+    check_outputs(inputs={"--sample_file": args.sample_file, "--input_file": args.input_file,
+                          "--vocab": [Path(args.vocab) / name for name in VOCAB_FILES] if args.vocab else None},
+                  outputs={"--output_pred_file": args.output_pred_file,
+                           **({} if dataset.reference_folder else ref_output)},
+                  replaced=ref_output if dataset.reference_folder else None)
 
     tokenizer = load_tokenizer(args.vocab)
     pairs = load_formatted(args.input_file)

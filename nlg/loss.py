@@ -19,13 +19,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nlg.batching import IGNORE_INDEX
 from nlg.model import GPT
 
 
 def autocast(device: torch.device):
-    """bf16 autocast on GPU (weights stay fp32, the loss is computed in fp32); fp32 on CPU."""
+    """bf16 autocast on GPU (weights stay fp32, the loss is computed in fp32); fp32 on CPU.
+
+    Without autocast's weight-cast cache: each weight is cast once per forward anyway, and CUDA
+    graph capture (`nlg train --compile graphs`) requires the cache off.
+    """
     if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
 
 
@@ -33,9 +38,12 @@ def completion_loss(logits: Tensor, targets: Tensor, label_smooth: float = 0.0) 
     """SUM over rows of (1-ε)·(-log p(target)) + ε·mean_v(-log p_v), in fp32.
 
     logits: (N, vocab) at the loss positions only; targets: (N,). `F.cross_entropy` with
-    `label_smoothing=ε` computes exactly the paper's smoothed term per token.
+    `label_smoothing=ε` computes exactly the paper's smoothed term per token. Rows whose target
+    is IGNORE_INDEX (-100, cross_entropy's default ignore_index: the padded slots of a
+    static-shape batch, nlg.batching) add nothing to either term, nor to any gradient.
     """
-    return F.cross_entropy(logits.float(), targets, reduction="sum", label_smoothing=label_smooth)
+    return F.cross_entropy(logits.float(), targets, reduction="sum", label_smoothing=label_smooth,
+                           ignore_index=IGNORE_INDEX)
 
 
 class CompletionLM(nn.Module):

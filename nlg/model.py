@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from nlg.files import InputError
+from nlg.files import InputError, read_text
 
 # Every attention kernel but cuDNN's. PyTorch picks cuDNN's for bf16 on Hopper GPUs, and it
 # builds a plan for every new shape; E2E shapes change at every training step (each batch is
@@ -49,7 +49,10 @@ class GPTConfig:
     @classmethod
     def from_hf_config(cls, path: str | os.PathLike) -> GPTConfig:
         """Read a Hugging Face GPT-2 `config.json` (keys n_layer, n_head, n_embd, ...)."""
-        config = json.loads(Path(path).read_text())
+        try:
+            config = json.loads(read_text(path))
+        except json.JSONDecodeError as error:
+            raise InputError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
         # Variants this GPT-2 does not implement would load without a shape error and compute
         # something else; refuse them by name.
         unsupported = {
@@ -145,7 +148,10 @@ class CausalSelfAttention(nn.Module):
             # Without a cache, T == S and plain causal attention is right; with a cache and
             # T == 1 the new token sees every cached one.
             causal = cache is None or cache.length == 0
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal and T > 1)
+            # A conditional, not `causal and T > 1`: under torch.compile with dynamic shapes that
+            # expression is a symbolic bool, which SDPA refuses; a condition is a Python bool.
+            is_causal = True if causal and T > 1 else False  # noqa: SIM210
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=is_causal)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
@@ -296,13 +302,20 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except OSError:
+            raise  # missing, no permission: the machine's state, reported as such
+        except Exception as error:  # noqa: BLE001 - safetensors' own SafetensorError for a damaged file
+            raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         # weights_only refuses anything but tensors and plain containers: never run a pickle's code.
         raise CheckpointError(f"{path}: refused: the pickle holds objects other than tensors, "
                               "which could run code when loaded") from None
+    except RuntimeError as error:  # a cut-short or damaged zip archive
+        raise CheckpointError(f"{path}: not a readable PyTorch file ({error})") from None
     if isinstance(state, dict) and "model_state_dict" in state:  # the paper's own checkpoints
         state = state["model_state_dict"]
     if not isinstance(state, dict):
@@ -446,8 +459,20 @@ def to_transformers(model: GPT, attn_implementation: str | None = None):
     return hf.eval()
 
 
+WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")  # a Hugging Face directory's, in order of preference
+
+
+def checkpoint_files(path: str | os.PathLike | None) -> list[Path]:
+    """The files `from_pretrained(path)` may read: the file itself, or a directory's config.json
+    and weights files (for commands to check that no output would overwrite them)."""
+    if path is None:
+        return []
+    path = Path(path)
+    return [path / name for name in ("config.json", *WEIGHTS_FILES)] if path.is_dir() else [path]
+
+
 def find_weights_file(directory: Path) -> Path:
-    for name in ("model.safetensors", "pytorch_model.bin"):
+    for name in WEIGHTS_FILES:
         if (directory / name).is_file():
             return directory / name
     raise CheckpointError(f"{directory}: no model.safetensors or pytorch_model.bin in the directory")

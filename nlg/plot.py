@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nlg.cli import spellings
-from nlg.files import InputError, atomic_write, read_jsonl
+from nlg.files import InputError, atomic_write, check_outputs, read_jsonl
 from nlg.train_log import METRICS_FILE
 
 
@@ -75,10 +75,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="PNG to write (default WORK_DIR/loss.png)")
     args = parser.parse_args(argv)
     metrics = args.work_dir / METRICS_FILE
+    output = args.output or args.work_dir / "loss.png"
+    check_outputs(inputs={"WORK_DIR": metrics}, outputs={"--output": output})
     if not metrics.is_file():
         raise InputError(f"{metrics}: no metrics log (is {args.work_dir} an `nlg train` work_dir?)")
     curves = read_curves(metrics)
-    output = plot_curves(curves, args.output or args.work_dir / "loss.png", title=str(args.work_dir))
+    output = plot_curves(curves, output, title=str(args.work_dir))
     print(f"wrote {output} ({len(curves.train_loss)} training, {len(curves.valid_loss)} validation points)")
     return 0
 

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from nlg.cli import run_main, spellings
-from nlg.files import InputError, atomic_write, write_jsonl
+from nlg.files import Failure, InputError, atomic_files, check_outputs, json_line
 from nlg.metrics import SUITES, score_files, suite
 
 E2E_ONLY = ("pymteval",)
@@ -124,15 +124,25 @@ def suite_options(args: argparse.Namespace, suite_name: str) -> dict:
     return options | {renamed[n]: getattr(args, n) for n in renamed if getattr(args, n) is not None}
 
 
+def check_paths(args: argparse.Namespace, suite_name: str) -> None:
+    """Before scoring: --json and --per_instance are neither an input nor each other."""
+    references = [args.ref]
+    if suite_name == "webnlg":  # a folder or a prefix of reference0, reference1, ...
+        references += suite("webnlg").reference_files(args.ref, getattr(args, "num_refs", None))
+    check_outputs(inputs={"REF": references, "PRED": args.pred},
+                  outputs={"--json": args.json, "--per_instance": args.per_instance})
+
+
 def run(args: argparse.Namespace, suite_name: str, **report_style) -> int:
-    """Score, print the suite's report (`report_style`: options of its format_report), write
-    --json/--per_instance; notes go to stderr."""
+    """Score, write --json/--per_instance (both or neither), then print the suite's report
+    (`report_style`: options of its format_report); notes go to stderr."""
     module = suite(suite_name)
+    check_paths(args, suite_name)
     try:
         report = score_files(suite_name, args.ref, args.pred, **suite_options(args, suite_name))
     except RuntimeError as error:  # MissingJavaError, or Java failing under us
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        raise Failure(str(error)) from None
+    write_outputs(args, report)
     print(module.format_report(report, **report_style))
     print()
     if report.unavailable:
@@ -143,12 +153,16 @@ def run(args: argparse.Namespace, suite_name: str, **report_style) -> int:
         )
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
-    if args.json:
-        with atomic_write(args.json) as handle:
-            handle.write(json.dumps(report.scores, indent=2) + "\n")
-    if args.per_instance:
-        write_jsonl(args.per_instance, report.per_instance)
     return 0
+
+
+def write_outputs(args: argparse.Namespace, report) -> None:
+    """--json and --per_instance, as one (nlg.files.atomic_files): a failure leaves neither."""
+    with atomic_files() as open_file:
+        if args.json:
+            open_file(args.json).write(json.dumps(report.scores, indent=2) + "\n")
+        if args.per_instance:
+            open_file(args.per_instance).writelines(json_line(record) for record in report.per_instance)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import tiktoken
 
-from nlg.files import InputError, read_lines
+from nlg.files import InputError, read_lines, read_text
 
 # GPT-2's own split pattern, character for character (openai/gpt-2 src/encoder.py).
 # tiktoken ships a rewritten but equivalent one for its "gpt2" encoding; we keep the original.
@@ -96,8 +96,8 @@ def read_vocab(vocab_dir: str | os.PathLike) -> dict[bytes, int]:
     encoder_path, merges_path = (vocab_dir / name for name in VOCAB_FILES)
 
     try:
-        encoder = json.loads(encoder_path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        encoder = json.loads(read_text(encoder_path))
+    except json.JSONDecodeError as error:
         raise InputError(f"{encoder_path}: not a JSON file ({error})") from None
     if not isinstance(encoder, dict) or len(encoder) != VOCAB_SIZE:
         raise InputError(f"{encoder_path}: expected a JSON object of {VOCAB_SIZE} tokens")

@@ -31,7 +31,9 @@ Files in --work_dir:
     checkpoint-STEP/      the adapter in PEFT's layout (for `nlg beam --lora_checkpoint`; with
                           --full_finetune the whole model instead) and training_state.pt
                           (optimiser, scheduler, step, data position, RNG states of every rank,
-                          config), written atomically (nlg.checkpointing)
+                          config), written atomically with a manifest.json of sizes and SHA-256
+                          that --resume checks (nlg.checkpointing)
+    train.lock            held by rank 0 while the run lives: a second run here stops at once
 
 --resume latest (or a checkpoint path) continues exactly where the checkpoint was taken: same
 data order, same dropout masks, and metrics.jsonl is cut back to the checkpoint's step. It
@@ -39,8 +41,9 @@ needs the same data, batch size, grad_acc, seq_len, seed, LoRA shape and process
 says which differ; `latest` with no checkpoint yet starts afresh. A run without --resume
 refuses a work_dir that already holds checkpoints.
 
-Faults: bad input files stop with FILE:LINE before training (exit 2); a non-finite loss stops
-before the bad update with an error (exit 1), checkpoints already written stay valid; when a
+Faults: bad input files stop with FILE:LINE before training (exit 2), and so does an output in
+--work_dir that is an input; a non-finite loss, or a failed write (a full disk), stops with a
+one-line error (exit 1), checkpoints already written stay valid; when a
 rank dies, torchrun stops the others, and any collective that waits longer than --dist_timeout
 seconds (default $NLG_DIST_TIMEOUT or 600) raises instead of hanging (nlg.distributed).
 
@@ -50,13 +53,18 @@ The code follows a run (`train`) in its phases:
     Trainer.restore     with --resume: weights, optimiser, schedule, position, RNG, loss window
     Trainer.run         the loop: `train_step` on each group of --grad_acc micro-batches, the
                         loss record, `Trainer.validate` and `Trainer.save` on their intervals
+
+How a step runs, per --compile mode, is nlg.train_step: steps are queued on the device and the
+host reads the loss sums only where it logs, validates or saves (`Trainer.sync`); a non-finite
+loss or gradient makes every later update a no-op on the device, and the next read stops the run
+with the step's number and the last good checkpoint, before any checkpoint is written.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -68,8 +76,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from nlg.batching import Batch, Example, batches_per_epoch, collate, epoch_batches, make_examples
+from nlg.batching import Example, batches_per_epoch, collate, epoch_batches, make_examples
 from nlg.checkpointing import (
+    LOCK_FILE,
     TrainingState,
     check_resumable,
     checkpoint_dir,
@@ -78,36 +87,51 @@ from nlg.checkpointing import (
     latest_checkpoint,
     load_checkpoint_weights,
     load_training_state,
+    lock_work_dir,
     save_checkpoint,
     set_rng_state,
+    warn,
 )
 from nlg.cli import run_main
 from nlg.distributed import Runtime, all_reduce_sum, barrier, close_runtime, init_runtime
-from nlg.files import InputError, atomic_write
+from nlg.files import Failure, InputError, atomic_write, check_outputs
 from nlg.lora import add_lora, count_trainable, lora_parameters
 from nlg.loss import CompletionLM
-from nlg.model import GPT, card_config, from_pretrained
+from nlg.model import GPT, card_config, checkpoint_files, from_pretrained
 from nlg.pairs import load_encoded
 from nlg.tokenizer import VOCAB_SIZE
 from nlg.train_args import TrainConfig, parse_args
 from nlg.train_log import METRICS_FILE, LossWindow, MetricsLog
+from nlg.train_step import Stepper, describe, train_step
 
 CONFIG_FILE = "train_config.json"
 
 
 def train(config: TrainConfig) -> Path:
     """Fine-tune; returns the final checkpoint directory."""
+    check_paths(config)
     data = load_data(config)  # bad input stops here, before any process group or model exists
-    rt = init_runtime(config.device, config.dist_timeout)
-    enable_tf32(rt)
-    try:
-        resume_from = checkpoint_to_resume(Path(config.work_dir), config.resume)
-        trainer = Trainer(config, rt, data)
-        if resume_from is not None:
-            trainer.restore(resume_from)
-        return trainer.run()
-    finally:
-        close_runtime(rt)
+    with lock_work_dir(Path(config.work_dir), is_main=int(os.environ.get("RANK", 0)) == 0):
+        rt = init_runtime(config.device, config.dist_timeout)
+        enable_tf32(rt)
+        try:
+            resume_from = checkpoint_to_resume(Path(config.work_dir), config.resume,
+                                               on_skip=warn if rt.is_main else None)
+            trainer = Trainer(config, rt, data)
+            if resume_from is not None:
+                trainer.restore(resume_from)
+            return trainer.run()
+        finally:
+            close_runtime(rt)
+
+
+def check_paths(config: TrainConfig) -> None:
+    """Before anything else: no file the run writes in --work_dir may be one it reads."""
+    work_dir = Path(config.work_dir)
+    check_outputs(inputs={"--train_data": config.train_data, "--valid_data": config.valid_data,
+                          "--init_checkpoint": checkpoint_files(config.init_checkpoint)},
+                  outputs={"--work_dir": [work_dir / name for name in (METRICS_FILE, CONFIG_FILE, LOCK_FILE)]},
+                  folders={"--work_dir": work_dir})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,12 +208,6 @@ def build_model(config: TrainConfig) -> GPT:
 
 def trainable_parameters(model: GPT, config: TrainConfig) -> list[nn.Parameter]:
     return list(model.parameters()) if config.full_finetune else list(lora_parameters(model).values())
-
-
-def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW (decoupled weight decay, bias-corrected) over `params` (the trainable ones)."""
-    return torch.optim.AdamW(params, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
-                             eps=config.adam_epsilon, weight_decay=config.weight_decay)
 
 
 def lr_factor(step: int, schedule: str, warmup: int, total: int) -> float:
@@ -269,18 +287,17 @@ class Trainer:
         self.params = trainable_parameters(self.model, config)
         torch.manual_seed(config.random_seed + rt.rank)  # distinct dropout masks per rank
         self.plan = plan_steps(config, len(data.train), rt.world_size)
-        self.optimizer = build_optimizer(self.params, config)
         length = self.plan.schedule_length
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, config.scheduler, config.warmup_step, length))
         self.lm = CompletionLM(self.model)
-        self.wrapped: nn.Module = self.lm  # DDP-wrapped in `run` when distributed
+        self.stepper = Stepper(self.lm, self.params, config, rt,
+                               lambda s: lr_factor(s, config.scheduler, config.warmup_step, length))
         self.lengths = [len(e.tokens) for e in data.train]
         self.valid = eval_batches(data.valid, config.valid_batch_size, rt) if data.valid else []
         self.base_model = config.init_checkpoint or (config.model_card or "gpt2.md")  # named in adapter_config.json
         self.metrics: MetricsLog | None = None  # opened in `run`: a resumed run first cuts it back
         self.progress = Progress()
-        self.window = LossWindow()
+        self.window = LossWindow()  # the device ledger's window as last read, and its seconds
+        self.timer = time.perf_counter()  # since when the loop's time counts towards the window
         self.resumed_from: Path | None = None
         self.last_eval_step = -1
         self.last_saved: Path | None = None
@@ -290,8 +307,7 @@ class Trainer:
         state = load_training_state(path)
         check_resumable(state, self.config, self.rt.world_size, len(self.data.train), path)
         load_checkpoint_weights(self.model, path, self.config.full_finetune)
-        self.optimizer.load_state_dict(state.optimizer)
-        self.scheduler.load_state_dict(state.scheduler)
+        self.stepper.load_state(state.optimizer, state.scheduler)
         self.progress = Progress(step=state.step, epoch=state.epoch, position=state.batch_in_epoch)
         self.window = state.log_window
         set_rng_state(state.rng[self.rt.rank])
@@ -313,13 +329,13 @@ class Trainer:
                                         seed=config.random_seed, world_size=self.rt.world_size,
                                         rank=self.rt.rank, group_by_length=config.group_by_length)
                 while p.position < len(batches) and p.step < total:
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    stats, seconds = self.step(batches[p.position:p.position + config.grad_acc])
+                    lr = self.stepper.lr
+                    self.step(batches[p.position:p.position + config.grad_acc])
                     bar.update(1)
-                    bar.set_postfix(loss=f"{stats.loss:.3f}", lr=f"{lr:.2e}",
-                                    tok_s=f"{stats.n_tokens / max(seconds, 1e-9):,.0f}", refresh=False)
                     if p.step % config.log_interval == 0:
-                        self.log_loss(lr, echo=bool(bar.disable))
+                        record = self.log_loss(lr, echo=bool(bar.disable))
+                        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}",
+                                        tok_s=f"{record['tokens_per_s']:,.0f}", refresh=False)
                     if p.step % config.eval_interval == 0 or p.position >= len(batches):
                         self.validate()
                     if p.step % config.save_interval == 0:
@@ -335,33 +351,41 @@ class Trainer:
         log(self.rt, f"final checkpoint: {self.last_saved}")
         return self.last_saved
 
-    def step(self, group: list[list[int]]) -> tuple[StepStats, float]:
-        """One optimiser update on `group` (--grad_acc micro-batches of example indices, fewer at
-        an epoch's end); advances the progress and the loss window. Returns its stats and seconds."""
-        start = time.perf_counter()
-        micro = [collate([self.data.train[i] for i in indices], obj=self.config.obj).to(self.rt.device)
-                 for indices in group]
-        try:
-            stats = train_step(self.wrapped, micro, self.optimizer, self.scheduler, self.params,
-                               self.config, self.rt)
-        except NonFiniteLoss as error:
-            last = latest_checkpoint(self.work_dir) or "none written yet"
-            raise NonFiniteLoss(f"{error} at step {self.progress.step + 1} (epoch {self.progress.epoch + 1}); "
-                                f"stopped before updating; last good checkpoint: {last}") from None
-        seconds = time.perf_counter() - start
+    def step(self, group: list[list[int]]) -> None:
+        """Queue one optimiser update on `group` (--grad_acc micro-batches of example indices,
+        fewer at an epoch's end) and advance the progress; waits for nothing on the device."""
+        micro = [self.stepper.batch([self.data.train[i] for i in indices]) for indices in group]
+        train_step(self.stepper, micro)
         self.progress.step += 1
         self.progress.position += len(group)
-        self.window.add(stats.loss_sum, stats.n_loss, stats.n_tokens, seconds)
-        return stats, seconds
 
-    def log_loss(self, lr: float, echo: bool) -> None:
+    def sync(self) -> None:
+        """Wait for the queued steps and read the device ledger into `self.window`; stop the run
+        if a step's loss or gradient was not finite (its update and every later one were skipped
+        on the device, so the last checkpoint holds the last good weights)."""
+        reading = self.stepper.ledger.read()
+        now = time.perf_counter()
+        self.window = LossWindow(*reading.window, seconds=self.window.seconds + now - self.timer)
+        self.timer = now
+        if reading.bad_step is not None:
+            what = (f"loss is {reading.bad_loss}" if not math.isfinite(reading.bad_loss)
+                    else f"a gradient is not finite (loss sum {reading.bad_loss:.6g})")
+            epoch = (reading.bad_step - 1) // self.plan.per_epoch + 1
+            last = latest_checkpoint(self.work_dir) or "none written yet"
+            raise NonFiniteLoss(f"{what} at step {reading.bad_step} (epoch {epoch}); that update and every "
+                                f"later one were skipped; last good checkpoint: {last}")
+
+    def log_loss(self, lr: float, echo: bool) -> dict:
         """Write the loss window's record and start a new window; `echo` prints it too."""
+        self.sync()
         record = self.window.record(self.progress.step, self.progress.epoch + 1, lr)
         self.metrics.write(record)
         if echo:
             log(self.rt, f"step {record['step']:>7} | epoch {record['epoch']} | loss {record['loss']:.4f} | "
                          f"lr {lr:.3e} | {record['tokens_per_s']:,.0f} tokens/s")
         self.window = LossWindow()
+        self.stepper.ledger.clear_window()
+        return record
 
     def validate(self) -> None:
         """Validation loss and perplexity at this step, at most once per step (none without
@@ -369,26 +393,31 @@ class Trainer:
         step = self.progress.step
         if not self.valid or self.last_eval_step == step:
             return
+        self.sync()  # no validation of weights that a non-finite step has stopped
         start = time.perf_counter()
         loss, ppl = evaluate(self.lm, self.valid, self.config, self.rt)
         self.last_eval_step = step
         self.metrics.write({"step": step, "epoch": self.progress.epoch + 1, "valid_loss": loss, "valid_ppl": ppl})
         log(self.rt, f"step {step:>7} | valid loss {loss:.4f} | valid ppl {ppl:.3f} | "
                      f"{time.perf_counter() - start:.1f}s")
+        self.timer = time.perf_counter()  # validation time is not training time
 
     def save(self) -> Path:
         """Checkpoint the run as it stands; every rank takes part (the RNG states are gathered),
         rank 0 writes. Returns the checkpoint directory."""
+        self.sync()  # never a checkpoint after a non-finite step
         rngs = gather_rng_states(self.rt)
         path = checkpoint_dir(self.work_dir, self.progress.step)
         if self.rt.is_main:
             p = self.progress
             state = TrainingState(step=p.step, epoch=p.epoch, batch_in_epoch=p.position,
-                                  optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                                  optimizer=self.stepper.optimizer.state_dict(),
+                                  scheduler=self.stepper.scheduler.state_dict(),
                                   rng=rngs, log_window=self.window, config=self.config.to_json(),
                                   world_size=self.rt.world_size, n_train=len(self.data.train))
             save_checkpoint(path, self.model, state, self.base_model)
         barrier(self.rt)  # nobody runs ahead of a checkpoint that may be resumed
+        self.timer = time.perf_counter()  # nor is saving
         return path
 
     def _start(self) -> None:
@@ -414,71 +443,21 @@ class Trainer:
                            "trainable_parameters": trainable, "n_train": len(self.data.train),
                            "steps_per_epoch": self.plan.per_epoch, "total_steps": self.plan.total},
                           handle, indent=2)
+        log(rt, describe(self.stepper))
         self.metrics = MetricsLog(self.work_dir / METRICS_FILE, rt.is_main,
                                   self.progress.step if self.resumed_from else None)
-        if rt.distributed:
-            self.wrapped = nn.parallel.DistributedDataParallel(
-                self.lm, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
-                gradient_as_bucket_view=True)
+        self.stepper.ledger.start(self.progress.step, self.window)
+        self.timer = time.perf_counter()
 
 
 # ---------------------------------------------------------------------------------------------
-# One optimiser step, and validation
+# Validation
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class StepStats:
-    """What one optimiser step trained on, summed over every rank."""
-
-    loss_sum: float  # summed over every rank's completion tokens
-    n_loss: int
-    n_tokens: int  # real input tokens, all ranks
-
-    @property
-    def loss(self) -> float:
-        return self.loss_sum / max(self.n_loss, 1)
 
 
 class NonFiniteLoss(RuntimeError):
-    """The step's loss was NaN or infinite; raised before the update, on every rank."""
-
-
-def train_step(model: CompletionLM | nn.Module, micro_batches: list[Batch], optimizer: torch.optim.Optimizer,
-               scheduler: torch.optim.lr_scheduler.LRScheduler, params: list[nn.Parameter],
-               config: TrainConfig, rt: Runtime) -> StepStats:
-    """Forward/backward every micro-batch, then one update with the token-averaged gradient.
-
-    Gradients are accumulated from loss *sums* and divided by the step's total token count
-    afterwards (DDP averages over ranks, hence the world_size factor). DDP synchronises only on
-    the last micro-batch (`no_sync` before). A non-finite loss raises before the update, on
-    every rank alike (the check reads the all-reduced sum).
-    """
-    model.train()
-    loss_sum = torch.zeros((), device=rt.device)
-    n_loss = n_tokens = 0
-    for i, batch in enumerate(micro_batches):
-        final = i == len(micro_batches) - 1
-        sync = model.no_sync() if rt.distributed and not final else contextlib.nullcontext()
-        with sync:
-            loss = model(batch.input_ids, batch.loss_index, batch.loss_targets, config.label_smooth)
-            loss.backward()
-        loss_sum += loss.detach()
-        n_loss += batch.n_loss
-        n_tokens += batch.n_tokens
-    total_loss, total_n, total_tokens = all_reduce_sum([loss_sum.item(), n_loss, n_tokens], rt)
-    if not math.isfinite(total_loss):
-        optimizer.zero_grad(set_to_none=True)
-        raise NonFiniteLoss(f"loss is {total_loss}")
-    scale = rt.world_size / max(total_n, 1)
-    grads = [p.grad for p in params if p.grad is not None]
-    torch._foreach_mul_(grads, scale)
-    if config.clip > 0:
-        nn.utils.clip_grad_norm_(params, config.clip)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return StepStats(total_loss, int(total_n), int(total_tokens))
+    """A step's loss or gradient was NaN or infinite; raised at the next read of the ledger, on
+    every rank alike (they all read the same all-reduced sums)."""
 
 
 @torch.no_grad()
@@ -502,8 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train(config)
     except NonFiniteLoss as error:
-        print(f"error: non-finite training loss: {error}", file=sys.stderr)
-        return 1
+        raise Failure(f"non-finite training loss or gradient: {error}") from None
     return 0
 
 

@@ -9,13 +9,16 @@ warning, so its published command runs unchanged.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from nlg.cli import spellings
 from nlg.distributed import TIMEOUT_ENV, default_timeout
 from nlg.lora import TARGETS
+
+COMPILE_MODES = ("auto", "none", "static", "graphs", "inductor")
 
 DESCRIPTION = "LoRA fine-tuning of GPT-2 on encoded (context, completion) pairs: one CPU, one GPU or many."
 
@@ -58,6 +61,7 @@ class TrainConfig:
     random_seed: int = 110
     resume: str | None = None  # "latest" or a checkpoint directory
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    compile: str = "auto"  # how steps run: auto | none | static | graphs | inductor (nlg.train_step)
     dist_timeout: float = field(default_factory=default_timeout)
 
     def to_json(self) -> dict:
@@ -140,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("random_seed", type=int, default=d.random_seed)
     add("resume", default=None, help="'latest' (the newest checkpoint in --work_dir, if any) or a checkpoint directory")
     add("device", default=d.device, help="auto (cuda if available), cpu, cuda or cuda:N")
+    add("compile", default=d.compile, choices=COMPILE_MODES,
+        help="how each step runs: none (eager, each batch padded to its longest pair); static "
+             "(eager on bucketed static shapes, what graphs captures); graphs (static, each "
+             "micro-batch shape captured once as a CUDA graph and replayed; GPU only); inductor "
+             "(static, forward and backward compiled by torch.compile). auto: none on CPU, and "
+             "on GPU none until bench/gpu_check.sh has verified graphs there (README, On a GPU)")
     add("dist_timeout", type=float, default=d.dist_timeout,
         help=f"seconds a collective may wait for a dead or stuck rank (env {TIMEOUT_ENV})")
     _add_ignored_flags(p)
@@ -168,14 +178,17 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     args["lora_targets"] = tuple(t.strip() for t in args["lora_targets"].split(",") if t.strip())
     config = TrainConfig(**args)
     problems = check_config(config)
-    if problems:
-        parser.error("; ".join(problems))
+    if problems:  # one line, as every other failure (argparse's error() would add the long usage)
+        parser.exit(2, f"{parser.prog}: error: {'; '.join(problems)}\n")
     return config
 
 
 def check_config(c: TrainConfig) -> list[str]:
     """What is wrong with a config, one phrase per problem (empty when nothing is)."""
-    problems = []
+    problems = [f"--{f.name} {getattr(c, f.name)}: not a finite number" for f in fields(c)
+                if isinstance(getattr(c, f.name), float) and not math.isfinite(getattr(c, f.name))]
+    if problems:  # NaN passes every comparison below (and inf most): nothing else is worth checking
+        return problems
     for name in ("train_batch_size", "valid_batch_size", "grad_acc", "lora_dim", "save_interval",
                  "eval_interval", "log_interval"):
         if getattr(c, name) < 1:
@@ -194,4 +207,10 @@ def check_config(c: TrainConfig) -> list[str]:
         problems.append(f"--lora_targets: unknown {unknown}; choose from {','.join(TARGETS)}")
     if c.warmup_step < 0 or c.lr < 0 or c.weight_decay < 0 or c.clip < 0:
         problems.append("--warmup_step, --lr, --weight_decay and --clip must be >= 0")
+    problems += [f"--{name} must be in [0, 1)" for name in ("adam_beta1", "adam_beta2")
+                 if not 0 <= getattr(c, name) < 1]
+    if c.adam_epsilon < 0:
+        problems.append("--adam_epsilon must be >= 0")
+    if c.dist_timeout <= 0:
+        problems.append("--dist_timeout must be > 0")
     return problems

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,19 @@ class MetricsLog:
         return kept
 
     def write(self, record: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+        """Append one record; a failed write (a full disk) takes back what it appended and
+        raises an OSError naming the log."""
+        if not self.enabled:
+            return
+        data = memoryview((json.dumps(record) + "\n").encode("utf-8"))
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            end = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                while data:
+                    data = data[os.write(fd, data):]
+            except OSError as error:
+                os.ftruncate(fd, end)
+                raise OSError(error.errno, error.strerror, str(self.path)) from error
+        finally:
+            os.close(fd)

@@ -97,3 +97,14 @@ def write():
         return path
 
     return write_file
+
+
+@pytest.fixture()
+def fresh_dynamo():
+    """torch.compile's caches emptied around the test: code compiled by other tests for other
+    shapes would make dynamo compile dynamic shapes, which takes far longer."""
+    import torch
+
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()

@@ -1,7 +1,8 @@
 """Helpers shared by the test files (`from helpers import ...`: pytest puts tests/ on sys.path).
 
 Test files import from here, never from each other: tiny model shapes and checkpoints, an
-adapter that looks trained, ranks started by hand, and the training log's records. (Our model
+adapter that looks trained, copy-task data, small training steps in every --compile mode, a
+counter of host reads, ranks started by hand, and the training log's records. (Our model
 as a transformers one is `nlg.model.to_transformers`, in the library: the benchmarks use it too.)
 """
 
@@ -12,15 +13,22 @@ import os
 import socket
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from nlg.lora import lora_parameters
+from nlg.batching import Example
+from nlg.distributed import Runtime
+from nlg.lora import add_lora, lora_parameters
+from nlg.loss import CompletionLM
 from nlg.model import GPT, GPTConfig, save_pretrained
+from nlg.train_args import TrainConfig
 from nlg.train_log import METRICS_FILE
+from nlg.train_step import Stepper, train_step
 
 # ---------------------------------------------------------------------------------------------
 # Models
@@ -54,6 +62,19 @@ def trainable_base(directory: Path, config: GPTConfig, seed: int) -> Path:
     return save_pretrained(model, directory)
 
 
+def write_copy_task(path: Path, count: int, seed: int, vocab: int = 512, lengths: tuple[int, int] = (4, 11)) -> Path:
+    """`count` encoded pairs whose completion repeats the context (ids 10..vocab-1, between
+    lengths[0] and lengths[1] tokens, each half ending in id 0): learnable from scratch in a few
+    steps. Equal lengths give batches that all share one shape."""
+    gen = torch.Generator().manual_seed(seed)
+    with path.open("w") as out:
+        for _ in range(count):
+            n = int(torch.randint(lengths[0], lengths[1] + 1, (1,), generator=gen))
+            context = torch.randint(10, vocab, (n,), generator=gen).tolist()
+            out.write(json.dumps({"context": context + [0], "completion": context + [0]}) + "\n")
+    return path
+
+
 def hf_gpt2_dir(directory: Path, config: GPTConfig = TINY, seed: int = 0) -> Path:
     """A random transformers GPT-2 of `config`'s shape (transformers' own initialisation), saved
     as a Hugging Face directory. Skips the test without transformers."""
@@ -64,6 +85,80 @@ def hf_gpt2_dir(directory: Path, config: GPTConfig = TINY, seed: int = 0) -> Pat
                                         bos_token_id=0, eos_token_id=0)
     transformers.GPT2LMHeadModel(hf_config).save_pretrained(directory)
     return directory
+
+
+# ---------------------------------------------------------------------------------------------
+# Training steps
+# ---------------------------------------------------------------------------------------------
+
+STEP_CONFIG = tiny_config(n_layer=1, vocab_size=64)  # one layer: Inductor compiles it fastest
+
+
+def random_examples(count: int, seed: int, vocab: int = STEP_CONFIG.vocab_size, completion: int = 14) -> list[Example]:
+    """Random pairs of 55-62 tokens with `completion`-token completions: batches of 4 share one
+    static shape (width 64, 64 loss slots), so a compiled step compiles once."""
+    gen = torch.Generator().manual_seed(seed)
+    return [Example(tuple(torch.randint(1, vocab, (n,), generator=gen).tolist()), n - completion)
+            for n in torch.randint(55, 63, (count,), generator=gen).tolist()]
+
+
+def write_examples(path: Path, examples: list[Example]) -> Path:
+    """`examples` as an encoded jsonl file (`nlg data`'s {split}.jsonl), for `nlg train`."""
+    with path.open("w") as out:
+        for e in examples:
+            out.write(json.dumps({"context": list(e.tokens[:e.n_context]), "completion": list(e.tokens[e.n_context:])}) + "\n")
+    return path
+
+
+def tiny_stepper(mode: str, *, device: str = "cpu", config: GPTConfig = STEP_CONFIG, dropout: float = 0.0,
+                 clip: float = 0.0, grad_acc: int = 1) -> Stepper:
+    """A Stepper of --compile `mode` over a seeded random GPT of `config` with LoRA (r 4, q and
+    v), batches of 4, lr 1e-2 (no schedule), label smoothing 0.1."""
+    torch.manual_seed(0)
+    gpt = GPT(config).to(device)
+    add_lora(gpt, rank=4, alpha=32, dropout=dropout, targets=("q", "v"))
+    train = TrainConfig(train_data="", train_batch_size=4, grad_acc=grad_acc, seq_len=64, lr=1e-2,
+                        clip=clip, label_smooth=0.1, lora_dropout=dropout)
+    return Stepper(CompletionLM(gpt), list(lora_parameters(gpt).values()), train,
+                   Runtime(device=torch.device(device)), lambda step: 1.0, mode=mode)
+
+
+def run_steps(stepper: Stepper, data: list[Example], steps: int, grad_acc: int = 1) -> None:
+    """`steps` optimiser steps on consecutive groups of `grad_acc` batches of 4 of `data`."""
+    for k in range(steps):
+        group = data[4 * grad_acc * k:4 * grad_acc * (k + 1)]
+        train_step(stepper, [stepper.batch(group[i:i + 4]) for i in range(0, len(group), 4)])
+
+
+def adapter_of(stepper: Stepper) -> dict[str, torch.Tensor]:
+    """The LoRA weights of a stepper's model, on the CPU."""
+    return {n: p.detach().cpu().clone() for n, p in lora_parameters(stepper.lm.gpt).items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Host reads
+# ---------------------------------------------------------------------------------------------
+
+
+class HostReads(TorchDispatchMode):
+    """Counts the operators, run inside it, that make the host wait for a tensor's value
+    (.item(), int(), bool(), nonzero, boolean-mask indexing, ...): on a GPU each one stalls the
+    queue of work. `counts` holds them by name."""
+
+    READS = {"item", "_local_scalar_dense", "nonzero", "is_nonzero", "equal", "masked_select", "allclose"}
+
+    def __init__(self):
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ in self.READS:
+            self.counts[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,6 +194,25 @@ def reap(procs: list[subprocess.Popen]) -> None:
 # ---------------------------------------------------------------------------------------------
 # Training runs
 # ---------------------------------------------------------------------------------------------
+
+
+def killed_run(argv: list[str], kill_at: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nlg train argv` killed as its `kill_at`-th step starts (a KeyboardInterrupt, as Ctrl-C
+    raises); the caller then resumes it, or looks at what it left."""
+    import nlg.train as train_module
+
+    real_step, calls = train_module.train_step, []
+
+    def dies(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == kill_at:
+            raise KeyboardInterrupt("simulated kill")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", dies)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.main(argv)
+    monkeypatch.setattr(train_module, "train_step", real_step)
 
 
 def metrics(work_dir: Path) -> list[dict]:

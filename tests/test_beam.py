@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import reap, start_ranks
+from helpers import HostReads, reap, start_ranks
 
 from nlg.beam import (
     BeamConfig,
@@ -173,6 +173,42 @@ def test_batch_size_does_not_change_results() -> None:
     eight = generate(model, contexts, cfg, batch_size=8)
     assert one == eight
     assert one == [reference_beam(model, c, cfg) for c in contexts[:4]] + one[4:]
+
+
+@pytest.mark.parametrize("check_every", [2, 5, 64])
+def test_checking_early_stop_every_k_steps_changes_work_not_results(check_every: int) -> None:
+    """A done context may run on until the next check: it finishes nothing better, so results
+    equal checking every step (and the reference), at any batch size and length penalty."""
+    model = tiny_model(eos_pull=6.0)
+    rows = []
+    model.register_forward_hook(lambda module, args, output: rows.append(output.shape[0]))
+    contexts = random_contexts(12, seed=5, low=2, high=20)
+    for name in ("paper", "two_eos_reppen_below_1", "unigram_ban_negative_lp"):
+        cfg = SETTINGS[name]
+        rows.clear()
+        expected = generate(model, contexts, cfg, batch_size=12, check_every=1)
+        every_step = sum(rows)
+        assert expected[:3] == [reference_beam(model, c, cfg) for c in contexts[:3]]
+        for batch_size in (1, 5, 12):
+            rows.clear()
+            assert generate(model, contexts, cfg, batch_size=batch_size, check_every=check_every) == expected
+        checked = sum(rows)
+        rows.clear()
+        generate(model, contexts, replace(cfg, early_stop=False), batch_size=12)
+        if check_every < cfg.eval_len:  # rows still leave the batch, only later
+            assert every_step <= checked < sum(rows), name
+
+
+def test_a_search_waits_for_the_device_only_at_its_checks() -> None:
+    model, contexts = tiny_model(), random_contexts(6)
+    cfg = SETTINGS["paper"]  # eval_len 16
+    with HostReads() as reads:
+        beam_search(model, contexts, replace(cfg, early_stop=False))
+    assert reads.total == 0  # the best-so-far bookkeeping stays on the device
+    with HostReads() as reads:
+        beam_search(model, contexts, cfg, check_every=4)
+    assert 1 <= reads.counts["item"] <= 16 // 4  # one read per check; shrinking the batch adds one
+    assert reads.total - reads.counts["item"] <= reads.counts["item"]
 
 
 def test_generated_sequences_respect_bans_and_min_length() -> None:

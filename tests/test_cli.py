@@ -37,8 +37,8 @@ def test_run_main_turns_input_error_into_exit_2(capsys):
     def broken(argv):
         raise InputError("f.txt:3: bad line")
 
-    assert run_main(broken, []) == 2
-    assert "error: f.txt:3: bad line" in capsys.readouterr().err
+    assert run_main(broken, [], prog="nlg x") == 2
+    assert capsys.readouterr().err == "nlg x: error: f.txt:3: bad line\n"
 
 
 def test_scoring_data_and_decode_run_where_torch_cannot_be_imported(tmp_path):

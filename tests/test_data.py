@@ -87,7 +87,7 @@ def test_bad_line_fails_cleanly_and_writes_nothing(tmp_path, vocab_dir, capsys, 
     code = cli.main(["data", "e2e", "--raw-dir", str(raw), "--out-dir", str(out), "--vocab", str(vocab_dir)])
     assert code == 2
     message = capsys.readouterr().err
-    assert message.startswith("error: ") and str(raw / "test.txt") in message
+    assert message.startswith("nlg data: error: ") and str(raw / "test.txt") in message
     with pytest.raises(InputError, match=reason):
         read_raw(raw / "test.txt")
     assert sorted(p.name for p in out.iterdir()) == ["test.jsonl"]
@@ -183,7 +183,7 @@ def test_summary_names_what_was_read_and_left_out(webnlg_json_dir, tmp_path, voc
 def test_a_folder_with_neither_form_says_what_it_looked_for(tmp_path, vocab_dir, capsys, write, name, looked_for):
     write(tmp_path / "raw" / "dev.jsonl", "{}\n")  # near misses are not read
     assert cli.main(["data", name, "--raw-dir", str(tmp_path / "raw"), "--vocab", str(vocab_dir)]) == 2
-    assert capsys.readouterr().err == f"error: {tmp_path / 'raw'}: {looked_for}\n"
+    assert capsys.readouterr().err == f"nlg data: error: {tmp_path / 'raw'}: {looked_for}\n"
 
 
 def test_a_bad_webnlg_split_writes_nothing(tmp_path, webnlg_json_dir, vocab_dir, capsys, write):
@@ -195,5 +195,5 @@ def test_a_bad_webnlg_split_writes_nothing(tmp_path, webnlg_json_dir, vocab_dir,
     write(raw / "test.json", json.dumps(bad))
     write(out / "valid.jsonl", "old\n")
     assert cli.main(["data", "webnlg", "--raw-dir", str(raw), "--out-dir", str(out), "--vocab", str(vocab_dir)]) == 2
-    assert capsys.readouterr().err.startswith(f"error: {raw / 'test.json'}: entry 1 (eid Id1): triple 1 is not three strings")
+    assert capsys.readouterr().err.startswith(f"nlg data: error: {raw / 'test.json'}: entry 1 (eid Id1): triple 1 is not three strings")
     assert sorted(p.name for p in out.iterdir()) == ["valid.jsonl"] and (out / "valid.jsonl").read_text() == "old\n"

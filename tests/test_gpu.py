@@ -1,24 +1,36 @@
-"""The CUDA paths, checked against the CPU ones.
+"""The CUDA paths, checked against the CPU ones and against each other.
 
 Skipped where no GPU is present (as in CI); `bench/gpu_check.sh` runs them on a GPU machine.
 Everything else in the suite covers the same code on the CPU, so these tests only pin what a
 device change can break: kernels that round differently, bf16 autocast, tensors left on the
-wrong device, and resuming with CUDA RNG state.
+wrong device, resuming with CUDA RNG state, and what only exists on a GPU: `--compile graphs`
+(captured CUDA graphs: the same training as the uncaptured static steps, eager's within bf16
+noise, exact resume, non-finite steps skipped inside the graphs), steps that never make the
+host wait (CUDA's sync debug mode), Inductor's GPU kernels, and beam search's early-stop
+checks every few steps.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-from helpers import assert_same_log, metrics, trainable_base
+from helpers import (
+    adapter_of,
+    assert_same_log,
+    killed_run,
+    metrics,
+    random_examples,
+    run_steps,
+    tiny_stepper,
+    trainable_base,
+    write_copy_task,
+)
 
 import nlg.train as train_module
 from nlg.adapter_files import read_adapter
 from nlg.beam import BeamConfig, generate
 from nlg.model import GPT, GPTConfig, KVCache
+from nlg.train_step import train_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -85,19 +97,10 @@ def test_beam_search_on_cuda_equals_cpu_for_any_batch_size():
                         repetition_penalty=1.2, eos_ids=(7,))
     with torch.no_grad():
         expected = generate(model, contexts, config, batch_size=5)
-        got = generate(model.cuda(), contexts, config, batch_size=24)
-    assert got == expected
-
-
-def write_copy_task(path: Path, count: int, seed: int) -> Path:
-    """Pairs whose completion repeats the context: learnable from scratch in a few steps."""
-    gen = torch.Generator().manual_seed(seed)
-    with path.open("w") as out:
-        for _ in range(count):
-            context = torch.randint(10, VOCAB, (int(torch.randint(4, 12, (1,), generator=gen)),),
-                                    generator=gen).tolist()
-            out.write(json.dumps({"context": context + [0], "completion": context + [0]}) + "\n")
-    return path
+        model.cuda()
+        assert generate(model, contexts, config, batch_size=24) == expected  # early-stop checks every 8th step
+        for check_every in (1, 3, 64):
+            assert generate(model, contexts, config, batch_size=7, check_every=check_every) == expected
 
 
 @pytest.fixture()
@@ -112,27 +115,105 @@ def training_args(tmp_path) -> list[str]:
             "--eval_interval", "6", "--save_interval", "6", "--max_step", "24"]
 
 
-def test_cuda_training_learns_in_bf16_and_resumes_exactly(training_args, tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", ["none", "graphs"])
+def test_cuda_training_learns_in_bf16_and_resumes_exactly(training_args, tmp_path, monkeypatch, mode):
+    training_args = [*training_args, "--compile", mode]
     full = tmp_path / "full"
     assert train_module.main([*training_args, "--work_dir", str(full)]) == 0
     losses = [r["loss"] for r in metrics(full) if "loss" in r]
     assert losses[-1] < 0.7 * losses[0], losses
 
-    broken, real_step, calls = tmp_path / "broken", train_module.train_step, []
-
-    def dies_at_step_10(*a, **k):
-        calls.append(1)
-        if len(calls) == 10:
-            raise KeyboardInterrupt("simulated kill")
-        return real_step(*a, **k)
-
-    monkeypatch.setattr(train_module, "train_step", dies_at_step_10)
-    with pytest.raises(KeyboardInterrupt):
-        train_module.main([*training_args, "--work_dir", str(broken)])
-    monkeypatch.setattr(train_module, "train_step", real_step)
+    broken = tmp_path / "broken"
+    killed_run([*training_args, "--work_dir", str(broken)], 10, monkeypatch)
     assert train_module.main([*training_args, "--work_dir", str(broken), "--resume", "latest"]) == 0
 
     expected, got = read_adapter(full / "checkpoint-24")[1], read_adapter(broken / "checkpoint-24")[1]
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=0)
     assert_same_log(metrics(broken), metrics(full), rel=1e-5)
+
+
+def test_graphs_train_as_static_steps_do_and_as_eager_within_bf16_noise(training_args, tmp_path):
+    logs = {}
+    for mode in ("none", "static", "graphs"):
+        work = tmp_path / mode
+        assert train_module.main([*training_args, "--lora_dropout", "0", "--compile", mode,
+                                  "--work_dir", str(work)]) == 0
+        logs[mode] = metrics(work)
+    # The captured graphs replay the static steps' kernels on the same shapes.
+    assert_same_log(logs["graphs"], logs["static"], rel=1e-4)
+    # Eager pads each batch to its own length: other matmul shapes, other bf16 rounding.
+    assert [sorted(r) for r in logs["graphs"]] == [sorted(r) for r in logs["none"]]
+    for graphs, eager in zip(logs["graphs"], logs["none"], strict=True):
+        for key in ("loss", "valid_loss"):
+            if key in eager:
+                assert graphs[key] == pytest.approx(eager[key], rel=0.05, abs=0.02), (graphs, eager)
+    losses = [r["loss"] for r in logs["graphs"] if "loss" in r]
+    assert losses[-1] < 0.7 * losses[0]
+
+
+@pytest.mark.parametrize("mode", ["none", "static", "graphs"])
+def test_steps_never_make_the_host_wait(mode: str):
+    stepper = tiny_stepper(mode, device="cuda", dropout=0.1, clip=0.5, grad_acc=2)
+    data = random_examples(48, seed=1)
+    run_steps(stepper, data[:16], steps=2, grad_acc=2)  # first steps: captures, lazy set-up
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        run_steps(stepper, data[16:], steps=4, grad_acc=2)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    reading = stepper.ledger.read()
+    assert reading.bad_step is None and reading.window[1] == 6 * 8 * 14
+
+
+def test_graphs_skip_a_non_finite_step_on_the_device_for_good():
+    stepper = tiny_stepper("graphs", device="cuda", dropout=0.1)
+    data = random_examples(24, seed=3)
+    run_steps(stepper, data[:8], steps=2)
+    good = adapter_of(stepper)
+    ln_f = stepper.lm.gpt.transformer.ln_f.weight  # frozen, read by the captured graph at each replay
+    with torch.no_grad():
+        ln_f[0] = float("nan")
+    run_steps(stepper, data[8:12], steps=1)
+    with torch.no_grad():
+        ln_f[0] = 1.0
+    run_steps(stepper, data[12:24], steps=3)
+    reading = stepper.ledger.read()
+    assert reading.bad_step == 3 and reading.bad_loss != reading.bad_loss
+    for name, value in adapter_of(stepper).items():
+        assert torch.equal(value, good[name]), name
+
+
+def test_inductor_on_cuda_trains_as_static_steps_do(fresh_dynamo):
+    data = random_examples(32, seed=4)
+    adapters = {}
+    for mode in ("static", "inductor"):
+        stepper = tiny_stepper(mode, device="cuda")
+        run_steps(stepper, data, steps=8)
+        adapters[mode] = adapter_of(stepper)
+    for name, value in adapters["static"].items():  # bf16 kernels of other shapes and fusions
+        assert (adapters["inductor"][name] - value).norm() <= 2e-2 * value.norm(), name
+
+
+def test_a_static_step_takes_one_batch_shape_per_capture():
+    # Batches are copied into a captured graph's inputs: a batch of another shape gets a graph of its own.
+    stepper = tiny_stepper("graphs", device="cuda")
+    short = random_examples(8, seed=5, completion=4)  # 16 loss slots instead of 64
+    long = random_examples(8, seed=6)
+    for examples in (long[:4], short[:4], long[4:], short[4:]):
+        train_step(stepper, [stepper.batch(examples)])
+    assert len(stepper.run_micro.graphs) == 2
+    assert stepper.ledger.read().window[1] == 8 * 14 + 8 * 4
+
+
+def test_graphs_draw_new_dropout_masks_at_every_replay():
+    # A capture puts the random-number state back; the graph must still advance it at each
+    # replay (the same masks at every step would train on, silently wrong).
+    stepper = tiny_stepper("graphs", device="cuda", dropout=0.5)
+    batch = stepper.batch(random_examples(4, seed=7))
+    sums = []
+    for _ in range(3):  # no update in between: only the masks can change the loss
+        stepper.accumulate(batch, last=True)
+        sums.append(stepper.ledger.step_loss.item())
+    losses = [sums[0], sums[1] - sums[0], sums[2] - sums[1]]
+    assert len(set(losses)) == 3, losses

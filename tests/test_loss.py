@@ -1,4 +1,5 @@
-"""nlg.loss: the label-smoothed completion loss, by hand, and the head run only where it is read."""
+"""nlg.loss: the label-smoothed completion loss, by hand, the head run only where it is read, and
+static-shape padding that changes nothing."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_config, trained_like
 
-from nlg.batching import Example, collate
+from nlg.batching import Example, collate, collate_static
+from nlg.lora import add_lora
 from nlg.loss import CompletionLM, completion_loss
 from nlg.model import GPT, GPTConfig
 
@@ -50,3 +53,32 @@ def test_head_runs_only_at_loss_positions_with_the_same_loss():
     got = CompletionLM(gpt)(batch.input_ids, batch.loss_index, batch.loss_targets, 0.1)
     torch.testing.assert_close(got, expected)
     assert gpt(batch.input_ids).shape == full.shape  # CompletionLM leaves the plain forward as it was
+
+
+@pytest.mark.parametrize("obj", ["clm", "jlm"])
+@pytest.mark.parametrize("train", ["lora", "full"])
+def test_static_shapes_change_neither_the_loss_nor_the_gradients(obj: str, train: str):
+    # `collate_static` adds rows, columns and loss slots; none may add to the loss or to any
+    # gradient, the embeddings' included (padding is fed through them).
+    torch.manual_seed(0)
+    gpt = GPT(tiny_config())
+    if train == "lora":
+        add_lora(gpt, rank=4, alpha=32, dropout=0.0, targets=("q", "v", "fc"))
+        trained_like(gpt)
+    lm = CompletionLM(gpt)
+    gen = torch.Generator().manual_seed(1)
+    examples = [Example(tuple(torch.randint(1, 300, (n,), generator=gen).tolist()), context)
+                for n, context in ((20, 8), (33, 12), (7, 3), (45, 30))]
+    exact, static = collate(examples, obj), collate_static(examples, obj, rows=6, max_width=63)
+    assert static.shape == (6, 48, 64 if obj == "clm" else 112) and exact.shape == (4, 44, exact.n_loss)
+    results = []
+    for batch in (exact, static):
+        lm.zero_grad(set_to_none=True)
+        loss = lm(batch.input_ids, batch.loss_index, batch.loss_targets, 0.1)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in lm.named_parameters() if p.grad is not None}))
+    (exact_loss, exact_grads), (static_loss, static_grads) = results
+    torch.testing.assert_close(static_loss, exact_loss, rtol=1e-6, atol=0)
+    assert exact_grads.keys() == static_grads.keys() and len(exact_grads) > 0
+    for name, grad in exact_grads.items():  # float rounding only: sums over other blockings
+        assert (static_grads[name] - grad).norm() <= 1e-6 * grad.norm(), name

@@ -17,9 +17,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_same_log, metrics, reap, start_ranks, trainable_base, without_timing
+from helpers import (
+    assert_same_log,
+    killed_run,
+    metrics,
+    reap,
+    start_ranks,
+    trainable_base,
+    without_timing,
+)
 
-import nlg.train as train_module
 from nlg.adapter_files import read_adapter
 from nlg.cli import main as nlg_main
 from nlg.cli import run_main
@@ -132,13 +139,14 @@ def test_grad_accumulation_matches_larger_batch(e2e, base_dir, tmp_path):
     assert_same_log(metrics(tmp_path / "acc"), metrics(tmp_path / "big"), rel=1e-6)
 
 
-def test_two_process_ddp_matches_one_process_with_double_batch(e2e, base_dir, tmp_path):
-    assert main(args(e2e, base_dir, tmp_path / "one", "--max_step", 3, "--clip", 0.5)) == 0
+@pytest.mark.parametrize("mode", ["none", "static"])  # DDP, or one all-reduce of the flat gradients
+def test_two_process_ddp_matches_one_process_with_double_batch(e2e, base_dir, tmp_path, mode):
+    assert main(args(e2e, base_dir, tmp_path / "one", "--max_step", 3, "--clip", 0.5, "--compile", mode)) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "nlg.train", *args(e2e, base_dir, tmp_path / "two", "--max_step", 3, "--clip", 0.5,
-                                  "--train_batch_size", 4)],
+                                  "--train_batch_size", 4, "--compile", mode)],
         env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout
@@ -150,28 +158,18 @@ def test_two_process_ddp_matches_one_process_with_double_batch(e2e, base_dir, tm
     assert_same_log(metrics(tmp_path / "two"), metrics(tmp_path / "one"), rel=1e-5)
 
 
-def test_killed_and_resumed_run_equals_uninterrupted(e2e, base_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", ["none", "static"])
+def test_killed_and_resumed_run_equals_uninterrupted(e2e, base_dir, tmp_path, monkeypatch, mode):
     # 36 pairs / batch 8 = 5 steps per epoch: the run crosses an epoch boundary after resuming.
     # Dropout on, so restoring the RNG state matters; log every 2 steps, saved every 3, so the
     # checkpoint also has to carry a half-filled loss window.
     settings = ["--max_step", 9, "--lora_dropout", 0.1, "--log_interval", 2, "--save_interval", 3,
-                "--eval_interval", 4, "--warmup_step", 2]
+                "--eval_interval", 4, "--warmup_step", 2, "--compile", mode]
     full = tmp_path / "full"
     assert main(args(e2e, base_dir, full, *settings, train="small")) == 0
 
     broken = tmp_path / "broken"
-    real_step, calls = train_module.train_step, []
-
-    def dies_at_step_5(*a, **k):
-        calls.append(1)
-        if len(calls) == 5:  # after checkpoint-3 and the step-4 records
-            raise KeyboardInterrupt("simulated kill")
-        return real_step(*a, **k)
-
-    monkeypatch.setattr(train_module, "train_step", dies_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
-        main(args(e2e, base_dir, broken, *settings, train="small"))
-    monkeypatch.setattr(train_module, "train_step", real_step)
+    killed_run(args(e2e, base_dir, broken, *settings, train="small"), 5, monkeypatch)  # after checkpoint-3
     assert [r["step"] for r in metrics(broken)][-1] == 4
     assert sorted(p.name for p in broken.glob("checkpoint-*")) == ["checkpoint-3"]
     state = torch.load(broken / "checkpoint-3/training_state.pt", weights_only=True)
@@ -217,6 +215,13 @@ def test_full_finetune_learns_writes_a_model_and_resumes_exactly(e2e, base_dir, 
     x = torch.randint(0, e2e["vocab"], (1, 12))
     with torch.no_grad():
         torch.testing.assert_close(from_pretrained(resumed / "checkpoint-6")(x), model(x), atol=1e-6, rtol=0)
+
+    # Static shapes hold every gradient (the tied embedding's too) in their flat buffer: the
+    # same training up to float rounding.
+    static = tmp_path / "static"
+    assert main(args(e2e, base_dir, static, *settings, "--compile", "static", train="small")) == 0
+    with torch.no_grad():
+        torch.testing.assert_close(from_pretrained(static / "checkpoint-6")(x), model(x), atol=1e-4, rtol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,7 +65,8 @@ class Dataset:
     write_references(decoded, ref_path, pred_path, ref_num)
                           write the files the dataset's scorer reads, atomically (all or
                           none); ref_num is --ref_num, else the recipe's (None for E2E,
-                          whose file holds every reference); returns warnings to print
+                          whose file holds every reference); returns warnings to print;
+                          with reference_folder, ref_path is a folder it replaces as a whole
     """
 
     name: str
@@ -76,6 +77,7 @@ class Dataset:
     download: Callable[[Path], list[Path]]
     write_references: Callable[[Decoded, Path, Path, int | None], list[str]]
     recipe: Recipe
+    reference_folder: bool = False  # write_references replaces ref_path as a folder (else writes a file)
 
 
 def names() -> tuple[str, ...]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from nlg.datasets import SPLITS, Dataset, Decoded, RawSplit
 from nlg.datasets.download import fetch
 from nlg.datasets.recipe import BeamRecipe, PaperResult, Recipe, ScoringRecipe, TrainRecipe
-from nlg.files import InputError, atomic_write, read_lines
+from nlg.files import InputError, atomic_files, read_lines
 from nlg.pairs import TextPair
 
 SEPARATOR = "||"
@@ -91,7 +91,8 @@ def write_references(decoded: Decoded, ref_path: Path, pred_path: Path, ref_num:
     if ref_num is not None:
         raise InputError("--ref_num does not apply to --ref_type e2e: its reference file holds every "
                          "reference of each context")
-    with atomic_write(ref_path) as refs, atomic_write(pred_path) as preds:
+    with atomic_files() as open_file:
+        refs, preds = open_file(ref_path), open_file(pred_path)
         refs.write("".join("".join(ref + "\n" for ref in group) + "\n" for group in decoded.references))
         preds.write(decoded.prediction_text())
     return []

@@ -40,7 +40,7 @@ from pathlib import Path
 from nlg.datasets import Decoded, RawSplit
 from nlg.datasets.download import fetch
 from nlg.datasets.recipe import PaperResult, ScoringRecipe
-from nlg.files import InputError, atomic_dir, atomic_write
+from nlg.files import InputError, atomic_dir, atomic_write, check_outputs, strip_bom
 from nlg.pairs import TextPair
 
 XML_SEPARATOR = " | "  # between subject, property and object in an <mtriple>
@@ -101,9 +101,10 @@ def load_json(data: bytes, source: str) -> object:
 
 
 def read_file(path: Path) -> bytes:
+    """A raw json or XML file's bytes, without a UTF-8 byte-order mark (`strip_bom`)."""
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    return path.read_bytes()
+    return strip_bom(path.read_bytes(), path)
 
 
 def _xml_entry(element: ET.Element, where: str, number: int) -> Entry:
@@ -263,15 +264,14 @@ def reference_columns(references: list[list[str]], ref_num: int) -> tuple[list[l
 
 
 def _check_folder(ref_dir: Path, pred_path: Path) -> None:
-    if ref_dir.exists() and not ref_dir.is_dir():
-        raise InputError(f"{ref_dir}: is a file; this reference type writes a folder of reference0, reference1, ...")
+    """The reference folder is replaced as a whole: refuse one that holds anything else (and,
+    with `check_outputs`, a file in its place or the hypothesis file inside it)."""
+    check_outputs(inputs={}, outputs={"--output_pred_file": pred_path}, replaced={"--output_ref_file": ref_dir})
     if ref_dir.is_dir():
         others = sorted(p.name for p in ref_dir.iterdir() if not REFERENCE_FILE.fullmatch(p.name))
         if others:
             raise InputError(f"{ref_dir}: holds other files than reference0, reference1, ... ({', '.join(others[:3])}); "
                              "the folder is replaced as a whole, so give a new or empty one")
-    if ref_dir.resolve() in pred_path.resolve().parents:
-        raise InputError(f"{pred_path}: inside the reference folder {ref_dir}, which is replaced as a whole")
 
 
 def write_reference_folder(decoded: Decoded, ref_dir: Path, pred_path: Path, ref_num: int | None) -> list[str]:

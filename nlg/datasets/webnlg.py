@@ -138,5 +138,6 @@ DATASET = Dataset(
     read_raw=FORMAT.read_raw_dir,
     download=download,
     write_references=write_reference_folder,
+    reference_folder=True,
     recipe=RECIPE,
 )

@@ -23,8 +23,8 @@ def test_folder_and_hypothesis(tmp_path):
 
 
 @pytest.mark.parametrize("case,reason", [
-    ("file", "is a file; this reference type writes a folder"),
-    ("inside", "inside the reference folder"),
+    ("file", "--output_ref_file .*refs: is a file; give a folder"),
+    ("inside", "--output_pred_file .*hyp: inside --output_ref_file .*refs, which is replaced as a whole"),
     ("ref_num", "--ref_num must be at least 1, got 0"),
 ])
 def test_refused_outputs_write_nothing(tmp_path, case, reason):

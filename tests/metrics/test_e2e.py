@@ -75,7 +75,7 @@ def test_count_mismatch_names_both_files_and_counts(write, tmp_path, capsys):
 
     assert main(["score", str(ref), str(write(tmp_path / "p1.txt", "a\n"))]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "p1.txt has 1 predictions" in err and "3 instances" in err
+    assert err.startswith("nlg score: error: ") and "p1.txt has 1 predictions" in err and "3 instances" in err
 
 
 def test_format_scores_layout():

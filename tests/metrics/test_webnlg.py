@@ -137,4 +137,4 @@ def test_generation_eval_script_runs_from_a_checkout(tmp_path):
     assert done.stdout.splitlines()[:3] == [" BLEU   TER", "-----  ----", "84.09  0.08"]
     done = subprocess.run([*script, *args, "-m", "bleu,bert"], capture_output=True, text=True)
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.startswith("error: BERTScore is not offered here")
+    assert done.stderr.startswith("generation_eval.py: error: BERTScore is not offered here")

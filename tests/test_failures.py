@@ -1,0 +1,584 @@
+"""Failure behaviour: nothing lost, nothing silent (issue 16, one test group per numbered case).
+
+1. an output that is (or resolves to) an input, or another output, is refused before any work;
+2. checkpoints verify against their manifest: `--resume latest` skips a damaged one with a
+   warning, an explicit damaged one and a damaged or inconsistent adapter are one-line errors;
+3. operating-system and numeric failures (a full disk, a folder where a file goes, NaN
+   hyperparameters) are one line `nlg STAGE: error: FILE: reason`, exit 1 (2 for bad input),
+   and leave no partial output;
+4. a UTF-8 byte-order mark is removed with a note, so scores and data do not change;
+5. two `nlg train` runs on one work_dir: the second stops at once, naming the first's process.
+
+Each case runs the command as a user would (`nlg.cli.main`, or a subprocess where a process
+boundary matters) and checks the exit code, the exact line on stderr, and that every input and
+earlier output is byte-identical afterwards (`snapshot`).
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny_config, trainable_base
+
+from nlg import cli
+from nlg.checkpointing import torch_save, verify_checkpoint
+from nlg.files import MANIFEST, InputError, read_jsonl, read_text
+
+REPO = Path(__file__).resolve().parents[1]
+ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+CONFIG = tiny_config(vocab_size=300)
+EOS = 299
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def nlg(*argv: object) -> int:
+    """`nlg ARGV` in this process: its exit code (argparse's exits included)."""
+    try:
+        return cli.main([str(a) for a in argv])
+    except SystemExit as done:
+        return int(done.code or 0)
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under root, by relative path: equal snapshots mean nothing was touched."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def write_encoded(path: Path, n: int = 24) -> Path:
+    generator = torch.Generator().manual_seed(0)
+    lines = []
+    for _ in range(n):
+        context = torch.randint(0, EOS, (6,), generator=generator).tolist() + [EOS]
+        completion = torch.randint(0, EOS, (5,), generator=generator).tolist() + [EOS]
+        lines.append(json.dumps({"context": context, "completion": completion}) + "\n")
+    path.write_text("".join(lines))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict[str, Path]:
+    """A finished 3-step LoRA run with a checkpoint per step, on a tiny random base."""
+    root = tmp_path_factory.mktemp("run")
+    paths = {"base": trainable_base(root / "base", CONFIG, seed=0), "data": write_encoded(root / "train.jsonl"),
+             "work": root / "work"}
+    assert nlg(*train_argv(paths, paths["work"], "--max_step", 3)) == 0
+    return paths
+
+
+def train_argv(run: dict[str, Path], work: Path, *extra: object) -> list[object]:
+    return ["train", "--train_data", run["data"], "--init_checkpoint", run["base"], "--work_dir", work,
+            "--train_batch_size", 4, "--seq_len", 32, "--warmup_step", 0, "--lora_dropout", 0,
+            "--log_interval", 1, "--save_interval", 1, "--device", "cpu", *extra]
+
+
+@pytest.fixture
+def work(run, tmp_path) -> Path:
+    """A copy of the run's work_dir (checkpoint-1..3) to damage."""
+    return Path(shutil.copytree(run["work"], tmp_path / "work"))
+
+
+def error_line(capsys) -> str:
+    """stderr, asserted to be exactly one line."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    return err
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Outputs never over inputs
+# ---------------------------------------------------------------------------------------------
+
+
+def case_files(tmp: Path, run: dict[str, Path]) -> dict[str, Path]:
+    """Inputs of every command (their contents do not matter: the check comes first)."""
+    files = {"data": write_encoded(tmp / "x.jsonl", 4), "formatted": tmp / "formatted.jsonl",
+             "predict": tmp / "predict.jsonl", "r": tmp / "r.txt", "h": tmp / "h.txt",
+             "refs": tmp / "refs", "adapter": Path(shutil.copytree(run["work"] / "checkpoint-3", tmp / "ckpt")),
+             "work": Path(shutil.copytree(run["work"], tmp / "work"))}
+    for name in ("formatted", "predict", "r", "h"):
+        files[name].write_text(f"{name}\n")
+    (tmp / "link.jsonl").symlink_to(files["data"])
+    return files
+
+
+def decode(sample: str, source: str, ref: str, pred: str, *extra: str) -> list[str]:
+    return ["decode", "--sample_file", sample, "--input_file", source, "--output_ref_file", ref,
+            "--output_pred_file", pred, *extra]
+
+
+# (name, argv of the command, its stderr), with {NAME} for the files of case_files
+OVER_INPUTS = [
+    ("beam over its data", ["beam", "--data", "{data}", "--model_card", "gpt2.tiny", "--output_file", "{data}"],
+     "nlg beam: error: --output_file {data}: is the input --data {data}; refusing to write over it"),
+    ("beam through a link", ["beam", "--data", "{data}", "--model_card", "gpt2.tiny", "--output_file", "{link}"],
+     "nlg beam: error: --output_file {link}: is the input --data {data} (both are {data}); refusing to write over it"),
+    ("decode predictions over samples", decode("{predict}", "{formatted}", "{r}", "{predict}"),
+     "nlg decode: error: --output_pred_file {predict}: is the input --sample_file {predict}; refusing to write over it"),
+    ("decode references over the input", decode("{predict}", "{formatted}", "{formatted}", "{h}"),
+     "nlg decode: error: --output_ref_file {formatted}: is the input --input_file {formatted}; refusing to write over it"),
+    ("decode both outputs one file", decode("{predict}", "{formatted}", "{r}", "{r}"),
+     "nlg decode: error: --output_ref_file {r}: is also --output_pred_file {r}; give each output its own name"),
+    ("decode a reference folder holding the input",
+     decode("{predict}", "{refs}/f.jsonl", "{refs}", "{h}", "--ref_type", "webnlg"),
+     "nlg decode: error: --output_ref_file {refs}: this folder is replaced as a whole, and the input "
+     "--input_file {refs}/f.jsonl is inside it"),
+    ("score over both inputs", ["score", "{r}", "{h}", "--json", "{h}", "--per_instance", "{r}"],
+     "nlg score: error: --json {h}: is the input PRED {h}; refusing to write over it"),
+    ("analyze over its adapter", ["analyze", "{adapter}", "--json", "{adapter}/adapter_config.json"],
+     "nlg analyze: error: --json {adapter}/adapter_config.json: is the input ADAPTER "
+     "{adapter}/adapter_config.json; refusing to write over it"),
+    ("plot over the log", ["plot", "{work}", "--output", "{work}/metrics.jsonl"],
+     "nlg plot: error: --output {work}/metrics.jsonl: is the input WORK_DIR {work}/metrics.jsonl; "
+     "refusing to write over it"),
+    ("train data in the work_dir's log",
+     ["train", "--train_data", "{work}/metrics.jsonl", "--work_dir", "{work}", "--model_card", "gpt2.tiny"],
+     "nlg train: error: --work_dir {work}/metrics.jsonl: is the input --train_data {work}/metrics.jsonl; "
+     "refusing to write over it"),
+]
+
+
+@pytest.mark.parametrize("argv, message", [case[1:] for case in OVER_INPUTS], ids=[c[0] for c in OVER_INPUTS])
+def test_an_output_over_an_input_is_refused_before_any_work(run, tmp_path, capsys, argv, message):
+    files = {name: str(path) for name, path in case_files(tmp_path, run).items()}
+    files["link"] = str(tmp_path / "link.jsonl")
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "refs" / "f.jsonl").write_text("{}\n")
+    before = snapshot(tmp_path)
+    assert nlg(*[a.format(**files) for a in argv]) == 2
+    assert error_line(capsys) == message.format(**files) + "\n"
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    ("measure_scores.py", ["{r}", "{h}", "--json", "{r}"],
+     "measure_scores.py: error: --json {r}: is the input REF {r}; refusing to write over it"),
+    ("generation_eval.py", ["-R", "{dir}/reference", "-H", "{h}", "-nr", "1", "--json", "{dir}/reference0"],
+     "generation_eval.py: error: --json {dir}/reference0: is the input REF {dir}/reference0; refusing to write over it"),
+])
+def test_the_eval_scripts_refuse_too(tmp_path, script, argv, message):
+    files = {"r": tmp_path / "r.txt", "h": tmp_path / "h.txt", "dir": tmp_path}
+    for path in (files["r"], files["h"], tmp_path / "reference0"):
+        path.write_text("a b c\n")
+    before = snapshot(tmp_path)
+    done = subprocess.run([sys.executable, str(REPO / "eval" / script), *[a.format(**files) for a in argv]],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert (done.returncode, done.stderr, done.stdout) == (2, message.format(**files) + "\n", "")
+    assert snapshot(tmp_path) == before
+
+
+def test_python_dash_m_and_torchrun_ranks_say_the_same(tmp_path):
+    """`python -m nlg.STAGE`, as torchrun starts each rank, prints the same line, naming the rank
+    (nlg.score: the entry point is the same for every stage, and this one starts without torch)."""
+    ref, pred = tmp_path / "r.txt", tmp_path / "h.txt"
+    ref.write_text("a\n\n")
+    pred.write_text("a\n")
+    before = snapshot(tmp_path)
+    env = {**os.environ, "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "nlg.score", str(ref), str(pred), "--json", str(ref)],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 2
+    assert done.stderr == (f"nlg score (rank 1/2): error: --json {ref}: is the input REF {ref}; "
+                           "refusing to write over it\n")
+    assert snapshot(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Checkpoints verified
+# ---------------------------------------------------------------------------------------------
+
+
+def damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if how == "truncate" else data[:-1] + bytes([data[-1] ^ 1]))
+
+
+@pytest.mark.parametrize("how, problem", [
+    ("truncate", "{bad}: {half} bytes, manifest.json says {size} (cut short or changed)"),
+    ("flip", "{bad}: contents differ from manifest.json (SHA-256 mismatch: corrupt or changed)"),
+])
+def test_resume_latest_skips_a_damaged_checkpoint_with_a_warning(run, work, capsys, how, problem):
+    bad = work / "checkpoint-3" / "adapter_model.safetensors"
+    size = bad.stat().st_size
+    damage(bad, how)
+    kept = snapshot(work / "checkpoint-2"), snapshot(work / "checkpoint-1")
+    assert nlg(*train_argv(run, work, "--max_step", 3, "--resume", "latest")) == 0
+    out, err = capsys.readouterr()
+    reason = problem.format(bad=bad, half=size // 2, size=size)
+    assert err.splitlines()[0] == f"warning: skipping checkpoint {work / 'checkpoint-3'}: {reason}"
+    assert f"resumed from {work / 'checkpoint-2'} at step 2" in out
+    assert (snapshot(work / "checkpoint-2"), snapshot(work / "checkpoint-1")) == kept
+    verify_checkpoint(work / "checkpoint-3")  # written again, whole, and the adapter as the first time
+    assert same_tensors(bad, run["work"] / "checkpoint-3" / "adapter_model.safetensors")
+
+
+def same_tensors(a: Path, b: Path) -> bool:
+    """Two safetensors files hold equal tensors (their headers' metadata order may differ)."""
+    from safetensors.torch import load_file
+
+    first, second = load_file(str(a)), load_file(str(b))
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_an_explicit_damaged_checkpoint_is_an_error(run, work, capsys):
+    damage(work / "checkpoint-2" / "training_state.pt", "truncate")
+    before = snapshot(work)
+    assert nlg(*train_argv(run, work, "--max_step", 3, "--resume", work / "checkpoint-2")) == 2
+    state = work / "checkpoint-2" / "training_state.pt"
+    assert error_line(capsys) == (f"nlg train: error: --resume {work / 'checkpoint-2'}: damaged checkpoint: "
+                                  f"{state}: {state.stat().st_size} bytes, manifest.json says "
+                                  f"{(run['work'] / 'checkpoint-2' / 'training_state.pt').stat().st_size} "
+                                  "(cut short or changed)\n")
+    assert snapshot(work) == before
+
+
+def test_checkpoints_without_a_manifest_still_load_and_are_checked_by_reading(run, work, capsys):
+    """Checkpoints written before manifests: verified by reading every tensor and the state."""
+    for manifest in work.glob(f"checkpoint-*/{MANIFEST}"):
+        manifest.unlink()
+    verify_checkpoint(work / "checkpoint-3")
+    bad = work / "checkpoint-3" / "adapter_model.safetensors"
+    damage(bad, "truncate")
+    assert nlg(*train_argv(run, work, "--max_step", 3, "--resume", "latest")) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines()[0].startswith(f"warning: skipping checkpoint {work / 'checkpoint-3'}: {bad}: "
+                                          "not a readable safetensors file (")
+    assert f"resumed from {work / 'checkpoint-2'} at step 2" in out
+
+
+def test_no_checkpoint_that_verifies_is_an_error(run, work, capsys):
+    for step in (1, 2, 3):
+        damage(work / f"checkpoint-{step}" / "training_state.pt", "flip")
+    before = snapshot(work)
+    assert nlg(*train_argv(run, work, "--max_step", 3, "--resume", "latest")) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in err[:3]] == ["warning"] * 3
+    assert err[3:] == [f"nlg train: error: {work}: none of its 3 checkpoints verifies (see the warnings); "
+                       "nothing to resume from"]
+    assert snapshot(work) == before
+
+
+@pytest.mark.parametrize("command", ["beam", "analyze"])
+def test_reading_a_damaged_adapter_names_the_file(run, tmp_path, capsys, command):
+    adapter = Path(shutil.copytree(run["work"] / "checkpoint-3", tmp_path / "adapter"))
+    (adapter / MANIFEST).unlink()  # without it the damage is found by safetensors itself
+    weights = adapter / "adapter_model.safetensors"
+    damage(weights, "truncate")
+    data = write_encoded(tmp_path / "x.jsonl", 2)
+    before = snapshot(tmp_path)
+    argv = (["beam", "--data", data, "--init_checkpoint", run["base"], "--lora_checkpoint", adapter,
+             "--output_file", tmp_path / "out.jsonl", "--eos_token_id", EOS] if command == "beam"
+            else ["analyze", adapter])
+    assert nlg(*argv) == 2
+    assert error_line(capsys).startswith(f"nlg {command}: error: {weights}: not a readable safetensors file (")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("r", 4, "r is 4, but {weights} holds rank 8 (transformer.h.0.attn.c_attn.lora_A.weight has 8 rows)"),
+    ("lora_alpha", 16.0, "lora_alpha is 16.0, but {weights} was written with lora_alpha 64.0 "
+                         "(its metadata: rank 4, alpha 32.0, targets q,v)"),
+    ("target_modules", ["c_fc"], "target_modules is ['c_fc'], but {weights} adapts transformer.h.0.attn.c_attn, "
+                                 "which it does not select"),
+])
+@pytest.mark.parametrize("command", ["beam", "analyze"])
+def test_an_adapter_config_that_disagrees_with_its_tensors_is_an_error(run, tmp_path, capsys, command, key,
+                                                                       value, message):
+    adapter = Path(shutil.copytree(run["work"] / "checkpoint-3", tmp_path / "adapter"))
+    config = adapter / "adapter_config.json"
+    changed = {**json.loads(config.read_text()), key: value}
+    config.write_text(json.dumps(changed))
+    with pytest.raises(InputError, match=f"{config}: .*manifest.json"):  # the manifest notices first
+        verify_checkpoint(adapter)
+    (adapter / MANIFEST).unlink()  # and without it, the tensors do
+    data = write_encoded(tmp_path / "x.jsonl", 2)
+    argv = (["beam", "--data", data, "--init_checkpoint", run["base"], "--lora_checkpoint", adapter,
+             "--output_file", tmp_path / "out.jsonl", "--eos_token_id", EOS] if command == "beam"
+            else ["analyze", adapter])
+    assert nlg(*argv) == 2
+    weights = adapter / "adapter_model.safetensors"
+    assert error_line(capsys) == f"nlg {command}: error: {config}: {message.format(weights=weights)}\n"
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Operating-system and numeric failures: one line, no partial output
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["beam", "--data", "{data}", "--model_card", "gpt2.tiny", "--output_file", "{dir}"],
+     "nlg beam: error: --output_file {dir}: is a folder; give a file name"),
+    (["beam", "--data", "{data}", "--model_card", "gpt2.tiny", "--output_file", "{data}/out.jsonl"],
+     "nlg beam: error: --output_file {data}/out.jsonl: cannot write there: {data} is a file, not a folder"),
+    (["beam", "--data", "{data}", "--model_card", "gpt2.tiny", "--length_penalty", "nan"],
+     "nlg beam: error: length_penalty must be a finite number, got nan"),
+    (["score", "{data}", "{data}", "--json", "{dir}"], "nlg score: error: --json {dir}: is a folder; give a file name"),
+    (["train", "--train_data", "{data}", "--work_dir", "{data}"],
+     "nlg train: error: --work_dir {data}: is a file; give a folder"),
+    (["train", "--train_data", "{data}", "--work_dir", "{dir}/w", "--lr", "nan"],
+     "nlg train: error: --lr nan: not a finite number"),
+    (["train", "--train_data", "{data}", "--work_dir", "{dir}/w", "--adam_beta2", "1"],
+     "nlg train: error: --adam_beta2 must be in [0, 1)"),
+    (["data", "e2e", "--raw-dir", "{dir}", "--out-dir", "{data}"], "nlg data: error: --out-dir {data}: is a file; give a folder"),
+], ids=["beam-into-folder", "beam-under-file", "beam-nan", "score-into-folder", "train-work-dir-file", "train-lr-nan",
+        "train-beta", "data-out-dir-file"])
+def test_bad_output_paths_and_values_are_one_line_before_any_work(tmp_path, capsys, argv, message):
+    files = {"data": str(write_encoded(tmp_path / "x.jsonl", 2)), "dir": str(tmp_path / "folder")}
+    (tmp_path / "folder").mkdir()
+    before = snapshot(tmp_path)
+    assert nlg(*[a.format(**files) for a in argv]) == 2
+    assert error_line(capsys) == message.format(**files) + "\n"
+    assert snapshot(tmp_path) == before and not (tmp_path / "folder" / "w").exists()
+
+
+def test_no_permission_is_found_before_the_work(tmp_path, capsys, monkeypatch):
+    data = write_encoded(tmp_path / "x.jsonl", 2)
+    monkeypatch.setattr("nlg.files.os.access", lambda path, mode: False)  # as a non-root user in a read-only folder
+    assert nlg("beam", "--data", data, "--model_card", "gpt2.tiny", "--output_file", tmp_path / "o" / "p.jsonl") == 2
+    assert error_line(capsys) == (f"nlg beam: error: --output_file {tmp_path / 'o' / 'p.jsonl'}: cannot write "
+                                  f"there: no permission to write in {tmp_path}\n")
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Every fsync (each atomic write makes one before its rename) fails as on a full disk; for
+    a path containing `where` only, when set."""
+    real_fsync, state = os.fsync, {"where": None}
+
+    def fsync(fd: int) -> None:
+        if state["where"] is None or state["where"] in os.readlink(f"/proc/self/fd/{fd}"):
+            raise ENOSPC
+        real_fsync(fd)
+
+    monkeypatch.setattr("nlg.files.os.fsync", fsync)
+    return state
+
+
+def test_full_disk_in_beam(tmp_path, capsys, full_disk):
+    data = write_encoded(tmp_path / "x.jsonl", 3)
+    before = snapshot(tmp_path)
+    out = tmp_path / "predict.jsonl"
+    assert nlg("beam", "--data", data, "--model_card", "gpt2.tiny", "--output_file", out, "--beam", 2,
+               "--eval_len", 3, "--no_progress", "--eos_token_id", EOS) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == f"nlg beam: error: {out}: No space left on device"
+    assert snapshot(tmp_path) == before  # no predict.jsonl, no temporary file
+
+
+def test_full_disk_in_decode(tmp_path, capsys, full_disk, tokenizer, vocab_dir):
+    context, reference = "name : Aromi | area : riverside", "Aromi is by the river."
+    formatted = tmp_path / "f.jsonl"
+    formatted.write_text(json.dumps({"context": context, "completion": reference}) + "\n")
+    predict = tmp_path / "p.jsonl"
+    predict.write_text(json.dumps({"id": 0, "context": tokenizer.encode(context) + [50256],
+                                   "predict": tokenizer.encode(" Aromi, riverside.") + [50256]}) + "\n")
+    before = snapshot(tmp_path)
+    assert nlg("decode", "--sample_file", predict, "--input_file", formatted, "--vocab", vocab_dir,
+               "--output_ref_file", tmp_path / "ref.txt", "--output_pred_file", tmp_path / "pred.txt") == 1
+    assert error_line(capsys) == f"nlg decode: error: {tmp_path / 'ref.txt'}: No space left on device\n"
+    assert snapshot(tmp_path) == before
+
+
+def test_full_disk_in_score_writes_neither_output_and_reports_nothing(tmp_path, capsys, full_disk, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Java: BLEU and NIST only, in a second
+    ref, pred = tmp_path / "r.txt", tmp_path / "h.txt"
+    ref.write_text("the cat sat on the mat\n\nhello world\n\n")
+    pred.write_text("the cat sat on a mat\nhello world\n")
+    before = snapshot(tmp_path)
+    full_disk["where"] = ".i.jsonl."  # --json fits, --per_instance does not: neither may appear
+    assert nlg("score", ref, pred, "--json", tmp_path / "s.json", "--per_instance", tmp_path / "i.jsonl") == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines()[-1] == f"nlg score: error: {tmp_path / 'i.jsonl'}: No space left on device"
+    assert snapshot(tmp_path) == before
+
+
+def test_full_disk_in_train_keeps_earlier_checkpoints(run, tmp_path, capsys, full_disk):
+    work = tmp_path / "work"
+    full_disk["where"] = ".checkpoint-2."  # the first two files fit, the second checkpoint does not
+    assert nlg(*train_argv(run, work, "--max_step", 3)) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"nlg train: error: {work / 'checkpoint-2' / 'adapter_model.safetensors'}: No space left on device")
+    assert sorted(p.name for p in work.iterdir()) == ["checkpoint-1", "metrics.jsonl", "train.lock", "train_config.json"]
+    verify_checkpoint(work / "checkpoint-1")
+    assert same_tensors(*(w / "checkpoint-1" / "adapter_model.safetensors" for w in (work, run["work"])))
+    assert [record["step"] for _, record in read_jsonl(work / "metrics.jsonl")] == [1, 2]
+
+
+class _FullAfter(io.BytesIO):
+    def __init__(self, room: int):
+        super().__init__()
+        self.room = room
+
+    def write(self, data) -> int:
+        if self.tell() + len(data) > self.room:
+            raise ENOSPC
+        return super().write(data)
+
+
+def test_torch_save_reports_the_os_error_not_torchs():
+    with pytest.raises(OSError) as raised:  # torch itself says RuntimeError("... unexpected pos ...")
+        torch_save({"weights": torch.zeros(10_000)}, _FullAfter(1000))
+    assert raised.value.errno == errno.ENOSPC
+
+
+def _mount_tmpfs(path: Path, size: int) -> bool:
+    path.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    return done.returncode == 0
+
+
+def test_a_real_full_disk_while_training(run, tmp_path):
+    """The kernel's own error, in a subprocess: a small tmpfs where mounting is allowed (no
+    space left), else a file-size limit (RLIMIT_FSIZE: file too large). The run resumes from
+    checkpoint-3 and cannot write checkpoint-4: one line, exit 1, checkpoints 1-3 untouched."""
+    checkpoint = run["work"] / "checkpoint-3"
+    sizes = sorted(p.stat().st_size for p in checkpoint.iterdir())
+    disk = tmp_path / "disk"
+    mounted = _mount_tmpfs(disk, 4 << 20)
+    try:
+        work = Path(shutil.copytree(run["work"], disk / "work"))
+        before = snapshot(work)
+        limit = None
+        if mounted:  # leave less room than one checkpoint needs
+            free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+            (disk / "filler").write_bytes(b"\0" * (free - sum(sizes) // 2))
+        else:  # the adapter and the state are larger than the limit, the log and the configs are not
+            limit = min((checkpoint / name).stat().st_size
+                        for name in ("adapter_model.safetensors", "training_state.pt")) - 1
+            assert limit > max((work / name).stat().st_size for name in ("metrics.jsonl", "train_config.json"))
+        argv = [str(a) for a in train_argv(run, work, "--max_step", 5, "--resume", "latest")[1:]]
+        done = subprocess.run(
+            [sys.executable, "-m", "nlg.train", *argv], capture_output=True, text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+            preexec_fn=None if limit is None else lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+        reason = "No space left on device" if mounted else "File too large"
+        last = done.stderr.splitlines()[-1]
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert last.startswith(f"nlg train: error: {work / 'checkpoint-4'}/") and last.endswith(f": {reason}")
+        after = snapshot(work)
+        assert {k: v for k, v in after.items() if k.startswith("checkpoint-")} == {
+            k: v for k, v in before.items() if k.startswith("checkpoint-")}
+        assert not [p for p in work.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+        read_jsonl(work / "metrics.jsonl")  # every line whole
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(disk)], check=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Byte-order marks
+# ---------------------------------------------------------------------------------------------
+
+BOM = b"\xef\xbb\xbf"
+
+
+def test_a_bom_does_not_change_scores(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Java: BLEU and NIST, which the BOM shifted
+    refs = b"The Vaults is a pub near Cafe Adriatic.\nThe Vaults pub is near Cafe Adriatic.\n\nA cafe.\n\n"
+    preds = b"The Vaults is a pub near the Cafe Adriatic.\nA coffee shop.\n"
+    scores = {}
+    for name, mark in (("plain", b""), ("bom", BOM)):
+        (tmp_path / f"{name}_r.txt").write_bytes(mark + refs)
+        (tmp_path / f"{name}_h.txt").write_bytes(mark + preds)
+        assert nlg("score", tmp_path / f"{name}_r.txt", tmp_path / f"{name}_h.txt", "--json", tmp_path / f"{name}.json") == 0
+        scores[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert scores["bom"] == scores["plain"] and scores["plain"]["BLEU"] > 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "byte-order mark" in line]
+    assert notes == [f"note: {tmp_path / f'bom_{x}.txt'}: removed the UTF-8 byte-order mark at its start" for x in "rh"]
+
+
+def test_a_bom_does_not_change_webnlg_scores(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    scores = {}
+    for name, mark in (("plain", b""), ("bom", BOM)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "reference0").write_bytes(mark + b"the cat sat on the mat\nhello world\n")
+        (folder / "hypothesis").write_bytes(mark + b"the cat sat on a mat\nhello world\n")
+        assert nlg("score", folder, folder / "hypothesis", "-m", "bleu,chrf++,ter", "--json", folder / "s.json") == 0
+        scores[name] = json.loads((folder / "s.json").read_text())
+    assert scores["bom"] == scores["plain"]
+
+
+def test_a_bom_is_not_part_of_the_first_meaning_representation(tmp_path, capsys, vocab_dir, e2e_raw_dir):
+    lines = (e2e_raw_dir / "valid.txt").read_bytes().splitlines(keepends=True)[:3]
+    outputs = {}
+    for name, mark in (("plain", b""), ("bom", BOM)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "test.txt").write_bytes(mark + b"".join(lines))
+        assert nlg("data", "e2e", "--raw-dir", tmp_path / name, "--out-dir", tmp_path / f"{name}_out",
+                   "--vocab", vocab_dir) == 0
+        outputs[name] = snapshot(tmp_path / f"{name}_out")
+    assert outputs["bom"] == outputs["plain"] and "\\ufeff" not in outputs["bom"]["test_formatted.jsonl"].decode()
+    assert f"note: {tmp_path / 'bom' / 'test.txt'}: removed the UTF-8 byte-order mark" in capsys.readouterr().err
+
+
+def test_a_bom_in_json_and_jsonl_inputs_is_removed(tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(BOM + b'{"id": 1}\n')
+    (tmp_path / "b.json").write_bytes(BOM + b'{"id": 2}')
+    assert read_jsonl(tmp_path / "a.jsonl") == [(1, {"id": 1})]
+    assert json.loads(read_text(tmp_path / "b.json")) == {"id": 2}
+    from nlg.datasets.triples import load_json, read_file
+
+    assert load_json(read_file(tmp_path / "b.json"), "b.json") == {"id": 2}
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Two runs on one work_dir
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_second_run_on_a_work_dir_in_use_stops_at_once(run, tmp_path, capsys):
+    work = tmp_path / "work"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    argv = [str(a) for a in train_argv(run, work, "--max_step", 100_000, "--save_interval", 100_000,
+                                        "--log_interval", 100_000)[1:]]
+    first = subprocess.Popen([sys.executable, "-m", "nlg.train", *argv], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        lock = work / "train.lock"
+        deadline = time.monotonic() + 120
+        while not (lock.is_file() and lock.read_text().startswith(f"{first.pid} ")):
+            assert first.poll() is None and time.monotonic() < deadline, "the first run did not start"
+            time.sleep(0.1)
+        holder = f"process {first.pid} on {socket.gethostname()}"
+        in_use = (f"--work_dir {work}: in use by another `nlg train` ({holder}, holding {lock}); "
+                  "wait for it to end, or choose another --work_dir")
+        # the same command, as a second process; then as two torchrun ranks
+        assert nlg("train", *argv) == 2
+        assert error_line(capsys) == f"nlg train: error: {in_use}\n"
+        ranks = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                "--standalone", "-m", "nlg.train", *argv],
+                               env=env, capture_output=True, text=True, timeout=120)
+        assert ranks.returncode != 0
+        assert f"nlg train (rank 0/2): error: {in_use}\n" in ranks.stderr
+        assert first.poll() is None  # the first run goes on
+        first.kill()  # kill -9: the kernel releases the lock with the process
+        first.wait()
+        capsys.readouterr()
+        assert nlg("train", *argv, "--max_step", 1) == 0  # the last --max_step counts
+        assert (work / "checkpoint-1" / MANIFEST).is_file()
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.communicate()
