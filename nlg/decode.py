@@ -58,7 +58,7 @@ from nlg.datasets.recipe import SUBSETS
 from nlg.files import InputError, check_outputs, read_jsonl
 from nlg.pairs import TextPair, load_formatted
 
-EOS_TEXT = "<|endoftext|>"
+EOS_TEXT = "<|endoftext|>"  # nlg.tokenizer.EOS, written out: tiktoken is imported only once decoding runs
 SHOWN = 3  # examples quoted in an error message
 
 

@@ -23,37 +23,21 @@ errors; an empty annotation, of which DART's test release has one, is left out a
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-from nlg.datasets import Dataset
+from nlg.datasets import triples
 from nlg.datasets.recipe import BeamRecipe, Recipe, TrainRecipe
-from nlg.datasets.triples import (
-    Entry,
-    SplitFiles,
-    Text,
-    TriplesFormat,
-    check_triples,
-    generation_eval,
-    generation_eval_result,
-    json_entries,
-    load_json,
-    make_pairs,
-    require,
-    write_reference_folder,
-)
+from nlg.datasets.triples import Entry, Text
 from nlg.files import InputError
 from nlg.pairs import TextPair
 
 RAW_ENV = "DART_RAW_DIR"
-FILES = tuple(SplitFiles(split, f"dart-v1.1.1-full-{name}.json", f"dart-v1.1.1-full-{name}.xml")
+FILES = tuple(triples.SplitFiles(split, f"dart-v1.1.1-full-{name}.json", f"dart-v1.1.1-full-{name}.xml")
               for split, name in (("train", "train"), ("valid", "dev"), ("test", "test")))
 DOWNLOAD_URL = "https://raw.githubusercontent.com/microsoft/LoRA/main/examples/NLG/data/dart/{name}"
 
 
 def _json_entry(record: object, where: str, number: int) -> Entry:
-    record = require(record, ("tripleset", "annotations"), where)
-    triples = check_triples(record["tripleset"], where, lambda triple: triple)
+    record = triples.require(record, ("tripleset", "annotations"), where)
+    tripleset = triples.check_triples(record["tripleset"], where, lambda triple: triple)
     annotations = record["annotations"]
     if not isinstance(annotations, list):
         raise InputError(f"{where}: annotations must be a list")
@@ -62,52 +46,35 @@ def _json_entry(record: object, where: str, number: int) -> Entry:
         if not isinstance(annotation, dict) or not isinstance(annotation.get("text"), str):
             raise InputError(f"{where}: annotation {index} needs a string key text, got {annotation!r}")
         texts.append(Text(annotation.get("source"), annotation["text"]))
-    return Entry(where, number, None, triples, tuple(texts))
+    return Entry(where, number, None, tripleset, tuple(texts))
 
 
 def read_json(data: bytes, source: str) -> list[Entry]:
     """Entries of DART's json form (the paper's input)."""
-    return json_entries(load_json(data, source), source, _json_entry)
+    return triples.json_entries(triples.load_json(data, source), source, _json_entry)
 
 
 def to_pairs(entries: list[Entry]) -> tuple[list[TextPair], tuple[str, ...]]:
     """The paper's pairs: every annotation, the property lower-cased, no category flag."""
-    return make_pairs(entries, keep=lambda text: True, cate=lambda entry: None, lower_property=True)
+    return triples.make_pairs(entries, keep=lambda text: True, cate=lambda entry: None, lower_property=True)
 
 
-FORMAT = TriplesFormat(FILES, read_json, to_pairs)
-
-
-def download(raw_dir: str | os.PathLike, url: str | None = None, timeout: float = 60.0) -> list[Path]:
-    """Fetch the paper's json files of the splits missing from raw_dir (in neither form there).
-
-    `url` has a `{name}` field (dart-v1.1.1-full-train.json, ...); the default is DOWNLOAD_URL.
-    """
-    manual = ("dart-v1.1.1-full-{train,dev,test}.json (the LoRA repo's examples/NLG/data/dart/, or "
-              "github.com/Yale-LILY/dart data/v1.1.1/, which also has the .xml form)")
-    return FORMAT.download(Path(raw_dir), url or DOWNLOAD_URL, manual, timeout)
+MANUAL = ("dart-v1.1.1-full-{train,dev,test}.json (the LoRA repo's examples/NLG/data/dart/, or "
+          "github.com/Yale-LILY/dart data/v1.1.1/, which also has the .xml form)")
+FORMAT = triples.TriplesFormat(FILES, read_json, to_pairs, DOWNLOAD_URL, MANUAL)
+download = FORMAT.download  # (raw_dir, url=None, timeout=60.0): the paper's json files of the missing splits
 
 
 # The paper's DART test scores, GPT-2 with LoRA (its appendix table for DART; the repository's
 # README has the BLEU column).
 PAPER = (
-    generation_eval_result("gpt2.md", "all", 47.1, 0.39, 0.46, "LoRA paper, appendix table for DART"),
-    generation_eval_result("gpt2.lg", "all", 47.5, 0.39, 0.45, "LoRA paper, appendix table for DART"),
+    triples.generation_eval_result("gpt2.md", "all", 47.1, 0.39, 0.46, "LoRA paper, appendix table for DART"),
+    triples.generation_eval_result("gpt2.lg", "all", 47.5, 0.39, 0.45, "LoRA paper, appendix table for DART"),
 )
 
 # As E2E's recipe except no weight decay, no LoRA dropout and no label smoothing (the paper's
 # hyperparameter table).
 RECIPE = Recipe(train=TrainRecipe(weight_decay=0.0, lora_dropout=0.0, label_smooth=0.0), beam=BeamRecipe(),
-                scoring=generation_eval("dart"), paper=PAPER)
+                scoring=triples.generation_eval("dart"), paper=PAPER)
 
-DATASET = Dataset(
-    name="dart",
-    title="DART v1.1.1",
-    raw_env=RAW_ENV,
-    raw_files=", ".join(f"{files.json} or .xml" for files in FILES),
-    read_raw=FORMAT.read_raw_dir,
-    download=download,
-    write_references=write_reference_folder,
-    reference_folder=True,
-    recipe=RECIPE,
-)
+DATASET = FORMAT.dataset("dart", "DART v1.1.1", RAW_ENV, RECIPE)

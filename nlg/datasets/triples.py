@@ -31,15 +31,16 @@ paper does, and counted in a warning. The hypothesis file has one line per conte
 from __future__ import annotations
 
 import json
+import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nlg.datasets import Decoded, RawSplit
+from nlg.datasets import Dataset, Decoded, RawSplit
 from nlg.datasets.download import fetch
-from nlg.datasets.recipe import PaperResult, ScoringRecipe
+from nlg.datasets.recipe import PaperResult, Recipe, ScoringRecipe
 from nlg.files import InputError, atomic_dir, atomic_write, check_outputs, strip_bom
 from nlg.pairs import TextPair
 
@@ -165,6 +166,10 @@ class SplitFiles:
     json: str
     xml: str  # a file name or a glob pattern
 
+    def xml_alternative(self) -> str:
+        """The XML form for messages: ".xml" when it only swaps the json file's suffix."""
+        return ".xml" if self.xml == str(Path(self.json).with_suffix(".xml")) else self.xml
+
 
 def find_split(raw_dir: Path, files: SplitFiles) -> tuple[str, list[Path], str] | None:
     """("json" | "xml", paths, description) for the form present; json (the paper's) first."""
@@ -213,7 +218,8 @@ def make_pairs(entries: list[Entry], keep: Callable[[Text], bool], cate: Callabl
 
 @dataclass(frozen=True)
 class TriplesFormat:
-    """One triples dataset's raw folder: where each split lives, and how its json form reads.
+    """One triples dataset's raw folder: where each split lives, how its json form reads, and
+    where the paper's json files are downloaded from.
 
     The XML form is the same for every such dataset (`read_xml`); `to_pairs` applies the
     dataset's own rules (which texts to keep, the category flag, the property's case).
@@ -222,6 +228,8 @@ class TriplesFormat:
     files: tuple[SplitFiles, ...]
     read_json: Callable[[bytes, str], list[Entry]]
     to_pairs: Callable[[list[Entry]], tuple[list[TextPair], tuple[str, ...]]]
+    download_url: str  # the paper's json files, with a {name} field (files.json)
+    manual: str  # where to get the files by hand, for the message when the download fails
 
     def read_pairs(self, form: str, paths: list[Path]) -> tuple[list[TextPair], tuple[str, ...]]:
         reader = self.read_json if form == "json" else read_xml
@@ -246,11 +254,26 @@ class TriplesFormat:
         if not pairs:
             raise InputError(f"{address}: no pairs")
 
-    def download(self, raw_dir: Path, url: str, manual: str, timeout: float) -> list[Path]:
-        """Fetch the json files of the splits in neither form in raw_dir; `url` has a {name} field."""
+    def download(self, raw_dir: str | os.PathLike, url: str | None = None, timeout: float = 60.0) -> list[Path]:
+        """Fetch the paper's json files of the splits in neither form in raw_dir (each checked
+        before anything is written); `url` has a {name} field, download_url by default."""
         missing = [files.json for files in self.files if find_split(Path(raw_dir), files) is None]
-        wanted = {name: url.format(name=name) for name in missing}
-        return fetch(raw_dir, wanted, self.check_download, manual, timeout)
+        wanted = {name: (url or self.download_url).format(name=name) for name in missing}
+        return fetch(Path(raw_dir), wanted, self.check_download, self.manual, timeout)
+
+    def dataset(self, name: str, title: str, raw_env: str, recipe: Recipe) -> Dataset:
+        """The dataset these files make, with a folder of references for GenerationEval."""
+        return Dataset(
+            name=name,
+            title=title,
+            raw_env=raw_env,
+            raw_files=", ".join(f"{files.json} or {files.xml_alternative()}" for files in self.files),
+            read_raw=self.read_raw_dir,
+            download=self.download,
+            write_references=write_reference_folder,
+            reference_folder=True,
+            recipe=recipe,
+        )
 
 
 # -- references ----------------------------------------------------------------------------

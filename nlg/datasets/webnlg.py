@@ -25,25 +25,9 @@ category, and a lexicalisation without a comment or text is an error, not a KeyE
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-from nlg.datasets import Dataset
+from nlg.datasets import triples
 from nlg.datasets.recipe import BeamRecipe, Recipe, TrainRecipe
-from nlg.datasets.triples import (
-    Entry,
-    SplitFiles,
-    Text,
-    TriplesFormat,
-    check_triples,
-    generation_eval,
-    generation_eval_result,
-    json_entries,
-    load_json,
-    make_pairs,
-    require,
-    write_reference_folder,
-)
+from nlg.datasets.triples import Entry, Text
 from nlg.files import InputError
 from nlg.pairs import TextPair
 
@@ -51,9 +35,9 @@ RAW_ENV = "WEBNLG_RAW_DIR"
 SEEN = frozenset({"Airport", "Astronaut", "Building", "City", "ComicsCharacter", "Food", "Monument",
                   "SportsTeam", "University", "WrittenWork"})
 FILES = (
-    SplitFiles("train", "train.json", "train/*triples/*.xml"),
-    SplitFiles("valid", "dev.json", "dev/*triples/*.xml"),
-    SplitFiles("test", "test.json", "test/testdata_with_lex.xml"),
+    triples.SplitFiles("train", "train.json", "train/*triples/*.xml"),
+    triples.SplitFiles("valid", "dev.json", "dev/*triples/*.xml"),
+    triples.SplitFiles("test", "test.json", "test/testdata_with_lex.xml"),
 )
 DOWNLOAD_URL = "https://raw.githubusercontent.com/microsoft/LoRA/main/examples/NLG/data/webnlg_challenge_2017/{name}"
 TRIPLE_KEYS = ("subject", "property", "object")
@@ -69,10 +53,10 @@ def _json_entry(item: object, where: str, number: int) -> Entry:
         raise InputError(f"{where}: expected an object with the key {key!r} (entries are numbered from 1, in order)")
     if isinstance(item[key], dict) and "xml_id" in item[key]:
         where = f"{where} (eid {item[key]['xml_id']})"
-    record = require(item[key], ("category", "lexicalisations", "modifiedtripleset"), where)
+    record = triples.require(item[key], ("category", "lexicalisations", "modifiedtripleset"), where)
     if not isinstance(record["category"], str):
         raise InputError(f"{where}: category must be a string, got {record['category']!r}")
-    triples = check_triples(record["modifiedtripleset"], where, _json_triple)
+    tripleset = triples.check_triples(record["modifiedtripleset"], where, _json_triple)
     lexicalisations = record["lexicalisations"]
     if not isinstance(lexicalisations, list):
         raise InputError(f"{where}: lexicalisations must be a list")
@@ -81,15 +65,15 @@ def _json_entry(item: object, where: str, number: int) -> Entry:
         if not isinstance(lex, dict) or not isinstance(lex.get("comment"), str) or not isinstance(lex.get("lex"), str):
             raise InputError(f"{where}: lexicalisation {index} needs string keys comment and lex, got {lex!r}")
         texts.append(Text(lex["comment"], lex["lex"]))
-    return Entry(where, number, record["category"], triples, tuple(texts))
+    return Entry(where, number, record["category"], tripleset, tuple(texts))
 
 
 def read_json(data: bytes, source: str) -> list[Entry]:
     """Entries of the paper's json form."""
-    obj = load_json(data, source)
+    obj = triples.load_json(data, source)
     if not isinstance(obj, dict) or "entries" not in obj:
         raise InputError(f"{source}: expected an object {{\"entries\": [...]}}")
-    return json_entries(obj["entries"], source, _json_entry)
+    return triples.json_entries(obj["entries"], source, _json_entry)
 
 
 def to_pairs(entries: list[Entry]) -> tuple[list[TextPair], tuple[str, ...]]:
@@ -97,27 +81,20 @@ def to_pairs(entries: list[Entry]) -> tuple[list[TextPair], tuple[str, ...]]:
     for entry in entries:
         if entry.category is None:
             raise InputError(f"{entry.where}: no category (needed for the seen/unseen flag)")
-    return make_pairs(entries, keep=lambda text: text.comment == "good", cate=lambda entry: entry.category in SEEN,
+    return triples.make_pairs(entries, keep=lambda text: text.comment == "good", cate=lambda entry: entry.category in SEEN,
                       not_kept="not marked good")
 
 
-FORMAT = TriplesFormat(FILES, read_json, to_pairs)
-
-
-def download(raw_dir: str | os.PathLike, url: str | None = None, timeout: float = 60.0) -> list[Path]:
-    """Fetch the paper's json files of the splits missing from raw_dir (in neither form there).
-
-    `url` has a `{name}` field (train.json, dev.json, test.json); the default is DOWNLOAD_URL.
-    """
-    manual = ("train.json, dev.json, test.json (the LoRA repo's examples/NLG/data/webnlg_challenge_2017/) "
-              "or the WebNLG 2017 XML release's train/, dev/ and test/testdata_with_lex.xml")
-    return FORMAT.download(Path(raw_dir), url or DOWNLOAD_URL, manual, timeout)
+MANUAL = ("train.json, dev.json, test.json (the LoRA repo's examples/NLG/data/webnlg_challenge_2017/) "
+          "or the WebNLG 2017 XML release's train/, dev/ and test/testdata_with_lex.xml")
+FORMAT = triples.TriplesFormat(FILES, read_json, to_pairs, DOWNLOAD_URL, MANUAL)
+download = FORMAT.download  # (raw_dir, url=None, timeout=60.0): the paper's json files of the missing splits
 
 
 # The paper's WebNLG test scores, GPT-2 with LoRA (its appendix table for WebNLG; the
 # repository's README has the BLEU columns).
 PAPER = tuple(
-    generation_eval_result(card, subset, bleu, meteor, ter, "LoRA paper, Table 14 (WebNLG)")
+    triples.generation_eval_result(card, subset, bleu, meteor, ter, "LoRA paper, Table 14 (WebNLG)")
     for card, subset, bleu, meteor, ter in (
         ("gpt2.md", "unseen", 46.7, 0.38, 0.46), ("gpt2.md", "seen", 62.1, 0.44, 0.33),
         ("gpt2.md", "all", 55.3, 0.41, 0.39),
@@ -127,17 +104,7 @@ PAPER = tuple(
 )
 
 # Training and beam settings are E2E's (the paper's README: "follow steps 1 and 2 from E2E").
-RECIPE = Recipe(train=TrainRecipe(), beam=BeamRecipe(), scoring=generation_eval("webnlg", ("all", "seen", "unseen")),
-                paper=PAPER)
+RECIPE = Recipe(train=TrainRecipe(), beam=BeamRecipe(),
+                scoring=triples.generation_eval("webnlg", ("all", "seen", "unseen")), paper=PAPER)
 
-DATASET = Dataset(
-    name="webnlg",
-    title="WebNLG 2017",
-    raw_env=RAW_ENV,
-    raw_files=", ".join(f"{files.json} or {files.xml}" for files in FILES),
-    read_raw=FORMAT.read_raw_dir,
-    download=download,
-    write_references=write_reference_folder,
-    reference_folder=True,
-    recipe=RECIPE,
-)
+DATASET = FORMAT.dataset("webnlg", "WebNLG 2017", RAW_ENV, RECIPE)
