@@ -166,6 +166,16 @@ class HostReads(TorchDispatchMode):
 # ---------------------------------------------------------------------------------------------
 
 
+def run_without_torch(code: str) -> str:
+    """Run `code` in a fresh interpreter; its stdout, after checking it imported no torch module
+    (the scoring-only install has none)."""
+    check = "\nimport sys as _sys\nprint(sorted(m for m in _sys.modules if m.split('.')[0] == 'torch'))"
+    result = subprocess.run([sys.executable, "-c", code + check], capture_output=True, text=True, check=True)
+    *output, imported = result.stdout.splitlines()
+    assert imported == "[]", f"torch was imported: {imported}"
+    return "".join(line + "\n" for line in output)
+
+
 def start_ranks(script: Path, argv: list[str], world_size: int = 2) -> list[subprocess.Popen]:
     """`python script *argv` once per rank, started by hand with torchrun's environment but no
     torchrun agent: nothing kills the survivors when a rank dies, so only the process group's
