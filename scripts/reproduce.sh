@@ -194,7 +194,15 @@ launch() {  # run a module on NPROC processes (torchrun) or one
     python -m "$module" "$@"
   fi
 }
-newest_checkpoint() { ls -d "$1"/checkpoint-* 2>/dev/null | sort -t- -k2 -n | tail -n 1; }
+newest_checkpoint() {  # DIR/checkpoint-N with the largest N (by number: 1000 is after 800)
+  local path step newest="" newest_step=-1
+  for path in "$1"/checkpoint-*; do
+    step=${path##*/checkpoint-}
+    [[ -d $path && $step =~ ^[0-9]+$ ]] || continue
+    if ((10#$step > newest_step)); then newest=$path newest_step=$((10#$step)); fi
+  done
+  printf '%s\n' "$newest"
+}
 
 # Files of one subset (all, seen, unseen) of a run directory.
 suffix() { [ "$1" = all ] || printf '_%s' "$1"; }

@@ -149,6 +149,11 @@ def test_e2e_demo_runs_every_stage_to_a_results_table(e2e_demo):
     losses = [r["loss"] for r in pretrain if "loss" in r]
     assert losses[-1] < losses[0] - 1.0
     assert (run / "lora" / "checkpoint-20" / "adapter_model.safetensors").is_file()
+    # the newest checkpoints by step (40 after 5, 20 after 15), though the path has dashes in it
+    assert "-" in str(run)
+    config = json.loads((run / "lora" / "train_config.json").read_text())
+    assert config["init_checkpoint"].endswith("pretrain/checkpoint-40")
+    assert re.search(r"^== beam: .* adapter \S+/lora/checkpoint-20 ", result.stderr, re.MULTILINE)
     assert "SCORES:" in result.stdout
 
 
