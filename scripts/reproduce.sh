@@ -25,7 +25,7 @@ options:
                  and dart on its dev split (6,980 pairs; its train split is not on the
                  development machines), both 1,000 pre-training and 300 LoRA steps of 8 pairs,
                  then beam 5 over 48 tokens: about 15 minutes on 2 cores for WebNLG's 1,862 test
-                 contexts, DART_DEMO_TIME for DART's 4,159. e2e trains on its valid split (4,672
+                 contexts, about 21 minutes for DART's 4,159. e2e trains on its valid split (4,672
                  pairs; 3 epochs of pre-training, 1 of LoRA) and decodes with the paper's beam
                  settings, about 10 minutes. Demo settings below apply where the environment
                  sets none.
