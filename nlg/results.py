@@ -33,7 +33,7 @@ from pathlib import Path
 from nlg import datasets
 from nlg.cli import run_main
 from nlg.datasets.recipe import Recipe
-from nlg.files import InputError, atomic_write
+from nlg.files import InputError, atomic_files, check_outputs
 
 PAPER_ORDER = ("unseen", "seen", "all")  # how the paper's WebNLG table orders the subsets
 ABBREVIATION = {"unseen": "U", "seen": "S", "all": "A"}
@@ -152,12 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--md", required=True, help="Markdown table to write")
     parser.add_argument("--json", required=True, help="JSON to write")
     args = parser.parse_args(argv)
-    text, report = results(args.dataset, args.card, subset_files(args.scores, "--scores"),
-                           subset_files(args.untrained, "--untrained"))
-    with atomic_write(args.md) as handle:
-        handle.write(text)
-    with atomic_write(args.json) as handle:
-        handle.write(json.dumps(report, indent=2) + "\n")
+    run, untrained = subset_files(args.scores, "--scores"), subset_files(args.untrained, "--untrained")
+    check_outputs(inputs={"--scores": run.values(), "--untrained": untrained.values()},
+                  outputs={"--md": args.md, "--json": args.json})
+    text, report = results(args.dataset, args.card, run, untrained)
+    with atomic_files() as open_file:  # both files or neither
+        open_file(args.md).write(text)
+        open_file(args.json).write(json.dumps(report, indent=2) + "\n")
     print(text)
     return 0
 

@@ -105,3 +105,17 @@ def test_command_writes_both_files(scores, tmp_path, capsys):
     report = json.loads(js.read_text())
     assert report["dataset"] == "dart" and report["model_card"] == "gpt2.tiny"
     assert report["this_run"] == report["untrained"] == {"all": {"BLEU": 12.5, "METEOR": 0.2, "TER": 0.8}}
+
+
+def test_command_never_writes_over_its_inputs(scores, tmp_path):
+    good = scores("good.json", BLEU=12.5, METEOR=0.2, TER=0.8)
+    before = (tmp_path / "good.json").read_text()
+    (tmp_path / "link.json").symlink_to(tmp_path / "good.json")
+    md, js = str(tmp_path / "results.md"), str(tmp_path / "results.json")
+    for outputs, message in ((["--md", good, "--json", js], r"--md .*good\.json: is the input --scores"),
+                             (["--md", md, "--json", str(tmp_path / "link.json")], r"--json .*link\.json: is the input"),
+                             (["--md", md, "--json", md], r"--json .*: is also --md")):
+        with pytest.raises(InputError, match=message):
+            main(["dart", "--card", "gpt2.tiny", "--scores", f"all={good}", *outputs])
+        assert (tmp_path / "good.json").read_text() == before
+        assert not (tmp_path / "results.md").exists() and not (tmp_path / "results.json").exists()
