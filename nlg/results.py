@@ -33,7 +33,7 @@ from pathlib import Path
 from nlg import datasets
 from nlg.cli import run_main
 from nlg.datasets.recipe import Recipe
-from nlg.files import InputError, atomic_files, check_outputs
+from nlg.files import InputError, atomic_files, check_outputs, read_text
 
 PAPER_ORDER = ("unseen", "seen", "all")  # how the paper's WebNLG table orders the subsets
 ABBREVIATION = {"unseen": "U", "seen": "S", "all": "A"}
@@ -65,7 +65,7 @@ def read_scores(files: dict[str, Path], recipe: Recipe, suite_percent: frozenset
     scores: Scores = {}
     for subset, path in files.items():
         try:
-            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+            raw = json.loads(read_text(path))
         except OSError as error:
             raise InputError(f"{path}: cannot read scores ({error.strerror})") from None
         except json.JSONDecodeError as error:

@@ -83,8 +83,14 @@ def test_bad_inputs_name_the_file(scores, tmp_path, write):
     broken = write(tmp_path / "broken.json", '{"BLEU": 1.0,\n')
     with pytest.raises(InputError, match=r"broken\.json:2: not JSON"):
         results("dart", "gpt2.md", {"all": str(broken)}, {})
-    with pytest.raises(InputError, match=r"missing\.json: cannot read scores"):
+    with pytest.raises(InputError, match=r"missing\.json: no such file"):
         results("dart", "gpt2.md", {"all": str(tmp_path / "missing.json")}, {})
+    # read as every text input is: a byte-order mark is removed, bad UTF-8 named by line
+    bom = write(tmp_path / "bom.json", '\ufeff{"BLEU": 1.0, "METEOR": 0.1, "TER": 0.9}')
+    assert results("dart", "gpt2.md", {"all": str(bom)}, {})[1]["this_run"]["all"]["BLEU"] == 1.0
+    (tmp_path / "latin1.json").write_bytes(b'{"BLEU": 1.0,\n"note": "caf\xe9"}')
+    with pytest.raises(InputError, match=r"latin1\.json:2: not valid UTF-8"):
+        results("dart", "gpt2.md", {"all": str(tmp_path / "latin1.json")}, {})
     with pytest.raises(InputError, match=r"dart: no 'seen' subset \(the paper reports all\)"):
         results("dart", "gpt2.md", {"seen": good}, {})
     with pytest.raises(InputError, match="give the same"):

@@ -12,6 +12,7 @@ of every dataset's. Neither imports torch.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
@@ -209,7 +210,7 @@ def settings(recipe: Recipe) -> list[Setting]:
 
 def describe(values: dict[str, str]) -> str:
     """Values per dataset, compactly: the one most share, then the others by name."""
-    counts = {value: list(values.values()).count(value) for value in values.values()}
+    counts = Counter(values.values())
     common = max(counts, key=counts.get)
     if counts[common] * 2 <= len(values):
         return " | ".join(f"{name}: {value}" for name, value in values.items())
