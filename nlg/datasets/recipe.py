@@ -139,6 +139,10 @@ class PaperResult:
     scores: Mapping[str, float]
     percent: frozenset[str]
     source: str  # where in the paper
+    method: str = "lora"  # a name of nlg.methods: lora | full | top2 | adapter-l | adapter-h | prefix ...
+    params: str = ""  # trainable parameters as the paper prints them ("0.35M"); "" where it prints none
+    spread: Mapping[str, float] = field(default_factory=dict)  # the paper's ± per metric (3 seeds)
+    copied: bool = False  # marked * in the paper: copied from Li & Liang (2021), not rerun
 
     def fraction(self, metric: str) -> float:
         value = self.scores[metric]
@@ -154,9 +158,12 @@ class Recipe:
     scoring: ScoringRecipe
     paper: tuple[PaperResult, ...] = field(default=())
 
-    def paper_result(self, model_card: str, subset: str = "all") -> PaperResult | None:
-        """The paper's scores for `model_card` on `subset`, or None if it reports none."""
-        return next((r for r in self.paper if r.model_card == model_card and r.subset == subset), None)
+    def paper_result(self, model_card: str, subset: str = "all", method: str = "lora",
+                     params: str | None = None) -> PaperResult | None:
+        """The paper's scores for `method` (of `params` size, if given) with `model_card` on
+        `subset`, or None if it reports none."""
+        return next((r for r in self.paper if r.model_card == model_card and r.subset == subset
+                     and r.method == method and (params is None or r.params == params)), None)
 
 
 # ---------------------------------------------------------------------------------------------
