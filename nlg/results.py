@@ -75,22 +75,51 @@ def on_paper_scale(value: float | None, metric: str, paper: frozenset[str], suit
     return None if value is None else round(value, 2 if metric in paper else 4)
 
 
-def read_scores_file(path: Path, recipe: Recipe, dataset_name: str | None = None) -> dict[str, float | None]:
+def read_scores_file(path: Path, recipe: Recipe, dataset_name: str) -> dict[str, float | None]:
     """One `nlg score --json` file: the recipe's metrics on the suite's scale (None where not
-    computed), checked to be finite numbers or null."""
+    computed). Refused, with one line naming the file and key: a file without the "scored"
+    record (an older `nlg score`: rescore), of another suite or dataset, holding a metric that
+    is not the suite's or none of the recipe's, or a value that is not a finite number or null.
+    A file whose dataset was not recorded (scored without --dataset) is taken with a note."""
+    from nlg.metrics import suite
+
     raw = read_json_file(path)
-    if not isinstance(raw, dict) or not set(recipe.scoring.metrics) & set(raw):
-        raise InputError(f"{path}: none of {', '.join(recipe.scoring.metrics)} (expected the "
-                         f"`nlg score --json` output of the {recipe.scoring.suite} suite)")
-    for metric in recipe.scoring.metrics:
-        value = raw.get(metric)
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: expected the JSON object `nlg score --json` writes")
+    record = raw.get("scored")
+    rescore = (f"score it again: nlg score REF PRED {' '.join(recipe.scoring.score_args())} "
+               f"--json {path}")
+    if not isinstance(record, dict) or not isinstance(record.get("suite"), str):
+        raise InputError(f"{path}: no \"scored\" record of what was scored (written by an older "
+                         f"`nlg score`, or not by it); {rescore}")
+    if record["suite"] != recipe.scoring.suite:
+        raise InputError(f"{path}: scored.suite is {record['suite']!r}; {dataset_name} is scored "
+                         f"with the {recipe.scoring.suite} suite")
+    if record.get("dataset") is None:
+        print(f"note: {path}: no dataset recorded (scored without --dataset); taken as "
+              f"{dataset_name}'s", file=sys.stderr)
+    elif record["dataset"] != dataset_name:
+        raise InputError(f"{path}: scored.dataset is {record['dataset']!r}, not {dataset_name!r}")
+    known = suite(recipe.scoring.suite).METRICS
+    metrics = [key for key in raw if key != "scored"]
+    for metric in metrics:
+        if metric not in known:
+            raise InputError(f"{path}: {metric} is not a metric of the {recipe.scoring.suite} suite "
+                             f"({', '.join(known)})")
+        value = raw[metric]
         if value is not None and not _is_number(value):
             raise InputError(f"{path}: {metric} is {json.dumps(value)}, not a finite number or null")
+    if record.get("metrics") != metrics:
+        raise InputError(f"{path}: scored.metrics is {json.dumps(record.get('metrics'))}, but the "
+                         f"file holds {json.dumps(metrics)}")
+    if not set(recipe.scoring.metrics) & set(metrics):
+        raise InputError(f"{path}: none of {', '.join(recipe.scoring.metrics)} (expected the "
+                         f"`nlg score --json` output of the {recipe.scoring.suite} suite)")
     return {metric: raw.get(metric) for metric in recipe.scoring.metrics}
 
 
 def read_scores(files: dict[str, Path], recipe: Recipe, suite_percent: frozenset[str],
-                dataset_name: str | None = None, rounded: bool = True) -> Scores:
+                dataset_name: str, rounded: bool = True) -> Scores:
     """Each subset's `nlg score --json` file, checked and put on the paper's scale (rounded
     for the single-run table, unrounded for aggregation)."""
     percent = paper_percent(recipe)

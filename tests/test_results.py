@@ -20,13 +20,24 @@ from nlg.results import (
     t_quantile,
 )
 
+E2E_METRICS = {"NIST", "ROUGE_L", "CIDEr"}
+
+
+def scores_json(values: dict, dataset: str | None = None, **record) -> str:
+    """What `nlg score --json` writes: the metrics, then the "scored" record (its suite by the
+    metrics; the hashes stand-ins: nlg results does not read them)."""
+    suite = "e2e" if E2E_METRICS & set(values) else "webnlg"
+    scored = {"suite": suite, "dataset": dataset, "metrics": list(values), "instances": 3,
+              "references_sha256": "0" * 64, "predictions_sha256": "1" * 64, "options": {}} | record
+    return json.dumps({**values, "scored": scored})
+
 
 @pytest.fixture
 def scores(write, tmp_path):
-    """scores(name, **values) -> a `nlg score --json` file."""
+    """scores(name, **values) -> a `nlg score --json` file (no dataset recorded)."""
 
     def make(name: str, **values) -> str:
-        return str(write(tmp_path / name, json.dumps(values)))
+        return str(write(tmp_path / name, scores_json(values)))
 
     return make
 
@@ -87,8 +98,10 @@ def test_a_run_of_one_subset_is_compared_on_that_subset(scores):
 def test_bad_inputs_name_the_file(scores, tmp_path, write):
     good = scores("good.json", BLEU=1.0, METEOR=0.1, TER=0.9)
     e2e_scores = scores("e2e.json", NIST=3.0)
-    with pytest.raises(InputError, match=r"e2e\.json: none of BLEU, METEOR, TER"):
+    with pytest.raises(InputError, match=r"e2e\.json: scored\.suite is 'e2e'; dart is scored with the webnlg suite"):
         results("dart", "gpt2.md", {"all": e2e_scores}, {})
+    with pytest.raises(InputError, match=r"chrf\.json: none of BLEU, METEOR, TER"):
+        results("dart", "gpt2.md", {"all": scores("chrf.json", **{"chrF++": 0.5})}, {})
     with pytest.raises(InputError, match=r'bad\.json: TER is "high", not a finite number or null'):
         results("dart", "gpt2.md", {"all": scores("bad.json", BLEU=1.0, TER="high")}, {})
     broken = write(tmp_path / "broken.json", '{"BLEU": 1.0,\n')
@@ -97,7 +110,7 @@ def test_bad_inputs_name_the_file(scores, tmp_path, write):
     with pytest.raises(InputError, match=r"missing\.json: no such file"):
         results("dart", "gpt2.md", {"all": str(tmp_path / "missing.json")}, {})
     # read as every text input is: a byte-order mark is removed, bad UTF-8 named by line
-    bom = write(tmp_path / "bom.json", '\ufeff{"BLEU": 1.0, "METEOR": 0.1, "TER": 0.9}')
+    bom = write(tmp_path / "bom.json", "\ufeff" + scores_json({"BLEU": 1.0, "METEOR": 0.1, "TER": 0.9}))
     assert results("dart", "gpt2.md", {"all": str(bom)}, {})[1]["this_run"]["all"]["BLEU"] == 1.0
     (tmp_path / "latin1.json").write_bytes(b'{"BLEU": 1.0,\n"note": "caf\xe9"}')
     with pytest.raises(InputError, match=r"latin1\.json:2: not valid UTF-8"):
@@ -157,11 +170,11 @@ def make_run(tmp_path, write):
                   "checkpoint": "lora/checkpoint-20", "selection": None, "subsets": {}, "untrained": None}
         record.update(fields)
         for subset, values in subsets.items():
-            write(run / f"scores_{subset}.json", json.dumps(values))
+            write(run / f"scores_{subset}.json", scores_json(values, dataset))
             record["subsets"][subset] = {"scores": f"scores_{subset}.json", "references": "r",
                                          "predictions": "p"}
         if untrained is not None:
-            write(run / "untrained" / "scores.json", json.dumps(untrained))
+            write(run / "untrained" / "scores.json", scores_json(untrained, dataset))
             record["untrained"] = {"all": {"scores": "untrained/scores.json"}}
         write(run / "run.json", json.dumps(record))
         return run
@@ -283,3 +296,50 @@ def test_runs_refusals_name_the_file(make_run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["dart", "--runs", str(a), "--card", "gpt2.md", *out])
     assert "give no --card" in capsys.readouterr().err
+
+
+# ---- issue 23 case 1: a scores file is checked against what it claims to be --------------------
+
+def test_scores_of_another_suite_dataset_or_kind_are_refused(write, tmp_path, capsys):
+    """Each refusal run as a user would: one line naming the file and key, exit 2, nothing written."""
+    out = ["--md", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json")]
+    webnlg = {"BLEU": 55.3, "METEOR": 0.41, "TER": 0.39}
+    e2e = {"BLEU": 0.0087, "NIST": 1.0, "METEOR": 0.1, "ROUGE_L": 0.2, "CIDEr": 0.1}
+
+    def refused(dataset: str, content: str, message: str) -> None:
+        path = write(tmp_path / "scores.json", content)
+        assert cli_main(["results", dataset, "--card", "gpt2.md", "--scores", f"all={path}", *out]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and re.search(r"^nlg results: error: .*scores\.json: " + message, err), err
+        assert not (tmp_path / "r.md").exists() and not (tmp_path / "r.json").exists()
+
+    # an E2E file in the WebNLG table (it showed BLEU 0.87), a WebNLG file in the E2E table (3446.66)
+    refused("webnlg", scores_json(e2e, "e2e"), r"scored\.suite is 'e2e'; webnlg is scored with the webnlg suite")
+    refused("e2e", scores_json(webnlg, "webnlg"), r"scored\.suite is 'webnlg'; e2e is scored with the e2e suite")
+    # same suite, other dataset
+    refused("dart", scores_json(webnlg, "webnlg"), r"scored\.dataset is 'webnlg', not 'dart'")
+    # not finite numbers: NaN, Infinity, true, a string
+    for bad, shown in (("NaN", "NaN"), ("Infinity", "Infinity"), ("-Infinity", "-Infinity"), ("true", "true"),
+                       ('"55.3"', '"55.3"')):
+        content = scores_json(webnlg, "webnlg").replace('"BLEU": 55.3', f'"BLEU": {bad}')
+        refused("webnlg", content, f"BLEU is {re.escape(shown)}, not a finite number or null")
+    # a metric that is not the suite's, and a record that disagrees with the metrics held
+    refused("webnlg", scores_json({**webnlg, "NIST": 8.0}, "webnlg", suite="webnlg"),
+            r"NIST is not a metric of the webnlg suite \(BLEU, METEOR, chrF\+\+, TER\)")
+    refused("webnlg", scores_json(webnlg, "webnlg", metrics=["BLEU"]),
+            r'scored\.metrics is \["BLEU"\], but the file holds \["BLEU", "METEOR", "TER"\]')
+    # an old flat file without the record: rescore, with the command to do it
+    refused("webnlg", json.dumps(webnlg), r'no "scored" record .*score it again: nlg score REF PRED '
+            r"--dataset webnlg -nr 6 -m bleu,meteor,ter --json")
+    refused("webnlg", "[1, 2]", r"expected the JSON object `nlg score --json` writes")
+
+
+def test_a_file_scored_without_dataset_is_taken_with_a_note_and_results_json_is_strict(write, tmp_path, capsys):
+    path = write(tmp_path / "scores.json", scores_json({"BLEU": 50.0, "METEOR": None, "TER": 0.4}))
+    js = tmp_path / "r.json"
+    assert cli_main(["results", "webnlg", "--card", "gpt2.md", "--scores", f"all={path}",
+                     "--md", str(tmp_path / "r.md"), "--json", str(js)]) == 0
+    assert re.search(r"^note: .*scores\.json: no dataset recorded \(scored without --dataset\); "
+                     "taken as webnlg's$", capsys.readouterr().err, re.MULTILINE)
+    report = json.loads(js.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in results.json"))
+    assert report["this_run"]["all"] == {"BLEU": 50.0, "METEOR": None, "TER": 0.4}
