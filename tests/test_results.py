@@ -343,3 +343,60 @@ def test_a_file_scored_without_dataset_is_taken_with_a_note_and_results_json_is_
                      "taken as webnlg's$", capsys.readouterr().err, re.MULTILINE)
     report = json.loads(js.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in results.json"))
     assert report["this_run"]["all"] == {"BLEU": 50.0, "METEOR": None, "TER": 0.4}
+
+
+def test_paper_rows_by_method_with_their_spread(make_run, monkeypatch):
+    from dataclasses import replace
+
+    from nlg import datasets
+    from nlg.datasets.recipe import PaperResult
+
+    e2e = datasets.get("e2e")
+    percent = frozenset({"BLEU", "METEOR", "ROUGE_L"})
+    names = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
+    baselines = (  # as issue 20 lists Table 3's GPT-2 M rows
+        PaperResult("gpt2.md", "all", dict(zip(names, (66.3, 8.41, 45.0, 69.8, 2.40), strict=True)), percent,
+                    "Table 3", method="adapter-l", params="0.37M", copied=True),
+        PaperResult("gpt2.md", "all", dict(zip(names, (67.3, 8.50, 46.0, 70.7, 2.44), strict=True)), percent,
+                    "Table 3", method="adapter-h", params="11.09M",
+                    spread=dict(zip(names, (0.6, 0.07, 0.2, 0.2, 0.01), strict=True))),
+        PaperResult("gpt2.lg", "all", dict(zip(names, (69.1, 8.68, 46.3, 71.4, 2.49), strict=True)), percent,
+                    "Table 3", method="adapter-l", params="0.88M"),
+    )
+    patched = replace(e2e, recipe=replace(e2e.recipe, paper=e2e.recipe.paper + baselines))
+    monkeypatch.setattr(datasets, "get", lambda name: patched)
+    values = {"BLEU": 0.683, "NIST": 8.6, "METEOR": 0.452, "ROUGE_L": 0.70, "CIDEr": 2.4}
+    runs = [make_run("a", 110, dataset="e2e", method="adapter-h", params=11_090_000, all=values),
+            make_run("b", 111, dataset="e2e", method="adapter-h", params=11_090_000,
+                     all={**values, "BLEU": 0.685, "CIDEr": 2.42})]
+    text, report, _ = runs_results("e2e", runs)
+    lines = text.splitlines()
+    assert lines[2] == "| GPT-2 M | AdapterH 11.09M | n=2: 110, 111 | 68.4±.1 | 8.60±.00 | 45.2±.0 | 70.0±.0 | 2.41±.01 |"
+    assert lines[3:6] == ["| GPT-2 M (paper) | LoRA | paper | 70.4 | 8.85 | 46.8 | 71.8 | 2.53 |",
+                          "| GPT-2 M (paper) | AdapterL* 0.37M | paper | 66.3 | 8.41 | 45.0 | 69.8 | 2.40 |",
+                          "| GPT-2 M (paper) | AdapterH 11.09M | paper | 67.3±.6 | 8.50±.07 | 46.0±.2 | 70.7±.2 | 2.44±.01 |"]
+    assert "GPT-2 L" not in text  # only our card's rows
+    paper = report["rows"][3]
+    assert (paper["label"], paper["copied"], paper["params"]) == ("AdapterH 11.09M", False, "11.09M")
+    assert paper["spread"] == {"all": dict(zip(names, (0.6, 0.07, 0.2, 0.2, 0.01), strict=True))}
+
+
+def test_seeds_of_one_row_must_hold_the_same_subsets(make_run, tmp_path, capsys):
+    good = {"BLEU": 45.0, "METEOR": 0.38, "TER": 0.47}
+    a = make_run("a", 110, dataset="webnlg", all=good, seen=good, unseen=good)
+    b = make_run("b", 111, dataset="webnlg", all=good)
+    out = ["--md", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json")]
+    assert cli_main(["results", "webnlg", "--runs", str(a), str(b), *out]) == 2
+    assert re.search(r"b/run\.json: subsets all; seed 110 of its row has all, seen, unseen\n$",
+                     capsys.readouterr().err)
+
+
+def test_plot_without_matplotlib_is_one_line(make_run, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the plot extra were not installed
+    run = make_run("a", 110, all={"BLEU": 45.0, "METEOR": 0.38, "TER": 0.47})
+    assert cli_main(["results", "dart", "--runs", str(run), "--md", str(tmp_path / "r.md"), "--json",
+                     str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")]) == 2
+    assert capsys.readouterr().err == "nlg results: error: --plot needs matplotlib: pip install 'nlg[plot]'\n"
+    assert not (tmp_path / "r.md").exists()
