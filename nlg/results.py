@@ -21,7 +21,10 @@ the paper prints in percent but the suite reports on 0..1 (E2E's BLEU, METEOR, R
 multiplied by 100, one the suite already reports on 0..100 (GenerationEval's BLEU) is not.
 Shown values are rounded (2 decimals in percent, else 4); a metric the run could not compute
 (e.g. METEOR without Java) or did not ask for (`nlg score -m`) is n/a in the table and null in
-the JSON; a file with none of the recipe's metrics is an error:
+the JSON. Every scores file is checked against its "scored" record (`nlg.score`): one without
+it (an older `nlg score`), of another suite or dataset, with a metric that is not the suite's
+or none of the recipe's, or with a value that is not a finite number or null is an error
+naming the file and key. results.json is strict JSON (no NaN):
 
     {"dataset": "webnlg", "model_card": "gpt2.md", "metrics": [...], "subsets": [...],
      "percent": ["BLEU"], "this_run": {SUBSET: {METRIC: value}}, "untrained": {...},
@@ -75,12 +78,14 @@ def on_paper_scale(value: float | None, metric: str, paper: frozenset[str], suit
     return None if value is None else round(value, 2 if metric in paper else 4)
 
 
-def read_scores_file(path: Path, recipe: Recipe, dataset_name: str) -> dict[str, float | None]:
+def read_scores_file(path: Path, recipe: Recipe, dataset_name: str,
+                     records: dict[str, dict] | None = None) -> dict[str, float | None]:
     """One `nlg score --json` file: the recipe's metrics on the suite's scale (None where not
     computed). Refused, with one line naming the file and key: a file without the "scored"
     record (an older `nlg score`: rescore), of another suite or dataset, holding a metric that
     is not the suite's or none of the recipe's, or a value that is not a finite number or null.
-    A file whose dataset was not recorded (scored without --dataset) is taken with a note."""
+    A file whose dataset was not recorded (scored without --dataset) is taken with a note.
+    `records`, if given, receives the file's record under its path (for results.json)."""
     from nlg.metrics import suite
 
     raw = read_json_file(path)
@@ -115,18 +120,20 @@ def read_scores_file(path: Path, recipe: Recipe, dataset_name: str) -> dict[str,
     if not set(recipe.scoring.metrics) & set(metrics):
         raise InputError(f"{path}: none of {', '.join(recipe.scoring.metrics)} (expected the "
                          f"`nlg score --json` output of the {recipe.scoring.suite} suite)")
+    if records is not None:
+        records[str(path)] = record
     return {metric: raw.get(metric) for metric in recipe.scoring.metrics}
 
 
 def read_scores(files: dict[str, Path], recipe: Recipe, suite_percent: frozenset[str],
-                dataset_name: str, rounded: bool = True) -> Scores:
+                dataset_name: str, rounded: bool = True, records: dict | None = None) -> Scores:
     """Each subset's `nlg score --json` file, checked and put on the paper's scale (rounded
     for the single-run table, unrounded for aggregation)."""
     percent = paper_percent(recipe)
     scale = on_paper_scale if rounded else to_paper_scale
     scores: Scores = {}
     for subset, path in files.items():
-        raw = read_scores_file(Path(path), recipe, dataset_name)
+        raw = read_scores_file(Path(path), recipe, dataset_name, records)
         scores[subset] = {m: scale(value, m, percent, suite_percent) for m, value in raw.items()}
     return scores
 
@@ -398,6 +405,7 @@ class Row:
     values: dict[str, list[Scores]] = field(default_factory=dict)  # unused for paper rows
     cells: dict[str, dict[str, Aggregate]] = field(default_factory=dict)  # subset -> metric
     paper: list[PaperResult] = field(default_factory=list)
+    records: dict[str, dict] = field(default_factory=dict)  # scores file -> its "scored" record
 
 
 def format_params(params: int | None) -> str:
@@ -446,7 +454,8 @@ def _aggregate_row(row: Row, files: list[dict[str, Path]], recipe: Recipe,
         if set(subset_files) != subsets:
             raise InputError(f"{run.directory / 'run.json'}: subsets {', '.join(sorted(subset_files))}; "
                              f"seed {row.runs[0].seed} of its row has {', '.join(sorted(subsets))}")
-    per_seed = [read_scores(f, recipe, suite_percent, dataset_name, rounded=False) for f in files]
+    per_seed = [read_scores(f, recipe, suite_percent, dataset_name, rounded=False, records=row.records)
+                for f in files]
     row.values = {subset: [seed[subset] for seed in per_seed] for subset in subsets}
     row.cells = {subset: {metric: aggregate([seed[subset][metric] for seed in per_seed])
                           for metric in recipe.scoring.metrics} for subset in subsets}
@@ -619,6 +628,7 @@ def _row_json(row: Row, styles_subsets: list[str]) -> dict:
             "runs": [{"seed": run.seed, "run_dir": str(run.directory), "checkpoint": run.checkpoint,
                       "selection": run.selection,
                       "scores_files": {s: str(path) for s, path in files[i].items()},
+                      "scored": {s: row.records[str(path)] for s, path in files[i].items()},
                       "scores": {s: {m: _clean(v) for m, v in row.values[s][i].items()}
                                  for s in row.values}}
                      for i, run in enumerate(row.runs)]}

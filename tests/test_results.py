@@ -229,6 +229,8 @@ def test_runs_are_grouped_by_setting_and_aggregated(make_run):
     assert bleu["std"] == pytest.approx(1.25831, abs=1e-5) and bleu["ci95"][0] == pytest.approx(43.04087, abs=1e-4)
     assert [r["seed"] for r in row["runs"]] == [110, 111, 112]
     assert row["runs"][0]["selection"]["chosen_step"] == 20 and row["runs"][1]["scores"]["all"]["BLEU"] == 46.0
+    # and what each seed's scores are of, as its scores file records it
+    assert row["runs"][0]["scored"]["all"]["suite"] == "webnlg" and row["runs"][0]["scored"]["all"]["instances"] == 3
     assert report["rows"][1]["scores"]["all"]["TER"] == {"mean": 0.5, "std": None, "n": 1, "ci95": None}
     assert report["rows"][2] == {"kind": "paper", "label": "LoRA", "model_card": "gpt2.md", "method": "lora",
                                  "params": "", "copied": False, "source": "LoRA paper, appendix table for DART",
