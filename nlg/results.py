@@ -610,7 +610,7 @@ def runs_markdown(rows: list[Row], metrics: tuple[str, ...], subsets: list[str],
                       *seeds]) + "\n"
 
 
-def _row_json(row: Row, styles_subsets: list[str]) -> dict:
+def _row_json(row: Row) -> dict:
     if row.kind == "paper":
         return {"kind": "paper", "label": row.label, "model_card": row.model_card,
                 "method": row.method, "params": row.paper[0].params,
@@ -655,7 +655,7 @@ def runs_results(dataset_name: str, directories: list[Path]) -> tuple[str, dict,
     styles = paper_styles(recipe)
     report = {"dataset": dataset_name, "metrics": list(recipe.scoring.metrics), "subsets": subsets,
               "percent": sorted(paper_percent(recipe)), "confidence": CONFIDENCE,
-              "rows": [_row_json(row, subsets) for row in rows]}
+              "rows": [_row_json(row) for row in rows]}
     return runs_markdown(rows, recipe.scoring.metrics, subsets, styles), report, rows
 
 
