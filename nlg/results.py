@@ -456,6 +456,13 @@ def _aggregate_row(row: Row, files: list[dict[str, Path]], recipe: Recipe,
                              f"seed {row.runs[0].seed} of its row has {', '.join(sorted(subsets))}")
     per_seed = [read_scores(f, recipe, suite_percent, dataset_name, rounded=False, records=row.records)
                 for f in files]
+    for subset in subsets:  # the seeds of a row are scored on one test set
+        first = files[0][subset]
+        for seed_files in files[1:]:
+            ours, theirs = row.records[str(first)], row.records[str(seed_files[subset])]
+            if ours.get("references_sha256") != theirs.get("references_sha256"):
+                raise InputError(f"{seed_files[subset]}: scored against other references than "
+                                 f"{first} (references_sha256 differs): not seeds of one test set")
     row.values = {subset: [seed[subset] for seed in per_seed] for subset in subsets}
     row.cells = {subset: {metric: aggregate([seed[subset][metric] for seed in per_seed])
                           for metric in recipe.scoring.metrics} for subset in subsets}

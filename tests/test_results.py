@@ -402,3 +402,13 @@ def test_plot_without_matplotlib_is_one_line(make_run, tmp_path, capsys, monkeyp
                      str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")]) == 2
     assert capsys.readouterr().err == "nlg results: error: --plot needs matplotlib: pip install 'nlg[plot]'\n"
     assert not (tmp_path / "r.md").exists()
+
+
+def test_seeds_scored_against_other_references_are_refused(make_run, write, tmp_path, capsys):
+    good = {"BLEU": 45.0, "METEOR": 0.38, "TER": 0.47}
+    a, b = make_run("a", 110, all=good), make_run("b", 111, all=good)
+    write(b / "scores_all.json", scores_json(good, "dart", references_sha256="2" * 64))
+    out = ["--md", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json")]
+    assert cli_main(["results", "dart", "--runs", str(a), str(b), *out]) == 2
+    assert re.search(r"b/scores_all\.json: scored against other references than .*a/scores_all\.json "
+                     r"\(references_sha256 differs\): not seeds of one test set\n$", capsys.readouterr().err)
