@@ -33,7 +33,7 @@ from pathlib import Path
 from nlg import datasets
 from nlg.cli import run_main
 from nlg.datasets.recipe import Recipe
-from nlg.files import InputError, atomic_files, check_outputs, read_text
+from nlg.files import InputError, atomic_files, check_outputs, read_json
 
 PAPER_ORDER = ("unseen", "seen", "all")  # how the paper's WebNLG table orders the subsets
 ABBREVIATION = {"unseen": "U", "seen": "S", "all": "A"}
@@ -65,11 +65,9 @@ def read_scores(files: dict[str, Path], recipe: Recipe, suite_percent: frozenset
     scores: Scores = {}
     for subset, path in files.items():
         try:
-            raw = json.loads(read_text(path))
+            raw = read_json(path)
         except OSError as error:
             raise InputError(f"{path}: cannot read scores ({error.strerror})") from None
-        except json.JSONDecodeError as error:
-            raise InputError(f"{path}:{error.lineno}: not JSON ({error.msg})") from None
         if not isinstance(raw, dict) or not set(recipe.scoring.metrics) & set(raw):
             raise InputError(f"{path}: none of {', '.join(recipe.scoring.metrics)} (expected the "
                              f"`nlg score --json` output of the {recipe.scoring.suite} suite)")

@@ -737,3 +737,82 @@ def test_a_system_csv_with_missing_or_repeated_mrs_is_refused(tmp_path, capsys, 
     subset = tmp_path / "subset.csv"
     subset.write_text('"mr","ref"\n' + "".join(f'"{mr}","{ref}"\n' for mr, ref in rows[:6]))
     assert nlg("score", subset, three) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23, case 10: JSON inputs within limits, and no lone surrogate
+# ---------------------------------------------------------------------------------------------
+
+ABSURD_JSON = {
+    "deep": ("[" * 100_000 + "]" * 100_000, "JSON nested more than 100 levels deep"),
+    "digits": ("9" * 5000, "a number with more than 4300 digits (Python's limit for integers)"),
+    "surrogate": ('"Bacon \\ud800 is food."', "\\ud800 is a lone UTF-16 surrogate (half of a pair), not a "
+                  "character; the text cannot be written as UTF-8"),
+}
+
+
+def json_inputs(tmp: Path, bad: str, vocab_dir: Path) -> dict[str, tuple[list[object], Path]]:
+    """Per JSON input of a command: (its argv, the file holding `bad` on line 2)."""
+
+    def write(name: str, text: str) -> Path:
+        path = tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    webnlg = write("raw/dev.json", '{"entries": [{"1": {"category": "Food", "modifiedtripleset": [{"subject": '
+                   '"B", "property": "p", "object": "o"}],\n"lexicalisations": [{"comment": "good", "lex": '
+                   f"{bad}}}]}}}}]}}")
+    formatted = write("formatted.jsonl", '{"context": "a : b : c", "completion": "x"}\n'
+                      f'{{"context": "a : b : d", "completion": {bad}}}\n')
+    good_formatted = write("good_formatted.jsonl", '{"context": "a", "completion": "x"}\n')
+    predict = write("predict.jsonl", f'{{"id": 1, "context": [64], "predict": [87]}}\n{{"id": 2, "predict": {bad}}}\n')
+    good_predict = write("good_predict.jsonl", '{"id": 1, "context": [64], "predict": [87]}\n')
+    encoded = write("encoded.jsonl", f'{{"context": [1, 2], "completion": [3, 4]}}\n{{"context": {bad}}}\n')
+    good_encoded = write_encoded(tmp / "good_encoded.jsonl", 2)
+    scores = write("scores.json", f'{{"BLEU": 1.0, "METEOR": 0.1,\n"TER": {bad}}}')
+    metrics = write("work/metrics.jsonl", f'{{"step": 1, "loss": 2.0}}\n{{"step": 2, "loss": {bad}}}\n')
+    adapter = write("adapter/adapter_config.json", f'{{"r": 4,\n"lora_alpha": {bad}}}')
+    write("adapter/adapter_model.safetensors", "")
+    manifest = write("checkpoint/manifest.json", f'{{"format": 1,\n"files": {bad}}}')
+    write("checkpoint/adapter_config.json", "{}")
+    write("checkpoint/adapter_model.safetensors", "")
+    encoder = write("vocab/encoder.json", f'{{"!": 0,\n"x": {bad}}}')
+    shutil.copy(vocab_dir / "vocab.bpe", tmp / "vocab" / "vocab.bpe")
+    write("e2e/test.txt", "name : A || A is here.\n")
+    base = write("base/config.json", f'{{"n_layer": 2,\n"n_embd": {bad}}}')
+    write("base/model.safetensors", "")
+    out = tmp / "out"
+    return {
+        "data": (["data", "webnlg", "--raw-dir", webnlg.parent, "--out-dir", out, "--vocab", vocab_dir], webnlg),
+        "data --vocab": (["data", "e2e", "--raw-dir", tmp / "e2e", "--out-dir", out, "--vocab", encoder.parent],
+                         encoder),
+        "decode --input_file": (decode(good_predict, formatted, out / "r", out / "p"), formatted),
+        "decode --sample_file": (decode(predict, good_formatted, out / "r", out / "p", "--vocab", vocab_dir),
+                                 predict),
+        "train": (["train", "--train_data", encoded, "--model_card", "gpt2.tiny", "--work_dir", out], encoded),
+        "train --init_checkpoint": (["train", "--train_data", good_encoded, "--init_checkpoint", base.parent,
+                                     "--work_dir", out], base),
+        "beam": (["beam", "--data", encoded, "--model_card", "gpt2.tiny", "--output_file", out / "p"], encoded),
+        "results": (["results", "dart", "--card", "gpt2.md", "--scores", f"all={scores}", "--md", out / "r.md",
+                     "--json", out / "r.json"], scores),
+        "plot": (["plot", metrics.parent], metrics),
+        "analyze": (["analyze", adapter.parent], adapter),
+        "analyze, a manifest": (["analyze", manifest.parent], manifest),
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(ABSURD_JSON))
+def test_absurd_json_in_any_input_is_one_line(tmp_path, capsys, vocab_dir, kind):
+    bad, reason = ABSURD_JSON[kind]
+    for name, (argv, path) in json_inputs(tmp_path / "in", bad, vocab_dir).items():
+        before = snapshot(tmp_path)
+        assert nlg(*argv) == 2, name
+        problem = f"{path}:2: {reason}"
+        if path.name == MANIFEST:
+            problem = f"{path}: not a readable manifest ({problem})"
+        if "--init_checkpoint" in name:
+            problem = f"--init_checkpoint {path.parent}: {problem}"
+        assert error_line(capsys) == f"nlg {argv[0]}: error: {problem}\n", name
+        written = {key for key in snapshot(tmp_path).keys() - before.keys() if not key.endswith("train.lock")}
+        assert not written and {key: snapshot(tmp_path)[key] for key in before} == before, name

@@ -31,7 +31,6 @@ paper does, and counted in a warning. The hypothesis file has one line per conte
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -42,7 +41,7 @@ from pathlib import Path
 from nlg.datasets import Dataset, Decoded, RawSplit
 from nlg.datasets.download import fetch
 from nlg.datasets.recipe import PaperResult, Recipe, ScoringRecipe
-from nlg.files import InputError, atomic_dir, atomic_write, check_outputs, strip_bom
+from nlg.files import InputError, atomic_dir, atomic_write, check_outputs, parse_json, strip_bom
 from nlg.pairs import TextPair
 
 XML_SEPARATOR = " | "  # between subject, property and object in an <mtriple>
@@ -94,12 +93,12 @@ def check_triples(triples: object, where: str, as_parts: Callable[[object], obje
 
 
 def load_json(data: bytes, source: str) -> object:
+    """A raw json file's value (`nlg.files.parse_json`: within its limits, no lone surrogate)."""
     try:
-        return json.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise InputError(f"{source}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
-    except json.JSONDecodeError as error:
-        raise InputError(f"{source}:{error.lineno}: not valid JSON ({error.msg})") from None
+    return parse_json(text, source)
 
 
 def read_file(path: Path) -> bytes:
