@@ -67,6 +67,8 @@ def reference_files(ref: str | Path, num_refs: int | None = None) -> list[Path]:
     there (reading on from PREFIX0 would silently drop every file after the gap). `num_refs`
     None takes all K; `num_refs` N takes the first N, and N larger than K is an error naming
     the files missing below N, as GenerationEval fails to open them."""
+    if num_refs is not None and num_refs < 1:
+        raise InputError(f"-nr must be at least 1, not {num_refs}")
     ref = Path(ref)
     prefix = ref / "reference" if ref.is_dir() else ref
     if num_refs == 1 and ref.is_file():
