@@ -44,7 +44,7 @@ from pathlib import Path
 from nlg import datasets
 from nlg.cli import run_main
 from nlg.datasets.recipe import PaperResult, Recipe
-from nlg.files import InputError, atomic_files, check_outputs, read_text
+from nlg.files import InputError, atomic_files, check_outputs, read_json
 
 PAPER_ORDER = ("unseen", "seen", "all")  # how the paper's WebNLG table orders the subsets
 ABBREVIATION = {"unseen": "U", "seen": "S", "all": "A"}
@@ -307,16 +307,10 @@ class Run:
 
 
 def read_json_file(path: Path) -> object:
-    """A JSON file, or one line naming the file and line. The only JSON reader of this module
-    (NaN and Infinity are let through here and refused where a number is checked)."""
-    try:
-        return json.loads(read_text(path))
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}:{error.lineno}: not JSON ({error.msg})") from None
-    except RecursionError:
-        raise InputError(f"{path}: not JSON (nested too deeply)") from None
-    except ValueError as error:  # e.g. an integer of thousands of digits
-        raise InputError(f"{path}: not JSON ({error})") from None
+    """A JSON file, or one line naming the file and line (nlg.files.read_json: its depth and
+    number limits). The only JSON reader of this module; NaN and Infinity are let through here
+    and refused where a number is checked."""
+    return read_json(path)
 
 
 def _is_number(value: object) -> bool:

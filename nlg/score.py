@@ -5,9 +5,10 @@
     nlg score refs/ hypothesis [-nr 6] [-m bleu,meteor,ter,chrf++] [--json FILE]   # WebNLG, DART
 
 The suite (`--suite e2e|webnlg`) is inferred from the references when not given: a folder
-(holding reference0, reference1, ...) or a prefix PREFIX whose PREFIX0 exists is GenerationEval's
-multi-reference layout (webnlg); a file is E2E's (text with blank lines between instances, or
-the official .csv/.tsv). `--json FILE` writes the corpus scores as one flat JSON object
+(holding reference0, reference1, ...) or a prefix PREFIX with PREFIX0 (or another PREFIX<k>)
+present is GenerationEval's multi-reference layout (webnlg), whose numbered files must run
+from 0 without a gap; a file is E2E's (text with blank lines between instances, or the
+official .csv/.tsv). `--json FILE` writes the corpus scores as one flat JSON object
 {metric: value} (null where a metric could not be computed):
     e2e     BLEU (0..1), NIST, METEOR, ROUGE_L, CIDEr           as the E2E scorer prints them
     webnlg  BLEU (0..100), METEOR, chrF++, TER (0..1), the metrics asked for with -m
@@ -45,9 +46,10 @@ NOT_RECORDED = ("strict", "per_instance", "cache_dir")  # options that change no
 
 
 def infer_suite(ref: str | Path) -> str:
-    """webnlg for a folder or a prefix whose PREFIX0 exists, else e2e."""
+    """webnlg for a folder or a prefix PREFIX with a numbered PREFIX<k> present (PREFIX0, or
+    another one, so that a gap is named), else e2e."""
     ref = Path(ref)
-    if ref.is_dir() or (not ref.is_file() and Path(f"{ref}0").is_file()):
+    if ref.is_dir() or (not ref.is_file() and suite("webnlg").numbered_files(ref)):
         return "webnlg"
     return "e2e"
 

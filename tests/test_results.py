@@ -105,7 +105,7 @@ def test_bad_inputs_name_the_file(scores, tmp_path, write):
     with pytest.raises(InputError, match=r'bad\.json: TER is "high", not a finite number or null'):
         results("dart", "gpt2.md", {"all": scores("bad.json", BLEU=1.0, TER="high")}, {})
     broken = write(tmp_path / "broken.json", '{"BLEU": 1.0,\n')
-    with pytest.raises(InputError, match=r"broken\.json:2: not JSON"):
+    with pytest.raises(InputError, match=r"broken\.json:2: not valid JSON"):
         results("dart", "gpt2.md", {"all": str(broken)}, {})
     with pytest.raises(InputError, match=r"missing\.json: no such file"):
         results("dart", "gpt2.md", {"all": str(tmp_path / "missing.json")}, {})
