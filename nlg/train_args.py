@@ -18,6 +18,7 @@ from nlg.cli import spellings
 from nlg.distributed import TIMEOUT_ENV, default_timeout
 from nlg.lora import TARGETS
 
+FLOAT32_MAX = 3.4028234663852886e38
 COMPILE_MODES = ("auto", "none", "static", "graphs", "inductor")
 
 DESCRIPTION = "LoRA fine-tuning of GPT-2 on encoded (context, completion) pairs: one CPU, one GPU or many."
@@ -213,4 +214,8 @@ def check_config(c: TrainConfig) -> list[str]:
         problems.append("--adam_epsilon must be >= 0")
     if c.dist_timeout <= 0:
         problems.append("--dist_timeout must be > 0")
+    # The update is scaled by alpha/r in float32: a scale it cannot hold makes every logit NaN.
+    if not 0 < c.lora_alpha / max(c.lora_dim, 1) <= FLOAT32_MAX:
+        problems.append(f"--lora_alpha {c.lora_alpha}: must be > 0, and --lora_alpha/--lora_dim at "
+                        f"most {FLOAT32_MAX:.3g} (float32's largest number)")
     return problems

@@ -582,3 +582,130 @@ def test_a_second_run_on_a_work_dir_in_use_stops_at_once(run, tmp_path, capsys):
         if first.poll() is None:
             first.kill()
         first.communicate()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23, case 3: adapter scales: `r` a positive integer, `lora_alpha` a finite positive
+# number, alpha/r a scale float32 holds, wherever an adapter config is read (beam, analyze,
+# resume); case 12: a malformed adapter config is one line too
+# ---------------------------------------------------------------------------------------------
+
+
+def peft_adapter(run: dict[str, Path], directory: Path, **changes: object) -> Path:
+    """checkpoint-3's adapter as PEFT writes one: no nlg metadata, no manifest; its
+    adapter_config.json changed by `changes` (a value None removes the key)."""
+    from safetensors.torch import load_file, save_file
+
+    directory.mkdir()
+    source = run["work"] / "checkpoint-3"
+    save_file(load_file(str(source / "adapter_model.safetensors")), str(directory / "adapter_model.safetensors"),
+              metadata={"format": "pt"})
+    config = {**json.loads((source / "adapter_config.json").read_text()), **changes}
+    (directory / "adapter_config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+    return directory
+
+
+def adapter_argv(command: str, run: dict[str, Path], adapter: Path, tmp_path: Path) -> list[object]:
+    if command == "analyze":
+        return ["analyze", adapter]
+    return ["beam", "--data", write_encoded(tmp_path / "x.jsonl", 2), "--init_checkpoint", run["base"],
+            "--lora_checkpoint", adapter, "--output_file", tmp_path / "out.jsonl", "--eos_token_id", EOS,
+            "--device", "cpu"]
+
+
+# (changes to adapter_config.json, the message after its path); checkpoint-3 has r 8 (q and v
+# of rank 4 stacked in c_attn) and lora_alpha 64.0
+SCALE_CASES = [
+    ({"lora_alpha": float("nan")}, "lora_alpha is nan: must be a finite positive number"),
+    ({"lora_alpha": 1e308}, "lora_alpha/r is 1e+308/8 = 1.25e+307: the scale must be a positive number "
+                            "float32 can hold (at most 3.4e+38)"),
+    ({"lora_alpha": -64.0}, "lora_alpha is -64.0: must be a finite positive number"),
+    ({"r": 8.7}, "r is 8.7: must be a positive integer (the LoRA rank)"),
+    ({"r": True}, "r is True: must be a positive integer (the LoRA rank)"),
+    ({"lora_alpha": [64]}, "lora_alpha is [64]: must be a finite positive number"),
+    ({"lora_alpha": None}, "no 'lora_alpha' key (every LoRA adapter_config.json has one)"),
+    ({"r": None}, "no 'r' key (every LoRA adapter_config.json has one)"),
+    ({"alpha_pattern": {"c_attn": "64"}}, "alpha_pattern['c_attn'] is '64': must be a finite positive number"),
+    ({"rank_pattern": [8]}, "rank_pattern is [8]: must be an object of module: value"),
+]
+
+
+@pytest.mark.parametrize("changes, message", SCALE_CASES)
+@pytest.mark.parametrize("command", ["beam", "analyze"])
+def test_an_adapter_scale_that_is_not_finite_and_positive_is_one_line(run, tmp_path, capsys, command, changes,
+                                                                      message):
+    adapter = peft_adapter(run, tmp_path / "adapter", **changes)
+    argv = adapter_argv(command, run, adapter, tmp_path)
+    before = snapshot(tmp_path)
+    assert nlg(*argv) == 2
+    config = adapter / "adapter_config.json"
+    if changes == {"lora_alpha": float("nan")}:  # a stricter JSON reader may refuse NaN itself
+        assert error_line(capsys).startswith(f"nlg {command}: error: {config}")
+    else:
+        assert error_line(capsys) == f"nlg {command}: error: {config}: {message}\n"
+    assert snapshot(tmp_path) == before  # no predictions, no report
+
+
+def test_resume_checks_the_adapter_scale_too(run, work, capsys):
+    from nlg.files import write_manifest
+
+    checkpoint = work / "checkpoint-3"
+    config = checkpoint / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "lora_alpha": 1e308}))
+    write_manifest(checkpoint)  # as if written so: the manifest agrees, the scale does not
+    before = snapshot(work)
+    assert nlg(*train_argv(run, work, "--max_step", 4, "--resume", checkpoint)) == 2
+    assert error_line(capsys) == (f"nlg train: error: {config}: lora_alpha/r is 1e+308/8 = 1.25e+307: the "
+                                  "scale must be a positive number float32 can hold (at most 3.4e+38)\n")
+    assert snapshot(work) == before
+
+
+def test_a_fine_peft_adapter_still_loads(run, tmp_path, capsys):
+    adapter = peft_adapter(run, tmp_path / "adapter")
+    assert nlg("analyze", adapter, "--json", tmp_path / "report.json") == 0
+
+
+@pytest.mark.parametrize("alpha, message", [
+    ("0", "--lora_alpha 0.0: must be > 0, and --lora_alpha/--lora_dim at most 3.4e+38 (float32's largest number)"),
+    ("1e40", "--lora_alpha 1e+40: must be > 0, and --lora_alpha/--lora_dim at most 3.4e+38 "
+             "(float32's largest number)"),
+])
+def test_train_refuses_a_lora_alpha_it_could_not_save(run, tmp_path, capsys, alpha, message):
+    assert nlg(*train_argv(run, tmp_path / "w", "--lora_alpha", alpha)) == 2
+    assert error_line(capsys) == f"nlg train: error: {message}\n"
+    assert not (tmp_path / "w").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23, case 12: an --init_checkpoint that is text, a non-numeric loss in metrics.jsonl
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["train", "beam", "analyze"])
+def test_a_text_file_named_bin_is_one_line(run, tmp_path, capsys, command):
+    fake = tmp_path / "model.bin"
+    fake.write_text("hello\n")
+    data = write_encoded(tmp_path / "x.jsonl", 2)
+    argv = {"train": ["train", "--train_data", data, "--init_checkpoint", fake, "--work_dir", tmp_path / "w",
+                      "--device", "cpu"],
+            "beam": ["beam", "--data", data, "--init_checkpoint", fake, "--output_file", tmp_path / "o.jsonl"],
+            "analyze": ["analyze", run["work"] / "checkpoint-3", "--base", fake,
+                        "--json", tmp_path / "report.json"]}[command]
+    assert nlg(*argv) == 2
+    prefix = "--init_checkpoint {fake}: " if command == "train" else ""
+    assert error_line(capsys) == (f"nlg {command}: error: {prefix.format(fake=fake)}{fake}: not a readable "
+                                  "PyTorch file (KeyError: 101)\n")
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "report.json").exists()
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"step": 2, "loss": "abc"}, "'loss' is 'abc', not a finite number"),
+    ({"step": 2, "valid_loss": [1.0]}, "'valid_loss' is [1.0], not a finite number"),
+    ({"step": 2, "loss": True}, "'loss' is True, not a finite number"),
+    ({"step": "2", "loss": 1.0}, "'step' is '2', not an integer"),
+])
+def test_plot_names_a_loss_that_is_not_a_number(tmp_path, capsys, record, message):
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n" + json.dumps(record) + "\n")
+    assert nlg("plot", tmp_path) == 2
+    assert error_line(capsys) == f"nlg plot: error: {tmp_path / 'metrics.jsonl'}:2: {message}\n"
+    assert not (tmp_path / "loss.png").exists()
