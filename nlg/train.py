@@ -141,30 +141,51 @@ def check_paths(config: TrainConfig) -> None:
 
 @dataclass
 class TrainData:
-    """The run's examples, and how many pairs of each file were cut to --seq_len."""
+    """The run's examples, and how many pairs of each file were cut to --seq_len (n_cut) and,
+    of those, how many lost every completion token (n_empty: they teach nothing to generate)."""
 
     train: list[Example]
     valid: list[Example]  # empty without --valid_data
     n_cut: int
     n_cut_valid: int
+    n_empty: int = 0
+    n_empty_valid: int = 0
 
 
 def load_data(config: TrainConfig) -> TrainData:
-    """Both files, every line checked (FILE:LINE on the first bad one)."""
+    """Both files, every line checked (FILE:LINE on the first bad one); a file in which no pair
+    keeps a completion token within --seq_len stops the run here, one in which some pairs keep
+    none is a warning with their count (on rank 0)."""
     vocab_size = card_config(config.model_card).vocab_size if config.model_card else VOCAB_SIZE
-    train, n_cut = load_examples(config.train_data, config.seq_len, vocab_size)
-    valid, n_cut_valid = ([], 0) if not config.valid_data else load_examples(
+    train, n_cut, n_empty = load_examples(config.train_data, config.seq_len, vocab_size)
+    valid, n_cut_valid, n_empty_valid = ([], 0, 0) if not config.valid_data else load_examples(
         config.valid_data, config.seq_len, vocab_size)
-    return TrainData(train, valid, n_cut, n_cut_valid)
+    return TrainData(train, valid, n_cut, n_cut_valid, n_empty, n_empty_valid)
 
 
-def load_examples(path: str, seq_len: int, vocab_size: int) -> tuple[list[Example], int]:
-    """Examples of an encoded jsonl file, and how many were truncated.
+def load_examples(path: str, seq_len: int, vocab_size: int) -> tuple[list[Example], int, int]:
+    """Examples of an encoded jsonl file, how many were truncated, and how many of those kept
+    no completion token.
 
     `load_encoded` validates every line (keys, integer ids within the vocabulary) and names
-    FILE:LINE on the first bad one.
+    FILE:LINE on the first bad one. A pair keeps a completion token when its context is shorter
+    than --seq_len: with none kept anywhere, the loss would be 0 at every step and the adapter
+    would learn nothing (InputError); with some, a warning says how many.
     """
-    return make_examples(load_encoded(path, vocab_size=vocab_size), seq_len)
+    pairs = load_encoded(path, vocab_size=vocab_size)
+    examples, n_cut = make_examples(pairs, seq_len)
+    n_empty = sum(1 for e in examples if len(e.tokens) <= e.n_context)
+    if n_empty:
+        contexts = [len(pair.context) for pair in pairs]
+        what = (f"--seq_len {seq_len} (contexts of {min(contexts)} to {max(contexts)} tokens: "
+                f"--seq_len {max(contexts) + 1} keeps a completion token of every pair)")
+        if n_empty == len(examples):
+            raise InputError(f"{path}: no pair keeps a completion token: all {n_empty} pairs' contexts "
+                             f"fill {what}")
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(f"warning: {path}: {n_empty} of {len(examples)} pairs lose every completion token to "
+                  f"{what}; they add nothing to the loss", file=sys.stderr)
+    return examples, n_cut, n_empty
 
 
 def eval_batches(examples: list[Example], batch_size: int, rt: Runtime) -> list[list[Example]]:
@@ -432,8 +453,10 @@ class Trainer:
         log(rt, f"model: {model.config.n_layer} layers, width {model.config.n_embd}, "
                 f"{model.num_parameters():,} parameters, {trainable:,} trainable ({what}, "
                 f"{100 * trainable / model.num_parameters():.3f}%)")
-        log(rt, f"data: {len(self.data.train)} training pairs ({self.data.n_cut} cut to --seq_len "
-                f"{config.seq_len}), {len(self.data.valid)} validation pairs ({self.data.n_cut_valid} cut); "
+        d = self.data
+        log(rt, f"data: {len(d.train)} training pairs ({d.n_cut} cut to --seq_len {config.seq_len}, "
+                f"{d.n_empty} with no completion token left), {len(d.valid)} validation pairs "
+                f"({d.n_cut_valid} cut, {d.n_empty_valid} with no completion token left); "
                 f"{rt.world_size} process(es) on {rt.device.type}, {self.plan.per_epoch} steps per epoch, "
                 f"{self.plan.total} steps")
         if rt.is_main:

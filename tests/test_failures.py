@@ -709,3 +709,44 @@ def test_plot_names_a_loss_that_is_not_a_number(tmp_path, capsys, record, messag
     assert nlg("plot", tmp_path) == 2
     assert error_line(capsys) == f"nlg plot: error: {tmp_path / 'metrics.jsonl'}:2: {message}\n"
     assert not (tmp_path / "loss.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23, case 6: a --seq_len that cuts away every completion token
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_seq_len_that_leaves_no_completion_token_stops_before_training(run, tmp_path, capsys):
+    """Contexts of 7 tokens (6 and the separator) under --seq_len 7: the loss would be 0.0000
+    at every step, and an adapter that learnt nothing would be saved."""
+    work = tmp_path / "w"
+    assert nlg(*train_argv(run, work, "--seq_len", 7, "--max_step", 2)) == 2
+    assert error_line(capsys) == (f"nlg train: error: {run['data']}: no pair keeps a completion token: all 24 "
+                                  "pairs' contexts fill --seq_len 7 (contexts of 7 to 7 tokens: --seq_len 8 "
+                                  "keeps a completion token of every pair)\n")
+    assert not work.exists()
+
+
+def test_a_seq_len_that_empties_some_pairs_says_how_many(run, tmp_path, capsys):
+    records = [json.loads(line) for line in run["data"].read_text().splitlines()]
+    for record in records[::3]:  # 8 of 24 contexts become 21 tokens long
+        record["context"] *= 3
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    argv = train_argv(run, tmp_path / "w", "--seq_len", 10, "--max_step", 1)
+    argv[argv.index(run["data"])] = data
+    assert nlg(*argv) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines()[0] == (f"warning: {data}: 8 of 24 pairs lose every completion token to --seq_len 10 "
+                                   "(contexts of 7 to 21 tokens: --seq_len 22 keeps a completion token of every "
+                                   "pair); they add nothing to the loss")
+    assert "data: 24 training pairs (24 cut to --seq_len 10, 8 with no completion token left)" in out
+
+
+def test_a_validation_file_without_completion_tokens_is_refused_too(run, tmp_path, capsys):
+    valid = tmp_path / "valid.jsonl"
+    valid.write_text(json.dumps({"context": list(range(1, 40)), "completion": [5, EOS]}) + "\n")
+    assert nlg(*train_argv(run, tmp_path / "w", "--valid_data", valid, "--max_step", 1)) == 2
+    assert error_line(capsys) == (f"nlg train: error: {valid}: no pair keeps a completion token: all 1 pairs' "
+                                  "contexts fill --seq_len 32 (contexts of 39 to 39 tokens: --seq_len 40 keeps "
+                                  "a completion token of every pair)\n")
