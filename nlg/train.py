@@ -62,12 +62,16 @@ with the step's number and the last good checkpoint, before any checkpoint is wr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +96,7 @@ from nlg.checkpointing import (
     set_rng_state,
     warn,
 )
-from nlg.cli import run_main
+from nlg.cli import prog_name, run_main
 from nlg.distributed import Runtime, all_reduce_sum, barrier, close_runtime, init_runtime
 from nlg.files import Failure, InputError, atomic_write, check_outputs
 from nlg.lora import add_lora, count_trainable, lora_parameters
@@ -108,21 +112,74 @@ CONFIG_FILE = "train_config.json"
 
 
 def train(config: TrainConfig) -> Path:
-    """Fine-tune; returns the final checkpoint directory."""
+    """Fine-tune; returns the final checkpoint directory. Ctrl-C or SIGTERM raise Interrupted,
+    once the lock is released and every checkpoint written so far is whole."""
     check_paths(config)
-    data = load_data(config)  # bad input stops here, before any process group or model exists
-    with lock_work_dir(Path(config.work_dir), is_main=int(os.environ.get("RANK", 0)) == 0):
-        rt = init_runtime(config.device, config.dist_timeout)
-        enable_tf32(rt)
-        try:
-            resume_from = checkpoint_to_resume(Path(config.work_dir), config.resume,
-                                               on_skip=warn if rt.is_main else None)
-            trainer = Trainer(config, rt, data)
-            if resume_from is not None:
-                trainer.restore(resume_from)
-            return trainer.run()
-        finally:
-            close_runtime(rt)
+    trainer: Trainer | None = None
+    try:
+        with stop_signals():
+            data = load_data(config)  # bad input stops here, before any process group or model exists
+            with lock_work_dir(Path(config.work_dir), is_main=int(os.environ.get("RANK", 0)) == 0):
+                rt = init_runtime(config.device, config.dist_timeout)
+                enable_tf32(rt)
+                try:
+                    resume_from = checkpoint_to_resume(Path(config.work_dir), config.resume,
+                                                       on_skip=warn if rt.is_main else None)
+                    trainer = Trainer(config, rt, data)
+                    if resume_from is not None:
+                        trainer.restore(resume_from)
+                    return trainer.run()
+                finally:
+                    close_runtime(rt)
+    except (KeyboardInterrupt, Terminated) as stop:
+        signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+        step = trainer.progress.step if trainer is not None else None
+        raise Interrupted(signum, step, latest_checkpoint(Path(config.work_dir))) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals
+# ---------------------------------------------------------------------------------------------
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (`stop_signals`); like KeyboardInterrupt, no `except Exception` takes it."""
+
+
+class Interrupted(Exception):
+    """The run was stopped by a signal: `main` prints `interrupted at step N; CHECKPOINT is the
+    latest` and exits 128 + the signal's number (130 for SIGINT, 143 for SIGTERM), as a shell
+    reports a process the signal killed."""
+
+    def __init__(self, signum: int, step: int | None, latest: Path | None):
+        where = "before the first step" if step is None else f"at step {step}"
+        latest_text = f"{latest} is the latest" if latest is not None else "no checkpoint was written"
+        super().__init__(f"interrupted {where}; {latest_text}")
+        self.exit_code = 128 + signum
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[None]:
+    """While the block runs, SIGINT raises KeyboardInterrupt and SIGTERM raises Terminated, so the
+    run unwinds as from any error: a checkpoint being written is removed whole (atomic_dir), the
+    work_dir lock is released, the process group closed. The first signal also restores both
+    signals' default action, so a second one ends the process at once (the kernel still drops
+    the lock). Only the main thread can set handlers: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, frame: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def check_paths(config: TrainConfig) -> None:
@@ -505,6 +562,10 @@ def main(argv: list[str] | None = None) -> int:
         train(config)
     except NonFiniteLoss as error:
         raise Failure(f"non-finite training loss or gradient: {error}") from None
+    except Interrupted as stop:  # one line, from rank 0 only (each rank of torchrun gets the signal)
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(f"{prog_name(main)}: {stop}", file=sys.stderr)
+        return stop.exit_code
     return 0
 
 

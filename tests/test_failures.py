@@ -22,6 +22,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -750,3 +751,50 @@ def test_a_validation_file_without_completion_tokens_is_refused_too(run, tmp_pat
     assert error_line(capsys) == (f"nlg train: error: {valid}: no pair keeps a completion token: all 1 pairs' "
                                   "contexts fill --seq_len 32 (contexts of 39 to 39 tokens: --seq_len 40 keeps "
                                   "a completion token of every pair)\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23, case 11: Ctrl-C and SIGTERM end training with one line, exit 130 / 143
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_ends_training_with_one_line_and_whole_checkpoints(run, tmp_path, sig, code):
+    """A real process, signalled mid-run (a checkpoint every step, so mostly while one is written)."""
+    from nlg.checkpointing import list_checkpoints
+    from nlg.files import lock_file
+
+    work = tmp_path / "work"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    argv = [str(a) for a in train_argv(run, work, "--max_step", 100_000, "--log_interval", 100_000)[1:]]
+    proc = subprocess.Popen([sys.executable, "-m", "nlg.train", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list_checkpoints(work)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == code
+    latest = list_checkpoints(work)[-1]
+    step = int(err.split("interrupted at step ")[-1].split(";")[0]) if "interrupted at step " in err else -1
+    assert err == f"nlg train: interrupted at step {step}; {latest[1]} is the latest\n"
+    assert latest[0] <= step
+    for _, checkpoint in list_checkpoints(work):
+        verify_checkpoint(checkpoint)  # every checkpoint whole: the one being written went whole
+    assert not [p.name for p in work.iterdir() if p.name.startswith(".")]  # nor left a temporary one
+    with lock_file(work / "train.lock"):  # released
+        pass
+
+
+def test_an_interrupt_before_any_checkpoint_says_so(run, tmp_path, monkeypatch, capsys):
+    from helpers import killed_run
+
+    work = tmp_path / "work"
+    killed_run([str(a) for a in train_argv(run, work, "--max_step", 3)[1:]], 1, monkeypatch)
+    assert capsys.readouterr().err == "nlg train: interrupted at step 0; no checkpoint was written\n"
