@@ -72,7 +72,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +103,7 @@ from nlg.lora import add_lora, count_trainable, lora_parameters
 from nlg.loss import CompletionLM
 from nlg.model import GPT, card_config, checkpoint_files, from_pretrained
 from nlg.pairs import load_encoded
+from nlg.resume import changes_record, input_identities
 from nlg.tokenizer import VOCAB_SIZE
 from nlg.train_args import TrainConfig, parse_args
 from nlg.train_log import METRICS_FILE, LossWindow, MetricsLog
@@ -207,6 +208,7 @@ class TrainData:
     n_cut_valid: int
     n_empty: int = 0
     n_empty_valid: int = 0
+    inputs: dict = field(default_factory=dict)  # what each input file is (nlg.resume.input_identities)
 
 
 def load_data(config: TrainConfig) -> TrainData:
@@ -217,7 +219,7 @@ def load_data(config: TrainConfig) -> TrainData:
     train, n_cut, n_empty = load_examples(config.train_data, config.seq_len, vocab_size)
     valid, n_cut_valid, n_empty_valid = ([], 0, 0) if not config.valid_data else load_examples(
         config.valid_data, config.seq_len, vocab_size)
-    return TrainData(train, valid, n_cut, n_cut_valid, n_empty, n_empty_valid)
+    return TrainData(train, valid, n_cut, n_cut_valid, n_empty, n_empty_valid, input_identities(config))
 
 
 def load_examples(path: str, seq_len: int, vocab_size: int) -> tuple[list[Example], int, int]:
@@ -377,13 +379,20 @@ class Trainer:
         self.window = LossWindow()  # the device ledger's window as last read, and its seconds
         self.timer = time.perf_counter()  # since when the loop's time counts towards the window
         self.resumed_from: Path | None = None
+        self.changed: dict = {}  # settings --allow_changed let differ from the checkpoint's, for the logs
         self.last_eval_step = -1
         self.last_saved: Path | None = None
 
     def restore(self, path: Path) -> None:
         """Continue exactly where checkpoint `path` was taken."""
         state = load_training_state(path)
-        check_resumable(state, self.config, self.rt.world_size, len(self.data.train), path)
+        changed = check_resumable(state, self.config, self.rt.world_size, len(self.data.train), path,
+                                  self.data.inputs)
+        if state.inputs is None and self.rt.is_main:
+            warn(f"{path} records no identity of its inputs (written before nlg recorded them): its "
+                 "settings match, but whether --train_data, --valid_data and --init_checkpoint are the "
+                 "files it was trained on cannot be checked")
+        self.changed = changes_record(changed)
         load_checkpoint_weights(self.model, path, self.config.full_finetune)
         self.stepper.load_state(state.optimizer, state.scheduler)
         self.progress = Progress(step=state.step, epoch=state.epoch, position=state.batch_in_epoch)
@@ -393,6 +402,9 @@ class Trainer:
         self.last_saved = path if state.step == self.plan.total else None
         self.resumed_from = path
         log(self.rt, f"resumed from {path} at step {state.step} (epoch {state.epoch + 1})")
+        for name, values in self.changed.items():
+            log(self.rt, f"--{name} changed on resume (--allow_changed): checkpoint {values['checkpoint']!r}, "
+                         f"now {values['now']!r}")
 
     def run(self) -> Path:
         """Train to the planned step, then validate and checkpoint once more (unless that step's
@@ -492,11 +504,19 @@ class Trainer:
                                   optimizer=self.stepper.optimizer.state_dict(),
                                   scheduler=self.stepper.scheduler.state_dict(),
                                   rng=rngs, log_window=self.window, config=self.config.to_json(),
-                                  world_size=self.rt.world_size, n_train=len(self.data.train))
+                                  world_size=self.rt.world_size, n_train=len(self.data.train),
+                                  inputs=self.data.inputs)
             save_checkpoint(path, self.model, state, self.base_model)
         barrier(self.rt)  # nobody runs ahead of a checkpoint that may be resumed
         self.timer = time.perf_counter()  # nor is saving
         return path
+
+    def _resume_record(self) -> dict | None:
+        """{"step", "resumed_from", "changed"} of a resumed run (None for a fresh one): the
+        checkpoint it continues and the settings --allow_changed let differ from it."""
+        if self.resumed_from is None:
+            return None
+        return {"step": self.progress.step, "resumed_from": str(self.resumed_from), "changed": self.changed}
 
     def _start(self) -> None:
         """Say what will run, write train_config.json, open the metrics log, wrap the model in
@@ -521,11 +541,14 @@ class Trainer:
             with atomic_write(self.work_dir / CONFIG_FILE) as handle:
                 json.dump({**config.to_json(), "model": model.config.to_dict(), "world_size": rt.world_size,
                            "trainable_parameters": trainable, "n_train": len(self.data.train),
-                           "steps_per_epoch": self.plan.per_epoch, "total_steps": self.plan.total},
+                           "steps_per_epoch": self.plan.per_epoch, "total_steps": self.plan.total,
+                           "inputs": self.data.inputs, "resumed_from": self._resume_record()},
                           handle, indent=2)
         log(rt, describe(self.stepper))
         self.metrics = MetricsLog(self.work_dir / METRICS_FILE, rt.is_main,
                                   self.progress.step if self.resumed_from else None)
+        if self.changed:  # the log says where its records start to follow other settings
+            self.metrics.write(self._resume_record())
         self.stepper.ledger.start(self.progress.step, self.window)
         self.timer = time.perf_counter()
 

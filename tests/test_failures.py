@@ -655,7 +655,7 @@ def test_resume_checks_the_adapter_scale_too(run, work, capsys):
     config.write_text(json.dumps({**json.loads(config.read_text()), "lora_alpha": 1e308}))
     write_manifest(checkpoint)  # as if written so: the manifest agrees, the scale does not
     before = snapshot(work)
-    assert nlg(*train_argv(run, work, "--max_step", 4, "--resume", checkpoint)) == 2
+    assert nlg(*train_argv(run, work, "--max_step", 3, "--resume", checkpoint)) == 2
     assert error_line(capsys) == (f"nlg train: error: {config}: lora_alpha/r is 1e+308/8 = 1.25e+307: the "
                                   "scale must be a positive number float32 can hold (at most 3.4e+38)\n")
     assert snapshot(work) == before
@@ -798,3 +798,134 @@ def test_an_interrupt_before_any_checkpoint_says_so(run, tmp_path, monkeypatch, 
     work = tmp_path / "work"
     killed_run([str(a) for a in train_argv(run, work, "--max_step", 3)[1:]], 1, monkeypatch)
     assert capsys.readouterr().err == "nlg train: interrupted at step 0; no checkpoint was written\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23, case 4: --resume refuses changed settings, base model or data, unless
+# --allow_changed names them; then the new value takes effect and is logged
+# ---------------------------------------------------------------------------------------------
+
+
+def identity(path: Path) -> str:
+    import hashlib
+
+    return f"{path} ({path.stat().st_size:,} bytes, sha256 {hashlib.sha256(path.read_bytes()).hexdigest()[:12]})"
+
+
+def other_data(run: dict[str, Path], path: Path) -> Path:
+    """The run's training file with its first two pairs swapped: as many pairs, as many bytes."""
+    lines = run["data"].read_text().splitlines(keepends=True)
+    path.write_text("".join([lines[1], lines[0], *lines[2:]]))
+    assert path.stat().st_size == run["data"].stat().st_size
+    return path
+
+
+def replaced(argv: list[object], old: object, new: object) -> list[object]:
+    return [new if a == old else a for a in argv]
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--lr", 0.5], "--lr: checkpoint 0.0002, now 0.5 (to continue with the new values, add --allow_changed lr)"),
+    (["--lora_dropout", 0.1], "--lora_dropout: checkpoint 0.0, now 0.1 (to continue with the new values, add "
+                              "--allow_changed lora_dropout)"),
+    (["--lr", 0.5, "--max_step", 5], "--lr: checkpoint 0.0002, now 0.5; --max_step: checkpoint 3, now 5 (to "
+                                     "continue with the new values, add --allow_changed lr,max_step)"),
+    (["--seq_len", 31, "--allow_changed", "lr"], "--seq_len: checkpoint 32, now 31"),
+    ("train_data", "--train_data: checkpoint {old}, now {new} (to continue with the new values, add "
+                   "--allow_changed train_data)"),
+    ("init_checkpoint", "--init_checkpoint: checkpoint {old}, now {new} (to continue with the new values, add "
+                        "--allow_changed init_checkpoint)"),
+])
+def test_resume_refuses_a_changed_setting_or_input_by_name(run, work, tmp_path, capsys, change, message):
+    argv = train_argv(run, work, "--max_step", 3, "--resume", "latest")
+    if change == "train_data":
+        old, new = run["data"], other_data(run, tmp_path / "other.jsonl")
+        argv = replaced(argv, old, new)
+    elif change == "init_checkpoint":
+        other = trainable_base(tmp_path / "base", CONFIG, seed=1)  # the same shape, other weights
+        old, new = run["base"] / "model.safetensors", other / "model.safetensors"
+        argv = replaced(argv, run["base"], other)
+    else:
+        argv += change
+    shutil.rmtree(work / "checkpoint-3")
+    before = snapshot(work)
+    assert nlg(*argv) == 2
+    if isinstance(change, str):
+        message = message.format(old=identity(old), new=identity(new))
+    assert error_line(capsys) == (f"nlg train: error: {work / 'checkpoint-2'}: cannot resume exactly, settings "
+                                  f"differ: {message}\n")
+    assert snapshot(work) == before  # nothing written: train_config.json still says what ran
+
+
+def test_a_moved_copy_of_the_same_inputs_resumes(run, work, tmp_path):
+    data = Path(shutil.copy(run["data"], tmp_path / "moved.jsonl"))
+    base = Path(shutil.copytree(run["base"], tmp_path / "base"))
+    argv = replaced(replaced(train_argv(run, work, "--max_step", 3, "--resume", work / "checkpoint-2"),
+                             run["data"], data), run["base"], base)
+    assert nlg(*argv, "--log_interval", 3, "--save_interval", 3, "--compile", "static") == 0
+
+
+@pytest.mark.parametrize("change, lr", [
+    (["--lr", 0.3], 0.3 * (3 - 2) / 3),  # the new peak lr on the same linear decay to step 3
+    (["--max_step", 5], 2e-4 * (5 - 2) / 5),  # the schedule the new length gives, at step 2
+])
+def test_allow_changed_takes_effect_and_is_logged(run, work, capsys, change, lr):
+    name = change[0][2:]
+    shutil.rmtree(work / "checkpoint-3")
+    argv = train_argv(run, work, "--max_step", 3, "--resume", "latest", *change, "--allow_changed", name)
+    assert nlg(*argv) == 0
+    old = {"lr": 2e-4, "max_step": 3}[name]
+    out = capsys.readouterr().out
+    assert f"--{name} changed on resume (--allow_changed): checkpoint {old!r}, now {change[1]!r}" in out
+    records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    change_record = {"step": 2, "resumed_from": str(work / "checkpoint-2"),
+                     "changed": {name: {"checkpoint": old, "now": change[1]}}}
+    assert records[2] == change_record
+    assert records[3]["step"] == 3 and records[3]["lr"] == pytest.approx(lr, rel=1e-12)
+    config = json.loads((work / "train_config.json").read_text())
+    assert config[name] == change[1] and config["resumed_from"] == change_record
+    state = torch.load(work / "checkpoint-3" / "training_state.pt", weights_only=True)
+    assert state["config"][name] == change[1]  # the next resume compares with what ran last
+
+
+def test_every_checkpoint_records_its_inputs(run):
+    import hashlib
+
+    def entry(path: Path, name: str) -> dict:
+        return {"path": str(path), "file": name, "bytes": path.stat().st_size,
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+    state = torch.load(run["work"] / "checkpoint-3" / "training_state.pt", weights_only=True)
+    model_files = [p for p in sorted(run["base"].iterdir()) if p.name != "generation_config.json"]
+    assert state["inputs"] == {"train_data": [entry(run["data"], "")], "valid_data": None,
+                               "init_checkpoint": sorted((entry(p, p.name) for p in model_files),
+                                                         key=lambda e: e["file"])}
+    config = json.loads((run["work"] / "train_config.json").read_text())
+    assert config["inputs"] == state["inputs"] and config["resumed_from"] is None
+
+
+def test_a_checkpoint_without_recorded_inputs_resumes_with_a_warning(run, work, capsys):
+    from nlg.checkpointing import torch_save
+    from nlg.files import write_manifest
+
+    checkpoint = work / "checkpoint-3"
+    state = torch.load(checkpoint / "training_state.pt", weights_only=True)
+    del state["inputs"]
+    with (checkpoint / "training_state.pt").open("wb") as handle:
+        torch_save(state, handle)
+    write_manifest(checkpoint)
+    assert nlg(*train_argv(run, work, "--max_step", 3, "--resume", "latest")) == 0
+    assert capsys.readouterr().err == (
+        f"warning: {checkpoint} records no identity of its inputs (written before nlg recorded them): its settings "
+        "match, but whether --train_data, --valid_data and --init_checkpoint are the files it was trained on "
+        "cannot be checked\n")
+
+
+@pytest.mark.parametrize("allowed, message", [
+    ("lora_dim", "--allow_changed lora_dim: cannot change on --resume (the checkpoint's data order, its position "
+                 "in the epoch or its weights' shape depend on it)"),
+    ("learning_rate", "--allow_changed learning_rate: not a setting of nlg train"),
+])
+def test_allow_changed_refuses_what_cannot_change(run, tmp_path, capsys, allowed, message):
+    assert nlg(*train_argv(run, tmp_path / "w", "--allow_changed", allowed)) == 2
+    assert error_line(capsys) == f"nlg train: error: {message}\n"
