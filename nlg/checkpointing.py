@@ -6,6 +6,7 @@
         training_state.pt                                  TrainingState: optimiser, scheduler,
                                                            step, data position, every rank's RNG
                                                            states, the loss window, the config
+                                                           and its inputs' identities (nlg.resume)
         manifest.json                                      size and SHA-256 of each file above,
                                                            written last (nlg.files.write_manifest)
     WORK_DIR/train.lock                                    held by the run's rank 0 (lock_work_dir)

@@ -37,9 +37,12 @@ Files in --work_dir:
 
 --resume latest (or a checkpoint path) continues exactly where the checkpoint was taken: same
 data order, same dropout masks, and metrics.jsonl is cut back to the checkpoint's step. It
-needs the same data, batch size, grad_acc, seq_len, seed, LoRA shape and process count, and
-says which differ; `latest` with no checkpoint yet starts afresh. A run without --resume
-refuses a work_dir that already holds checkpoints.
+needs the checkpoint's settings (all of TrainConfig but how the run is executed or reported),
+the same input files by SHA-256 and the same process count, and names each difference with
+both values; `--allow_changed NAME,...` lets named settings differ, takes their new values and
+logs them (nlg.resume). `latest` with no checkpoint yet starts afresh. A run without --resume
+refuses a work_dir that already holds checkpoints. Ctrl-C or SIGTERM end the run with one line,
+`interrupted at step N; CHECKPOINT is the latest`, exit 130 / 143 (`stop_signals`).
 
 Faults: bad input files stop with FILE:LINE before training (exit 2), and so does an output in
 --work_dir that is an input; a non-finite loss, or a failed write (a full disk), stops with a
