@@ -49,7 +49,7 @@ from nlg.files import (
     write_manifest,
 )
 from nlg.model import load_base_weights, read_state_dict, save_pretrained
-from nlg.resume import Difference, allow_hint, resume_differences
+from nlg.resume import RESUME_FIXED, Difference, allow_hint, resume_differences
 from nlg.train_args import TrainConfig
 from nlg.train_log import LossWindow
 
@@ -58,6 +58,9 @@ STATE_FORMAT = 1
 LOCK_FILE = "train.lock"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
+# Settings a resumed run must share with the checkpoint, or the data order / model differ.
+RESUME_MUST_MATCH = ("train_batch_size", "grad_acc", "seq_len", "random_seed", "group_by_length",
+                     "obj", "lora_dim", "lora_alpha", "lora_targets", "full_finetune")
 
 
 def checkpoint_dir(work_dir: Path, step: int) -> Path:
@@ -263,7 +266,9 @@ def check_resumable(state: TrainingState, config: TrainConfig, world_size: int, 
     one InputError names every difference (nlg.resume) that --allow_changed does not allow.
     Returns the allowed differences, for the run's logs."""
     differences = resume_differences(state.config, state.inputs, config, inputs or {})
-    refused = [d for d in differences if d.name not in config.allow_changed]
+    # --allow_changed cannot allow these (train_args refuses naming nlg.resume.RESUME_FIXED)
+    fixed = set(RESUME_MUST_MATCH) | set(RESUME_FIXED)
+    refused = [d for d in differences if d.name not in config.allow_changed or d.name in fixed]
     problems = [d.text for d in refused]
     if state.world_size != world_size:
         problems.append(f"processes: checkpoint {state.world_size}, now {world_size}")

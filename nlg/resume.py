@@ -35,7 +35,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from nlg.files import sha256_file
+from nlg.files import InputError, sha256_file
 
 RESUME_MAY_DIFFER = ("resume", "allow_changed", "work_dir", "log_interval", "eval_interval",
                      "save_interval", "valid_batch_size", "device", "compile", "dist_timeout")
@@ -59,6 +59,8 @@ def input_identities(config: Any) -> dict[str, list[dict[str, Any]] | None]:
         value = getattr(config, name)
         if value is None:
             identities[name] = None
+        elif not Path(value).exists():  # said here as the model loader says it, exit 2
+            raise InputError(f"--{name} {value}: no such checkpoint file or directory")
         elif name == "init_checkpoint" and Path(value).is_dir():
             identities[name] = [file_identity(path, path.name) for path in checkpoint_files(value)
                                 if path.is_file()]

@@ -129,9 +129,10 @@ def train(config: TrainConfig) -> Path:
                 try:
                     resume_from = checkpoint_to_resume(Path(config.work_dir), config.resume,
                                                        on_skip=warn if rt.is_main else None)
-                    trainer = Trainer(config, rt, data)
+                    built = Trainer(config, rt, data)
                     if resume_from is not None:
-                        trainer.restore(resume_from)
+                        built.restore(resume_from)
+                    trainer = built  # from here on, an interrupt names its step
                     return trainer.run()
                 finally:
                     close_runtime(rt)
@@ -156,7 +157,7 @@ class Interrupted(Exception):
     reports a process the signal killed."""
 
     def __init__(self, signum: int, step: int | None, latest: Path | None):
-        where = "before the first step" if step is None else f"at step {step}"
+        where = "before training started" if step is None else f"at step {step}"
         latest_text = f"{latest} is the latest" if latest is not None else "no checkpoint was written"
         super().__init__(f"interrupted {where}; {latest_text}")
         self.exit_code = 128 + signum

@@ -467,7 +467,8 @@ def test_a_real_full_disk_while_training(run, tmp_path):
             limit = min((checkpoint / name).stat().st_size
                         for name in ("adapter_model.safetensors", "training_state.pt")) - 1
             assert limit > max((work / name).stat().st_size for name in ("metrics.jsonl", "train_config.json"))
-        argv = [str(a) for a in train_argv(run, work, "--max_step", 5, "--resume", "latest")[1:]]
+        argv = [str(a) for a in train_argv(run, work, "--max_step", 5, "--resume", "latest",
+                                           "--allow_changed", "max_step")[1:]]
         done = subprocess.run(
             [sys.executable, "-m", "nlg.train", *argv], capture_output=True, text=True,
             env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
