@@ -114,8 +114,8 @@ def resume_differences(recorded: dict[str, Any], recorded_inputs: dict[str, Any]
         if name in RESUME_MAY_DIFFER:
             continue
         if name in INPUT_SETTINGS:
-            if recorded_inputs is None or name not in recorded_inputs:
-                continue
+            if recorded_inputs is None or name not in recorded_inputs or name not in inputs:
+                continue  # a checkpoint from before inputs were recorded (the caller warns)
             before = recorded_inputs[name]
             if _content(before) != _content(inputs[name]):
                 found.append(Difference(name, before, inputs[name], f"--{name}: checkpoint "

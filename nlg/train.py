@@ -384,6 +384,7 @@ class Trainer:
         self.timer = time.perf_counter()  # since when the loop's time counts towards the window
         self.resumed_from: Path | None = None
         self.changed: dict = {}  # settings --allow_changed let differ from the checkpoint's, for the logs
+        self.changed_text: list[str] = []  # the same, as the user reads them
         self.last_eval_step = -1
         self.last_saved: Path | None = None
 
@@ -397,6 +398,7 @@ class Trainer:
                  "settings match, but whether --train_data, --valid_data and --init_checkpoint are the "
                  "files it was trained on cannot be checked")
         self.changed = changes_record(changed)
+        self.changed_text = [d.text for d in changed]
         load_checkpoint_weights(self.model, path, self.config.full_finetune)
         self.stepper.load_state(state.optimizer, state.scheduler)
         self.progress = Progress(step=state.step, epoch=state.epoch, position=state.batch_in_epoch)
@@ -406,9 +408,8 @@ class Trainer:
         self.last_saved = path if state.step == self.plan.total else None
         self.resumed_from = path
         log(self.rt, f"resumed from {path} at step {state.step} (epoch {state.epoch + 1})")
-        for name, values in self.changed.items():
-            log(self.rt, f"--{name} changed on resume (--allow_changed): checkpoint {values['checkpoint']!r}, "
-                         f"now {values['now']!r}")
+        for text in self.changed_text:
+            log(self.rt, f"changed on resume (--allow_changed): {text}")
 
     def run(self) -> Path:
         """Train to the planned step, then validate and checkpoint once more (unless that step's

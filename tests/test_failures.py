@@ -877,7 +877,7 @@ def test_allow_changed_takes_effect_and_is_logged(run, work, capsys, change, lr)
     assert nlg(*argv) == 0
     old = {"lr": 2e-4, "max_step": 3}[name]
     out = capsys.readouterr().out
-    assert f"--{name} changed on resume (--allow_changed): checkpoint {old!r}, now {change[1]!r}" in out
+    assert f"changed on resume (--allow_changed): --{name}: checkpoint {old!r}, now {change[1]!r}\n" in out
     records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
     change_record = {"step": 2, "resumed_from": str(work / "checkpoint-2"),
                      "changed": {name: {"checkpoint": old, "now": change[1]}}}
@@ -930,3 +930,17 @@ def test_a_checkpoint_without_recorded_inputs_resumes_with_a_warning(run, work, 
 def test_allow_changed_refuses_what_cannot_change(run, tmp_path, capsys, allowed, message):
     assert nlg(*train_argv(run, tmp_path / "w", "--allow_changed", allowed)) == 2
     assert error_line(capsys) == f"nlg train: error: {message}\n"
+
+
+def test_allow_changed_takes_another_training_file_and_records_it(run, work, tmp_path, capsys):
+    shutil.rmtree(work / "checkpoint-3")
+    data = other_data(run, tmp_path / "other.jsonl")
+    argv = replaced(train_argv(run, work, "--max_step", 3, "--resume", "latest", "--allow_changed", "train_data"),
+                    run["data"], data)
+    assert nlg(*argv) == 0
+    assert (f"changed on resume (--allow_changed): --train_data: checkpoint {identity(run['data'])}, now "
+            f"{identity(data)}\n") in capsys.readouterr().out
+    state = torch.load(work / "checkpoint-3" / "training_state.pt", weights_only=True)
+    assert state["inputs"]["train_data"][0]["path"] == str(data)
+    record = json.loads((work / "train_config.json").read_text())["resumed_from"]
+    assert record["changed"]["train_data"]["now"] == state["inputs"]["train_data"]
