@@ -116,30 +116,21 @@ CONFIG_FILE = "train_config.json"
 
 
 def train(config: TrainConfig) -> Path:
-    """Fine-tune; returns the final checkpoint directory. Ctrl-C or SIGTERM raise Interrupted,
-    once the lock is released and every checkpoint written so far is whole."""
+    """Fine-tune; returns the final checkpoint directory."""
     check_paths(config)
-    trainer: Trainer | None = None
-    try:
-        with stop_signals():
-            data = load_data(config)  # bad input stops here, before any process group or model exists
-            with lock_work_dir(Path(config.work_dir), is_main=int(os.environ.get("RANK", 0)) == 0):
-                rt = init_runtime(config.device, config.dist_timeout)
-                enable_tf32(rt)
-                try:
-                    resume_from = checkpoint_to_resume(Path(config.work_dir), config.resume,
-                                                       on_skip=warn if rt.is_main else None)
-                    built = Trainer(config, rt, data)
-                    if resume_from is not None:
-                        built.restore(resume_from)
-                    trainer = built  # from here on, an interrupt names its step
-                    return trainer.run()
-                finally:
-                    close_runtime(rt)
-    except (KeyboardInterrupt, Terminated) as stop:
-        signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
-        step = trainer.progress.step if trainer is not None else None
-        raise Interrupted(signum, step, latest_checkpoint(Path(config.work_dir))) from None
+    data = load_data(config)  # bad input stops here, before any process group or model exists
+    with lock_work_dir(Path(config.work_dir), is_main=int(os.environ.get("RANK", 0)) == 0):
+        rt = init_runtime(config.device, config.dist_timeout)
+        enable_tf32(rt)
+        try:
+            resume_from = checkpoint_to_resume(Path(config.work_dir), config.resume,
+                                               on_skip=warn if rt.is_main else None)
+            trainer = Trainer(config, rt, data)
+            if resume_from is not None:
+                trainer.restore(resume_from)
+            return trainer.run()
+        finally:
+            close_runtime(rt)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,16 +142,16 @@ class Terminated(BaseException):
     """SIGTERM arrived (`stop_signals`); like KeyboardInterrupt, no `except Exception` takes it."""
 
 
-class Interrupted(Exception):
-    """The run was stopped by a signal: `main` prints `interrupted at step N; CHECKPOINT is the
-    latest` and exits 128 + the signal's number (130 for SIGINT, 143 for SIGTERM), as a shell
-    reports a process the signal killed."""
-
-    def __init__(self, signum: int, step: int | None, latest: Path | None):
-        where = "before training started" if step is None else f"at step {step}"
-        latest_text = f"{latest} is the latest" if latest is not None else "no checkpoint was written"
-        super().__init__(f"interrupted {where}; {latest_text}")
-        self.exit_code = 128 + signum
+def interrupted(stop: BaseException, work_dir: Path) -> tuple[str, int]:
+    """What `main` says when a signal stopped the run (`stop`: KeyboardInterrupt or Terminated,
+    carrying the step `Trainer.run` reached as `.step`), and its exit code: 128 + the signal's
+    number (130 for SIGINT, 143 for SIGTERM), as a shell reports a process the signal killed."""
+    step = getattr(stop, "step", None)
+    where = "before training started" if step is None else f"at step {step}"
+    latest = latest_checkpoint(work_dir)
+    latest_text = f"{latest} is the latest" if latest is not None else "no checkpoint was written"
+    signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+    return f"interrupted {where}; {latest_text}", 128 + signum
 
 
 @contextlib.contextmanager
@@ -441,6 +432,9 @@ class Trainer:
             self.validate()
             if self.last_saved is None or self.last_saved.name != checkpoint_dir(self.work_dir, p.step).name:
                 self.last_saved = self.save()
+        except (KeyboardInterrupt, Terminated) as stop:
+            stop.step = p.step  # for main's line: the steps done when the signal came
+            raise
         finally:
             bar.close()
         log(self.rt, f"final checkpoint: {self.last_saved}")
@@ -587,13 +581,17 @@ def evaluate(model: CompletionLM, batches: list[list[Example]], config: TrainCon
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     try:
-        train(config)
+        with stop_signals():
+            train(config)
     except NonFiniteLoss as error:
         raise Failure(f"non-finite training loss or gradient: {error}") from None
-    except Interrupted as stop:  # one line, from rank 0 only (each rank of torchrun gets the signal)
+    except (KeyboardInterrupt, Terminated) as stop:
+        # Unwound: checkpoints whole, lock released. One line, from rank 0 only (under torchrun
+        # every rank gets the signal).
+        message, code = interrupted(stop, Path(config.work_dir))
         if int(os.environ.get("RANK", 0)) == 0:
-            print(f"{prog_name(main)}: {stop}", file=sys.stderr)
-        return stop.exit_code
+            print(f"{prog_name(main)}: {message}", file=sys.stderr)
+        return code
     return 0
 
 
