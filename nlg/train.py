@@ -388,6 +388,9 @@ class Trainer:
             warn(f"{path} records no identity of its inputs (written before nlg recorded them): its "
                  "settings match, but whether --train_data, --valid_data and --init_checkpoint are the "
                  "files it was trained on cannot be checked")
+        if state.step > self.plan.total:  # only a shorter --max_step/--max_epoch allowed to differ
+            raise InputError(f"{path}: the checkpoint is at step {state.step}, past the {self.plan.total} "
+                             "steps this run's --max_step/--max_epoch plan")
         self.changed = changes_record(changed)
         self.changed_text = [d.text for d in changed]
         load_checkpoint_weights(self.model, path, self.config.full_finetune)

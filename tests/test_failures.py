@@ -944,3 +944,11 @@ def test_allow_changed_takes_another_training_file_and_records_it(run, work, tmp
     assert state["inputs"]["train_data"][0]["path"] == str(data)
     record = json.loads((work / "train_config.json").read_text())["resumed_from"]
     assert record["changed"]["train_data"]["now"] == state["inputs"]["train_data"]
+
+
+def test_a_shorter_run_than_the_checkpoint_is_refused(run, work, capsys):
+    before = snapshot(work)
+    assert nlg(*train_argv(run, work, "--max_step", 2, "--resume", "latest", "--allow_changed", "max_step")) == 2
+    assert error_line(capsys) == (f"nlg train: error: {work / 'checkpoint-3'}: the checkpoint is at step 3, past "
+                                  "the 2 steps this run's --max_step/--max_epoch plan\n")
+    assert snapshot(work) == before
