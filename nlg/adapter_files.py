@@ -28,6 +28,7 @@ blocks. The slice names travel in the safetensors metadata (`nlg.targets`, `nlg.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -41,6 +42,8 @@ from nlg.lora import TARGETS, LoRAConfig, add_lora, lora_modules
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PEFT_PREFIX = "base_model.model."
+# The largest scale alpha/r the model's float32 arithmetic can hold (bf16 has the same range).
+MAX_SCALE = float(torch.finfo(torch.float32).max)
 
 
 class AdapterError(InputError):
@@ -170,9 +173,57 @@ def read_adapter(directory: str | os.PathLike) -> tuple[dict, dict[str, Tensor],
     for key in ("use_dora", "use_rslora"):
         if config.get(key):
             raise AdapterError(f"{config_path}: {key}=true is not supported")
+    check_scales(config, config_path)
     tensors, metadata = _read_tensors(weights_path)
     check_config_agrees(config, tensors, metadata, config_path, weights_path)
     return config, tensors, metadata
+
+
+def _is_count(value: object) -> bool:
+    """A positive integer (JSON's 8, not 8.7, "8" or true)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_positive(value: object) -> bool:
+    """A finite positive number (not NaN, inf, a string, a list or true)."""
+    return (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            and value > 0)
+
+
+def check_rank_alpha(rank: object, alpha: object, rank_key: str, alpha_key: str, where: object) -> None:
+    """AdapterError naming `where` and the key unless `rank` is a positive integer, `alpha` a
+    finite positive number and the scale alpha/r, by which every update B·A is multiplied, a
+    positive number float32 can hold (1 <= r, 0 < alpha/r <= 3.4e38): a NaN or huge scale makes
+    every logit NaN, and beam search then decodes empty texts without a word."""
+    if not _is_count(rank):
+        raise AdapterError(f"{where}: {rank_key} is {rank!r}: must be a positive integer (the LoRA rank)")
+    if not _is_positive(alpha):
+        raise AdapterError(f"{where}: {alpha_key} is {alpha!r}: must be a finite positive number")
+    scale = alpha / rank
+    if not 0 < scale <= MAX_SCALE or float(torch.tensor(scale, dtype=torch.float32)) == 0:
+        raise AdapterError(f"{where}: {alpha_key}/{rank_key} is {alpha!r}/{rank!r} = {scale:.6g}: the "
+                           f"scale must be a positive number float32 can hold (at most {MAX_SCALE:.3g})")
+
+
+def check_scales(config: dict, config_path: Path) -> None:
+    """Every rank and alpha of adapter_config.json checked (`check_rank_alpha`): `r` and
+    `lora_alpha`, and each module of `rank_pattern` / `alpha_pattern` with its partner (the
+    pattern's own entry, else the global one)."""
+    for key in ("r", "lora_alpha"):
+        if key not in config:
+            raise AdapterError(f"{config_path}: no {key!r} key (every LoRA adapter_config.json has one)")
+    check_rank_alpha(config["r"], config["lora_alpha"], "r", "lora_alpha", config_path)
+    patterns = {}
+    for key in ("rank_pattern", "alpha_pattern"):
+        patterns[key] = config.get(key) or {}
+        if not isinstance(patterns[key], dict):
+            raise AdapterError(f"{config_path}: {key} is {patterns[key]!r}: must be an object of module: value")
+    ranks, alphas = patterns["rank_pattern"], patterns["alpha_pattern"]
+    for module in sorted(set(ranks) | set(alphas)):
+        rank_key = f"rank_pattern[{module!r}]" if module in ranks else "r"
+        alpha_key = f"alpha_pattern[{module!r}]" if module in alphas else "lora_alpha"
+        check_rank_alpha(ranks.get(module, config["r"]), alphas.get(module, config["lora_alpha"]),
+                         rank_key, alpha_key, config_path)
 
 
 def _read_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -257,8 +308,9 @@ def _leaf_target(module_path: str) -> str:
 def adapter_lora_config(config: dict, tensors: dict[str, Tensor], metadata: dict[str, str]) -> LoRAConfig:
     """The LoRAConfig an adapter was trained with (ours), or the one a PEFT adapter implies."""
     if "nlg.targets" in metadata:
-        return LoRAConfig(rank=int(metadata["nlg.rank"]), alpha=float(metadata["nlg.alpha"]),
-                          dropout=float(metadata.get("nlg.dropout", 0.0)),
+        rank, alpha = int(metadata["nlg.rank"]), float(metadata["nlg.alpha"])
+        check_rank_alpha(rank, alpha, "nlg.rank", "nlg.alpha", "adapter metadata")
+        return LoRAConfig(rank=rank, alpha=alpha, dropout=float(metadata.get("nlg.dropout", 0.0)),
                           targets=tuple(metadata["nlg.targets"].split(",")))
     if config.get("rank_pattern") or config.get("alpha_pattern"):
         raise AdapterError("PEFT adapters with rank_pattern/alpha_pattern are only read when written by nlg")

@@ -6,6 +6,7 @@
         training_state.pt                                  TrainingState: optimiser, scheduler,
                                                            step, data position, every rank's RNG
                                                            states, the loss window, the config
+                                                           and its inputs' identities (nlg.resume)
         manifest.json                                      size and SHA-256 of each file above,
                                                            written last (nlg.files.write_manifest)
     WORK_DIR/train.lock                                    held by the run's rank 0 (lock_work_dir)
@@ -29,7 +30,7 @@ import random
 import re
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,7 @@ from nlg.files import (
     write_manifest,
 )
 from nlg.model import load_base_weights, read_state_dict, save_pretrained
+from nlg.resume import RESUME_FIXED, Difference, allow_hint, resume_differences
 from nlg.train_args import TrainConfig
 from nlg.train_log import LossWindow
 
@@ -86,6 +88,7 @@ class TrainingState:
     config: dict  # TrainConfig.to_json() of the run
     world_size: int
     n_train: int  # training pairs
+    inputs: dict | None = None  # the files the run read (nlg.resume.input_identities); None before they were recorded
 
     def to_file(self) -> dict:
         """The dict torch.save writes (the loss window as a plain dict)."""
@@ -94,7 +97,9 @@ class TrainingState:
 
     @classmethod
     def from_file(cls, state: dict) -> TrainingState:
-        values = {field.name: state[field.name] for field in fields(cls)}
+        # A field with a default may be missing: the checkpoint predates it.
+        values = {field.name: state[field.name] for field in fields(cls)
+                  if field.name in state or field.default is MISSING}
         return cls(**{**values, "log_window": LossWindow(**state["log_window"])})
 
 
@@ -256,17 +261,23 @@ def load_training_state(path: Path) -> TrainingState:
 
 
 def check_resumable(state: TrainingState, config: TrainConfig, world_size: int, n_train: int,
-                    path: Path) -> None:
-    """A run resumes exactly only with the checkpoint's data order and model: say what differs."""
-    current = config.to_json()
-    changed = [f"{k}: checkpoint {state.config.get(k)!r}, now {current[k]!r}"
-               for k in RESUME_MUST_MATCH if state.config.get(k) != current[k]]
+                    path: Path, inputs: dict | None = None) -> list[Difference]:
+    """A run resumes exactly only with the checkpoint's settings, inputs, data order and model:
+    one InputError names every difference (nlg.resume) that --allow_changed does not allow.
+    Returns the allowed differences, for the run's logs."""
+    differences = resume_differences(state.config, state.inputs, config, inputs or {})
+    # --allow_changed cannot allow these (train_args refuses naming nlg.resume.RESUME_FIXED)
+    fixed = set(RESUME_MUST_MATCH) | set(RESUME_FIXED)
+    refused = [d for d in differences if d.name not in config.allow_changed or d.name in fixed]
+    problems = [d.text for d in refused]
     if state.world_size != world_size:
-        changed.append(f"processes: checkpoint {state.world_size}, now {world_size}")
+        problems.append(f"processes: checkpoint {state.world_size}, now {world_size}")
     if state.n_train != n_train:
-        changed.append(f"training pairs: checkpoint {state.n_train}, now {n_train}")
-    if changed:
-        raise InputError(f"{path}: cannot resume exactly, settings differ: " + "; ".join(changed))
+        problems.append(f"training pairs: checkpoint {state.n_train}, now {n_train}")
+    if problems:
+        hint = allow_hint(refused) if len(problems) == len(refused) else ""
+        raise InputError(f"{path}: cannot resume exactly, settings differ: {'; '.join(problems)}{hint}")
+    return differences
 
 
 def load_checkpoint_weights(model: nn.Module, path: Path, full_finetune: bool) -> None:

@@ -311,8 +311,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         # weights_only refuses anything but tensors and plain containers: never run a pickle's code.
         raise CheckpointError(f"{path}: refused: the pickle holds objects other than tensors, "
                               "which could run code when loaded") from None
-    except RuntimeError as error:  # a cut-short or damaged zip archive
-        raise CheckpointError(f"{path}: not a readable PyTorch file ({error})") from None
+    except OSError:
+        raise  # missing, no permission: the machine's state, reported as such
+    except Exception as error:  # noqa: BLE001 - a damaged zip (RuntimeError), or text or another
+        # format, which the legacy unpickler meets as KeyError, EOFError, ValueError, ...
+        raise CheckpointError(f"{path}: not a readable PyTorch file ({type(error).__name__}: "
+                              f"{error})") from None
     if isinstance(state, dict) and "model_state_dict" in state:  # the paper's own checkpoints
         state = state["model_state_dict"]
     if not isinstance(state, dict):

@@ -8,6 +8,7 @@ Reads `WORK_DIR/metrics.jsonl`, the JSON-lines log `nlg train` writes: records w
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,18 +26,31 @@ class Curves:
     valid_loss: list[float] = field(default_factory=list)
 
 
+def _number(value: object, integer: bool = False) -> bool:
+    """A finite JSON number (an integer when `integer`); not a string, a bool, NaN or inf."""
+    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+        return False
+    return math.isfinite(value)
+
+
 def read_curves(path: str | os.PathLike) -> Curves:
-    """Training and validation losses by step; a record without `step` is an error."""
+    """Training and validation losses by step. A record without `step`, a `step` that is not an
+    integer, or a `loss` / `valid_loss` that is not a finite number is an error naming the line
+    and key (`nlg train` writes only finite numbers: anything else was edited or damaged)."""
     curves = Curves()
     for line, record in read_jsonl(path):
         if not isinstance(record, dict) or "step" not in record:
             raise InputError(f"{path}:{line}: metrics record without a 'step'")
-        if "loss" in record:
-            curves.train_steps.append(int(record["step"]))
-            curves.train_loss.append(float(record["loss"]))
-        if "valid_loss" in record:
-            curves.valid_steps.append(int(record["step"]))
-            curves.valid_loss.append(float(record["valid_loss"]))
+        if not _number(record["step"], integer=True):
+            raise InputError(f"{path}:{line}: 'step' is {record['step']!r}, not an integer")
+        for key, steps, losses in (("loss", curves.train_steps, curves.train_loss),
+                                   ("valid_loss", curves.valid_steps, curves.valid_loss)):
+            if key not in record:
+                continue
+            if not _number(record[key]):
+                raise InputError(f"{path}:{line}: {key!r} is {record[key]!r}, not a finite number")
+            steps.append(record["step"])
+            losses.append(float(record[key]))
     if not curves.train_loss and not curves.valid_loss:
         raise InputError(f"{path}: no 'loss' or 'valid_loss' records to plot")
     return curves

@@ -37,9 +37,12 @@ Files in --work_dir:
 
 --resume latest (or a checkpoint path) continues exactly where the checkpoint was taken: same
 data order, same dropout masks, and metrics.jsonl is cut back to the checkpoint's step. It
-needs the same data, batch size, grad_acc, seq_len, seed, LoRA shape and process count, and
-says which differ; `latest` with no checkpoint yet starts afresh. A run without --resume
-refuses a work_dir that already holds checkpoints.
+needs the checkpoint's settings (all of TrainConfig but how the run is executed or reported),
+the same input files by SHA-256 and the same process count, and names each difference with
+both values; `--allow_changed NAME,...` lets named settings differ, takes their new values and
+logs them (nlg.resume). `latest` with no checkpoint yet starts afresh. A run without --resume
+refuses a work_dir that already holds checkpoints. Ctrl-C or SIGTERM end the run with one line,
+`interrupted at step N; CHECKPOINT is the latest`, exit 130 / 143 (`stop_signals`).
 
 Faults: bad input files stop with FILE:LINE before training (exit 2), and so does an output in
 --work_dir that is an input; a non-finite loss, or a failed write (a full disk), stops with a
@@ -62,13 +65,17 @@ with the step's number and the last good checkpoint, before any checkpoint is wr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -92,13 +99,14 @@ from nlg.checkpointing import (
     set_rng_state,
     warn,
 )
-from nlg.cli import run_main
+from nlg.cli import prog_name, run_main
 from nlg.distributed import Runtime, all_reduce_sum, barrier, close_runtime, init_runtime
 from nlg.files import Failure, InputError, atomic_write, check_outputs
 from nlg.lora import add_lora, count_trainable, lora_parameters
 from nlg.loss import CompletionLM
 from nlg.model import GPT, card_config, checkpoint_files, from_pretrained
 from nlg.pairs import load_encoded
+from nlg.resume import changes_record, input_identities
 from nlg.tokenizer import VOCAB_SIZE
 from nlg.train_args import TrainConfig, parse_args
 from nlg.train_log import METRICS_FILE, LossWindow, MetricsLog
@@ -125,6 +133,51 @@ def train(config: TrainConfig) -> Path:
             close_runtime(rt)
 
 
+# ---------------------------------------------------------------------------------------------
+# Signals
+# ---------------------------------------------------------------------------------------------
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (`stop_signals`); like KeyboardInterrupt, no `except Exception` takes it."""
+
+
+def interrupted(stop: BaseException, work_dir: Path) -> tuple[str, int]:
+    """What `main` says when a signal stopped the run (`stop`: KeyboardInterrupt or Terminated,
+    carrying the step `Trainer.run` reached as `.step`), and its exit code: 128 + the signal's
+    number (130 for SIGINT, 143 for SIGTERM), as a shell reports a process the signal killed."""
+    step = getattr(stop, "step", None)
+    where = "before training started" if step is None else f"at step {step}"
+    latest = latest_checkpoint(work_dir)
+    latest_text = f"{latest} is the latest" if latest is not None else "no checkpoint was written"
+    signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+    return f"interrupted {where}; {latest_text}", 128 + signum
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[None]:
+    """While the block runs, SIGINT raises KeyboardInterrupt and SIGTERM raises Terminated, so the
+    run unwinds as from any error: a checkpoint being written is removed whole (atomic_dir), the
+    work_dir lock is released, the process group closed. The first signal also restores both
+    signals' default action, so a second one ends the process at once (the kernel still drops
+    the lock). Only the main thread can set handlers: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, frame: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def check_paths(config: TrainConfig) -> None:
     """Before anything else: no file the run writes in --work_dir may be one it reads."""
     work_dir = Path(config.work_dir)
@@ -141,30 +194,52 @@ def check_paths(config: TrainConfig) -> None:
 
 @dataclass
 class TrainData:
-    """The run's examples, and how many pairs of each file were cut to --seq_len."""
+    """The run's examples, and how many pairs of each file were cut to --seq_len (n_cut) and,
+    of those, how many lost every completion token (n_empty: they teach nothing to generate)."""
 
     train: list[Example]
     valid: list[Example]  # empty without --valid_data
     n_cut: int
     n_cut_valid: int
+    n_empty: int = 0
+    n_empty_valid: int = 0
+    inputs: dict = field(default_factory=dict)  # what each input file is (nlg.resume.input_identities)
 
 
 def load_data(config: TrainConfig) -> TrainData:
-    """Both files, every line checked (FILE:LINE on the first bad one)."""
+    """Both files, every line checked (FILE:LINE on the first bad one); a file in which no pair
+    keeps a completion token within --seq_len stops the run here, one in which some pairs keep
+    none is a warning with their count (on rank 0)."""
     vocab_size = card_config(config.model_card).vocab_size if config.model_card else VOCAB_SIZE
-    train, n_cut = load_examples(config.train_data, config.seq_len, vocab_size)
-    valid, n_cut_valid = ([], 0) if not config.valid_data else load_examples(
+    train, n_cut, n_empty = load_examples(config.train_data, config.seq_len, vocab_size)
+    valid, n_cut_valid, n_empty_valid = ([], 0, 0) if not config.valid_data else load_examples(
         config.valid_data, config.seq_len, vocab_size)
-    return TrainData(train, valid, n_cut, n_cut_valid)
+    return TrainData(train, valid, n_cut, n_cut_valid, n_empty, n_empty_valid, input_identities(config))
 
 
-def load_examples(path: str, seq_len: int, vocab_size: int) -> tuple[list[Example], int]:
-    """Examples of an encoded jsonl file, and how many were truncated.
+def load_examples(path: str, seq_len: int, vocab_size: int) -> tuple[list[Example], int, int]:
+    """Examples of an encoded jsonl file, how many were truncated, and how many of those kept
+    no completion token.
 
     `load_encoded` validates every line (keys, integer ids within the vocabulary) and names
-    FILE:LINE on the first bad one.
+    FILE:LINE on the first bad one. A pair keeps a completion token when its context is shorter
+    than --seq_len: with none kept anywhere, the loss would be 0 at every step and the adapter
+    would learn nothing (InputError); with some, a warning says how many.
     """
-    return make_examples(load_encoded(path, vocab_size=vocab_size), seq_len)
+    pairs = load_encoded(path, vocab_size=vocab_size)
+    examples, n_cut = make_examples(pairs, seq_len)
+    n_empty = sum(1 for e in examples if len(e.tokens) <= e.n_context)
+    if n_empty:
+        contexts = [len(pair.context) for pair in pairs]
+        what = (f"--seq_len {seq_len} (contexts of {min(contexts)} to {max(contexts)} tokens: "
+                f"--seq_len {max(contexts) + 1} keeps a completion token of every pair)")
+        if n_empty == len(examples):
+            raise InputError(f"{path}: no pair keeps a completion token: all {n_empty} pairs' contexts "
+                             f"fill {what}")
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(f"warning: {path}: {n_empty} of {len(examples)} pairs lose every completion token to "
+                  f"{what}; they add nothing to the loss", file=sys.stderr)
+    return examples, n_cut, n_empty
 
 
 def eval_batches(examples: list[Example], batch_size: int, rt: Runtime) -> list[list[Example]]:
@@ -299,13 +374,25 @@ class Trainer:
         self.window = LossWindow()  # the device ledger's window as last read, and its seconds
         self.timer = time.perf_counter()  # since when the loop's time counts towards the window
         self.resumed_from: Path | None = None
+        self.changed: dict = {}  # settings --allow_changed let differ from the checkpoint's, for the logs
+        self.changed_text: list[str] = []  # the same, as the user reads them
         self.last_eval_step = -1
         self.last_saved: Path | None = None
 
     def restore(self, path: Path) -> None:
         """Continue exactly where checkpoint `path` was taken."""
         state = load_training_state(path)
-        check_resumable(state, self.config, self.rt.world_size, len(self.data.train), path)
+        changed = check_resumable(state, self.config, self.rt.world_size, len(self.data.train), path,
+                                  self.data.inputs)
+        if state.inputs is None and self.rt.is_main:
+            warn(f"{path} records no identity of its inputs (written before nlg recorded them): its "
+                 "settings match, but whether --train_data, --valid_data and --init_checkpoint are the "
+                 "files it was trained on cannot be checked")
+        if state.step > self.plan.total:  # only a shorter --max_step/--max_epoch allowed to differ
+            raise InputError(f"{path}: the checkpoint is at step {state.step}, past the {self.plan.total} "
+                             "steps this run's --max_step/--max_epoch plan")
+        self.changed = changes_record(changed)
+        self.changed_text = [d.text for d in changed]
         load_checkpoint_weights(self.model, path, self.config.full_finetune)
         self.stepper.load_state(state.optimizer, state.scheduler)
         self.progress = Progress(step=state.step, epoch=state.epoch, position=state.batch_in_epoch)
@@ -315,6 +402,8 @@ class Trainer:
         self.last_saved = path if state.step == self.plan.total else None
         self.resumed_from = path
         log(self.rt, f"resumed from {path} at step {state.step} (epoch {state.epoch + 1})")
+        for text in self.changed_text:
+            log(self.rt, f"changed on resume (--allow_changed): {text}")
 
     def run(self) -> Path:
         """Train to the planned step, then validate and checkpoint once more (unless that step's
@@ -346,6 +435,9 @@ class Trainer:
             self.validate()
             if self.last_saved is None or self.last_saved.name != checkpoint_dir(self.work_dir, p.step).name:
                 self.last_saved = self.save()
+        except (KeyboardInterrupt, Terminated) as stop:
+            stop.step = p.step  # for main's line: the steps done when the signal came
+            raise
         finally:
             bar.close()
         log(self.rt, f"final checkpoint: {self.last_saved}")
@@ -414,11 +506,19 @@ class Trainer:
                                   optimizer=self.stepper.optimizer.state_dict(),
                                   scheduler=self.stepper.scheduler.state_dict(),
                                   rng=rngs, log_window=self.window, config=self.config.to_json(),
-                                  world_size=self.rt.world_size, n_train=len(self.data.train))
+                                  world_size=self.rt.world_size, n_train=len(self.data.train),
+                                  inputs=self.data.inputs)
             save_checkpoint(path, self.model, state, self.base_model)
         barrier(self.rt)  # nobody runs ahead of a checkpoint that may be resumed
         self.timer = time.perf_counter()  # nor is saving
         return path
+
+    def _resume_record(self) -> dict | None:
+        """{"step", "resumed_from", "changed"} of a resumed run (None for a fresh one): the
+        checkpoint it continues and the settings --allow_changed let differ from it."""
+        if self.resumed_from is None:
+            return None
+        return {"step": self.progress.step, "resumed_from": str(self.resumed_from), "changed": self.changed}
 
     def _start(self) -> None:
         """Say what will run, write train_config.json, open the metrics log, wrap the model in
@@ -432,8 +532,10 @@ class Trainer:
         log(rt, f"model: {model.config.n_layer} layers, width {model.config.n_embd}, "
                 f"{model.num_parameters():,} parameters, {trainable:,} trainable ({what}, "
                 f"{100 * trainable / model.num_parameters():.3f}%)")
-        log(rt, f"data: {len(self.data.train)} training pairs ({self.data.n_cut} cut to --seq_len "
-                f"{config.seq_len}), {len(self.data.valid)} validation pairs ({self.data.n_cut_valid} cut); "
+        d = self.data
+        log(rt, f"data: {len(d.train)} training pairs ({d.n_cut} cut to --seq_len {config.seq_len}, "
+                f"{d.n_empty} with no completion token left), {len(d.valid)} validation pairs "
+                f"({d.n_cut_valid} cut, {d.n_empty_valid} with no completion token left); "
                 f"{rt.world_size} process(es) on {rt.device.type}, {self.plan.per_epoch} steps per epoch, "
                 f"{self.plan.total} steps")
         if rt.is_main:
@@ -441,11 +543,14 @@ class Trainer:
             with atomic_write(self.work_dir / CONFIG_FILE) as handle:
                 json.dump({**config.to_json(), "model": model.config.to_dict(), "world_size": rt.world_size,
                            "trainable_parameters": trainable, "n_train": len(self.data.train),
-                           "steps_per_epoch": self.plan.per_epoch, "total_steps": self.plan.total},
+                           "steps_per_epoch": self.plan.per_epoch, "total_steps": self.plan.total,
+                           "inputs": self.data.inputs, "resumed_from": self._resume_record()},
                           handle, indent=2)
         log(rt, describe(self.stepper))
         self.metrics = MetricsLog(self.work_dir / METRICS_FILE, rt.is_main,
                                   self.progress.step if self.resumed_from else None)
+        if self.changed:  # the log says where its records start to follow other settings
+            self.metrics.write(self._resume_record())
         self.stepper.ledger.start(self.progress.step, self.window)
         self.timer = time.perf_counter()
 
@@ -479,9 +584,17 @@ def evaluate(model: CompletionLM, batches: list[list[Example]], config: TrainCon
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     try:
-        train(config)
+        with stop_signals():
+            train(config)
     except NonFiniteLoss as error:
         raise Failure(f"non-finite training loss or gradient: {error}") from None
+    except (KeyboardInterrupt, Terminated) as stop:
+        # Unwound: checkpoints whole, lock released. One line, from rank 0 only (under torchrun
+        # every rank gets the signal).
+        message, code = interrupted(stop, Path(config.work_dir))
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(f"{prog_name(main)}: {message}", file=sys.stderr)
+        return code
     return 0
 
 

@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass, field, fields
 from nlg.cli import spellings
 from nlg.distributed import TIMEOUT_ENV, default_timeout
 from nlg.lora import TARGETS
+from nlg.resume import check_allowed
 
+FLOAT32_MAX = 3.4028234663852886e38
 COMPILE_MODES = ("auto", "none", "static", "graphs", "inductor")
 
 DESCRIPTION = "LoRA fine-tuning of GPT-2 on encoded (context, completion) pairs: one CPU, one GPU or many."
@@ -63,6 +65,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: str = "auto"  # how steps run: auto | none | static | graphs | inductor (nlg.train_step)
     dist_timeout: float = field(default_factory=default_timeout)
+    allow_changed: tuple[str, ...] = ()  # settings --resume may find changed (nlg.resume)
 
     def to_json(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -152,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
              "on GPU none until bench/gpu_check.sh has verified graphs there (README, On a GPU)")
     add("dist_timeout", type=float, default=d.dist_timeout,
         help=f"seconds a collective may wait for a dead or stuck rank (env {TIMEOUT_ENV})")
+    add("allow_changed", default="",
+        help="with --resume: comma-separated settings that may differ from the checkpoint's "
+             "(e.g. lr,max_step); each takes effect and is logged. Without it any other "
+             "setting, base model or data file than the checkpoint's is refused (README, Train)")
     _add_ignored_flags(p)
     return p
 
@@ -175,7 +182,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         # torch.distributed.launch adds --local_rank itself: not worth a warning.
         if args.pop(name) is not None and name != "local_rank" and int(os.environ.get("RANK", 0)) == 0:
             print(f"warning: --{name} is ignored: {why}", file=sys.stderr)
-    args["lora_targets"] = tuple(t.strip() for t in args["lora_targets"].split(",") if t.strip())
+    for name in ("lora_targets", "allow_changed"):
+        args[name] = tuple(t.strip() for t in args[name].split(",") if t.strip())
     config = TrainConfig(**args)
     problems = check_config(config)
     if problems:  # one line, as every other failure (argparse's error() would add the long usage)
@@ -213,4 +221,9 @@ def check_config(c: TrainConfig) -> list[str]:
         problems.append("--adam_epsilon must be >= 0")
     if c.dist_timeout <= 0:
         problems.append("--dist_timeout must be > 0")
+    problems += check_allowed(c.allow_changed, [f.name for f in fields(c)])
+    # The update is scaled by alpha/r in float32: a scale it cannot hold makes every logit NaN.
+    if not 0 < c.lora_alpha / max(c.lora_dim, 1) <= FLOAT32_MAX:
+        problems.append(f"--lora_alpha {c.lora_alpha}: must be > 0, and --lora_alpha/--lora_dim at "
+                        f"most {FLOAT32_MAX:.3g} (float32's largest number)")
     return problems

@@ -259,10 +259,24 @@ class Stepper:
         implementation flags: `load_state_dict` would take the saved run's (say, a CPU run's
         single-tensor AdamW into a fused one, which would then refuse `found_inf`)."""
         keep = ("fused", "foreach", "capturable", "differentiable")
+        fresh = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         groups = [{**saved, **{k: current[k] for k in keep if k in current}}
                   for saved, current in zip(optimizer["param_groups"], self.optimizer.param_groups, strict=True)]
         self.optimizer.load_state_dict({**optimizer, "param_groups": groups})
         self.scheduler.load_state_dict(scheduler)
+        # The checkpoint gives the moments and the step; this run's settings give the
+        # hyperparameters (betas, eps, weight decay, peak lr) and the schedule, so a setting that
+        # --allow_changed let differ takes effect. Unchanged, each value is the one loaded: the
+        # lr is recomputed by the formula LambdaLR.step uses, base lr × factor(step).
+        for group, settings in zip(self.optimizer.param_groups, fresh, strict=True):
+            group.update({k: v for k, v in settings.items() if k != "lr"})
+        self.scheduler.base_lrs = [group["initial_lr"] for group in self.optimizer.param_groups]
+        step = self.scheduler.last_epoch
+        lrs = [base * factor(step) for base, factor in zip(self.scheduler.base_lrs, self.scheduler.lr_lambdas,
+                                                            strict=True)]
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        self.scheduler._last_lr = lrs
 
     @property
     def lr(self) -> float:

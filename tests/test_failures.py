@@ -22,6 +22,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -466,7 +467,8 @@ def test_a_real_full_disk_while_training(run, tmp_path):
             limit = min((checkpoint / name).stat().st_size
                         for name in ("adapter_model.safetensors", "training_state.pt")) - 1
             assert limit > max((work / name).stat().st_size for name in ("metrics.jsonl", "train_config.json"))
-        argv = [str(a) for a in train_argv(run, work, "--max_step", 5, "--resume", "latest")[1:]]
+        argv = [str(a) for a in train_argv(run, work, "--max_step", 5, "--resume", "latest",
+                                           "--allow_changed", "max_step")[1:]]
         done = subprocess.run(
             [sys.executable, "-m", "nlg.train", *argv], capture_output=True, text=True,
             env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
@@ -817,3 +819,370 @@ def test_absurd_json_in_any_input_is_one_line(tmp_path, capsys, vocab_dir, kind)
         assert error_line(capsys) == f"nlg {argv[0]}: error: {problem}\n", name
         written = {key for key in snapshot(tmp_path).keys() - before.keys() if not key.endswith("train.lock")}
         assert not written and {key: snapshot(tmp_path)[key] for key in before} == before, name
+
+
+# Issue 23, case 3: adapter scales: `r` a positive integer, `lora_alpha` a finite positive
+# number, alpha/r a scale float32 holds, wherever an adapter config is read (beam, analyze,
+# resume); case 12: a malformed adapter config is one line too
+# ---------------------------------------------------------------------------------------------
+
+
+def peft_adapter(run: dict[str, Path], directory: Path, **changes: object) -> Path:
+    """checkpoint-3's adapter as PEFT writes one: no nlg metadata, no manifest; its
+    adapter_config.json changed by `changes` (a value None removes the key)."""
+    from safetensors.torch import load_file, save_file
+
+    directory.mkdir()
+    source = run["work"] / "checkpoint-3"
+    save_file(load_file(str(source / "adapter_model.safetensors")), str(directory / "adapter_model.safetensors"),
+              metadata={"format": "pt"})
+    config = {**json.loads((source / "adapter_config.json").read_text()), **changes}
+    (directory / "adapter_config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+    return directory
+
+
+def adapter_argv(command: str, run: dict[str, Path], adapter: Path, tmp_path: Path) -> list[object]:
+    if command == "analyze":
+        return ["analyze", adapter]
+    return ["beam", "--data", write_encoded(tmp_path / "x.jsonl", 2), "--init_checkpoint", run["base"],
+            "--lora_checkpoint", adapter, "--output_file", tmp_path / "out.jsonl", "--eos_token_id", EOS,
+            "--device", "cpu"]
+
+
+# (changes to adapter_config.json, the message after its path); checkpoint-3 has r 8 (q and v
+# of rank 4 stacked in c_attn) and lora_alpha 64.0
+SCALE_CASES = [
+    ({"lora_alpha": float("nan")}, "lora_alpha is nan: must be a finite positive number"),
+    ({"lora_alpha": 1e308}, "lora_alpha/r is 1e+308/8 = 1.25e+307: the scale must be a positive number "
+                            "float32 can hold (at most 3.4e+38)"),
+    ({"lora_alpha": -64.0}, "lora_alpha is -64.0: must be a finite positive number"),
+    ({"r": 8.7}, "r is 8.7: must be a positive integer (the LoRA rank)"),
+    ({"r": True}, "r is True: must be a positive integer (the LoRA rank)"),
+    ({"lora_alpha": [64]}, "lora_alpha is [64]: must be a finite positive number"),
+    ({"lora_alpha": None}, "no 'lora_alpha' key (every LoRA adapter_config.json has one)"),
+    ({"r": None}, "no 'r' key (every LoRA adapter_config.json has one)"),
+    ({"alpha_pattern": {"c_attn": "64"}}, "alpha_pattern['c_attn'] is '64': must be a finite positive number"),
+    ({"rank_pattern": [8]}, "rank_pattern is [8]: must be an object of module: value"),
+]
+
+
+@pytest.mark.parametrize("changes, message", SCALE_CASES)
+@pytest.mark.parametrize("command", ["beam", "analyze"])
+def test_an_adapter_scale_that_is_not_finite_and_positive_is_one_line(run, tmp_path, capsys, command, changes,
+                                                                      message):
+    adapter = peft_adapter(run, tmp_path / "adapter", **changes)
+    argv = adapter_argv(command, run, adapter, tmp_path)
+    before = snapshot(tmp_path)
+    assert nlg(*argv) == 2
+    config = adapter / "adapter_config.json"
+    if changes == {"lora_alpha": float("nan")}:  # a stricter JSON reader may refuse NaN itself
+        assert error_line(capsys).startswith(f"nlg {command}: error: {config}")
+    else:
+        assert error_line(capsys) == f"nlg {command}: error: {config}: {message}\n"
+    assert snapshot(tmp_path) == before  # no predictions, no report
+
+
+def test_resume_checks_the_adapter_scale_too(run, work, capsys):
+    from nlg.files import write_manifest
+
+    checkpoint = work / "checkpoint-3"
+    config = checkpoint / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "lora_alpha": 1e308}))
+    write_manifest(checkpoint)  # as if written so: the manifest agrees, the scale does not
+    before = snapshot(work)
+    assert nlg(*train_argv(run, work, "--max_step", 3, "--resume", checkpoint)) == 2
+    assert error_line(capsys) == (f"nlg train: error: {config}: lora_alpha/r is 1e+308/8 = 1.25e+307: the "
+                                  "scale must be a positive number float32 can hold (at most 3.4e+38)\n")
+    assert snapshot(work) == before
+
+
+def test_a_fine_peft_adapter_still_loads(run, tmp_path, capsys):
+    adapter = peft_adapter(run, tmp_path / "adapter")
+    assert nlg("analyze", adapter, "--json", tmp_path / "report.json") == 0
+
+
+@pytest.mark.parametrize("alpha, message", [
+    ("0", "--lora_alpha 0.0: must be > 0, and --lora_alpha/--lora_dim at most 3.4e+38 (float32's largest number)"),
+    ("1e40", "--lora_alpha 1e+40: must be > 0, and --lora_alpha/--lora_dim at most 3.4e+38 "
+             "(float32's largest number)"),
+])
+def test_train_refuses_a_lora_alpha_it_could_not_save(run, tmp_path, capsys, alpha, message):
+    assert nlg(*train_argv(run, tmp_path / "w", "--lora_alpha", alpha)) == 2
+    assert error_line(capsys) == f"nlg train: error: {message}\n"
+    assert not (tmp_path / "w").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23, case 12: an --init_checkpoint that is text, a non-numeric loss in metrics.jsonl
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["train", "beam", "analyze"])
+def test_a_text_file_named_bin_is_one_line(run, tmp_path, capsys, command):
+    fake = tmp_path / "model.bin"
+    fake.write_text("hello\n")
+    data = write_encoded(tmp_path / "x.jsonl", 2)
+    argv = {"train": ["train", "--train_data", data, "--init_checkpoint", fake, "--work_dir", tmp_path / "w",
+                      "--device", "cpu"],
+            "beam": ["beam", "--data", data, "--init_checkpoint", fake, "--output_file", tmp_path / "o.jsonl"],
+            "analyze": ["analyze", run["work"] / "checkpoint-3", "--base", fake,
+                        "--json", tmp_path / "report.json"]}[command]
+    assert nlg(*argv) == 2
+    prefix = "--init_checkpoint {fake}: " if command == "train" else ""
+    assert error_line(capsys) == (f"nlg {command}: error: {prefix.format(fake=fake)}{fake}: not a readable "
+                                  "PyTorch file (KeyError: 101)\n")
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "report.json").exists()
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"step": 2, "loss": "abc"}, "'loss' is 'abc', not a finite number"),
+    ({"step": 2, "valid_loss": [1.0]}, "'valid_loss' is [1.0], not a finite number"),
+    ({"step": 2, "loss": True}, "'loss' is True, not a finite number"),
+    ({"step": "2", "loss": 1.0}, "'step' is '2', not an integer"),
+])
+def test_plot_names_a_loss_that_is_not_a_number(tmp_path, capsys, record, message):
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n" + json.dumps(record) + "\n")
+    assert nlg("plot", tmp_path) == 2
+    assert error_line(capsys) == f"nlg plot: error: {tmp_path / 'metrics.jsonl'}:2: {message}\n"
+    assert not (tmp_path / "loss.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23, case 6: a --seq_len that cuts away every completion token
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_seq_len_that_leaves_no_completion_token_stops_before_training(run, tmp_path, capsys):
+    """Contexts of 7 tokens (6 and the separator) under --seq_len 7: the loss would be 0.0000
+    at every step, and an adapter that learnt nothing would be saved."""
+    work = tmp_path / "w"
+    assert nlg(*train_argv(run, work, "--seq_len", 7, "--max_step", 2)) == 2
+    assert error_line(capsys) == (f"nlg train: error: {run['data']}: no pair keeps a completion token: all 24 "
+                                  "pairs' contexts fill --seq_len 7 (contexts of 7 to 7 tokens: --seq_len 8 "
+                                  "keeps a completion token of every pair)\n")
+    assert not work.exists()
+
+
+def test_a_seq_len_that_empties_some_pairs_says_how_many(run, tmp_path, capsys):
+    records = [json.loads(line) for line in run["data"].read_text().splitlines()]
+    for record in records[::3]:  # 8 of 24 contexts become 21 tokens long
+        record["context"] *= 3
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    argv = train_argv(run, tmp_path / "w", "--seq_len", 10, "--max_step", 1)
+    argv[argv.index(run["data"])] = data
+    assert nlg(*argv) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines()[0] == (f"warning: {data}: 8 of 24 pairs lose every completion token to --seq_len 10 "
+                                   "(contexts of 7 to 21 tokens: --seq_len 22 keeps a completion token of every "
+                                   "pair); they add nothing to the loss")
+    assert "data: 24 training pairs (24 cut to --seq_len 10, 8 with no completion token left)" in out
+
+
+def test_a_validation_file_without_completion_tokens_is_refused_too(run, tmp_path, capsys):
+    valid = tmp_path / "valid.jsonl"
+    valid.write_text(json.dumps({"context": list(range(1, 40)), "completion": [5, EOS]}) + "\n")
+    assert nlg(*train_argv(run, tmp_path / "w", "--valid_data", valid, "--max_step", 1)) == 2
+    assert error_line(capsys) == (f"nlg train: error: {valid}: no pair keeps a completion token: all 1 pairs' "
+                                  "contexts fill --seq_len 32 (contexts of 39 to 39 tokens: --seq_len 40 keeps "
+                                  "a completion token of every pair)\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23, case 11: Ctrl-C and SIGTERM end training with one line, exit 130 / 143
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_ends_training_with_one_line_and_whole_checkpoints(run, tmp_path, sig, code):
+    """A real process, signalled mid-run (a checkpoint every step, so mostly while one is written)."""
+    from nlg.checkpointing import list_checkpoints
+    from nlg.files import lock_file
+
+    work = tmp_path / "work"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    argv = [str(a) for a in train_argv(run, work, "--max_step", 100_000, "--log_interval", 100_000)[1:]]
+    proc = subprocess.Popen([sys.executable, "-m", "nlg.train", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list_checkpoints(work)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == code
+    latest = list_checkpoints(work)[-1]
+    step = int(err.split("interrupted at step ")[-1].split(";")[0]) if "interrupted at step " in err else -1
+    assert err == f"nlg train: interrupted at step {step}; {latest[1]} is the latest\n"
+    assert latest[0] <= step
+    for _, checkpoint in list_checkpoints(work):
+        verify_checkpoint(checkpoint)  # every checkpoint whole: the one being written went whole
+    assert not [p.name for p in work.iterdir() if p.name.startswith(".")]  # nor left a temporary one
+    with lock_file(work / "train.lock"):  # released
+        pass
+
+
+def test_an_interrupt_before_any_checkpoint_says_so(run, tmp_path, monkeypatch, capsys):
+    from helpers import killed_run
+
+    work = tmp_path / "work"
+    killed_run([str(a) for a in train_argv(run, work, "--max_step", 3)[1:]], 1, monkeypatch)
+    assert capsys.readouterr().err == "nlg train: interrupted at step 0; no checkpoint was written\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23, case 4: --resume refuses changed settings, base model or data, unless
+# --allow_changed names them; then the new value takes effect and is logged
+# ---------------------------------------------------------------------------------------------
+
+
+def identity(path: Path) -> str:
+    import hashlib
+
+    return f"{path} ({path.stat().st_size:,} bytes, sha256 {hashlib.sha256(path.read_bytes()).hexdigest()[:12]})"
+
+
+def other_data(run: dict[str, Path], path: Path) -> Path:
+    """The run's training file with its first two pairs swapped: as many pairs, as many bytes."""
+    lines = run["data"].read_text().splitlines(keepends=True)
+    path.write_text("".join([lines[1], lines[0], *lines[2:]]))
+    assert path.stat().st_size == run["data"].stat().st_size
+    return path
+
+
+def replaced(argv: list[object], old: object, new: object) -> list[object]:
+    return [new if a == old else a for a in argv]
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--lr", 0.5], "--lr: checkpoint 0.0002, now 0.5 (to continue with the new values, add --allow_changed lr)"),
+    (["--lora_dropout", 0.1], "--lora_dropout: checkpoint 0.0, now 0.1 (to continue with the new values, add "
+                              "--allow_changed lora_dropout)"),
+    (["--lr", 0.5, "--max_step", 5], "--lr: checkpoint 0.0002, now 0.5; --max_step: checkpoint 3, now 5 (to "
+                                     "continue with the new values, add --allow_changed lr,max_step)"),
+    (["--seq_len", 31, "--allow_changed", "lr"], "--seq_len: checkpoint 32, now 31"),
+    ("train_data", "--train_data: checkpoint {old}, now {new} (to continue with the new values, add "
+                   "--allow_changed train_data)"),
+    ("init_checkpoint", "--init_checkpoint: checkpoint {old}, now {new} (to continue with the new values, add "
+                        "--allow_changed init_checkpoint)"),
+])
+def test_resume_refuses_a_changed_setting_or_input_by_name(run, work, tmp_path, capsys, change, message):
+    argv = train_argv(run, work, "--max_step", 3, "--resume", "latest")
+    if change == "train_data":
+        old, new = run["data"], other_data(run, tmp_path / "other.jsonl")
+        argv = replaced(argv, old, new)
+    elif change == "init_checkpoint":
+        other = trainable_base(tmp_path / "base", CONFIG, seed=1)  # the same shape, other weights
+        old, new = run["base"] / "model.safetensors", other / "model.safetensors"
+        argv = replaced(argv, run["base"], other)
+    else:
+        argv += change
+    shutil.rmtree(work / "checkpoint-3")
+    before = snapshot(work)
+    assert nlg(*argv) == 2
+    if isinstance(change, str):
+        message = message.format(old=identity(old), new=identity(new))
+    assert error_line(capsys) == (f"nlg train: error: {work / 'checkpoint-2'}: cannot resume exactly, settings "
+                                  f"differ: {message}\n")
+    assert snapshot(work) == before  # nothing written: train_config.json still says what ran
+
+
+def test_a_moved_copy_of_the_same_inputs_resumes(run, work, tmp_path):
+    data = Path(shutil.copy(run["data"], tmp_path / "moved.jsonl"))
+    base = Path(shutil.copytree(run["base"], tmp_path / "base"))
+    argv = replaced(replaced(train_argv(run, work, "--max_step", 3, "--resume", work / "checkpoint-2"),
+                             run["data"], data), run["base"], base)
+    assert nlg(*argv, "--log_interval", 3, "--save_interval", 3, "--compile", "static") == 0
+
+
+@pytest.mark.parametrize("change, lr", [
+    (["--lr", 0.3], 0.3 * (3 - 2) / 3),  # the new peak lr on the same linear decay to step 3
+    (["--max_step", 5], 2e-4 * (5 - 2) / 5),  # the schedule the new length gives, at step 2
+])
+def test_allow_changed_takes_effect_and_is_logged(run, work, capsys, change, lr):
+    name = change[0][2:]
+    shutil.rmtree(work / "checkpoint-3")
+    argv = train_argv(run, work, "--max_step", 3, "--resume", "latest", *change, "--allow_changed", name)
+    assert nlg(*argv) == 0
+    old = {"lr": 2e-4, "max_step": 3}[name]
+    out = capsys.readouterr().out
+    assert f"changed on resume (--allow_changed): --{name}: checkpoint {old!r}, now {change[1]!r}\n" in out
+    records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    change_record = {"step": 2, "resumed_from": str(work / "checkpoint-2"),
+                     "changed": {name: {"checkpoint": old, "now": change[1]}}}
+    assert records[2] == change_record
+    assert records[3]["step"] == 3 and records[3]["lr"] == pytest.approx(lr, rel=1e-12)
+    config = json.loads((work / "train_config.json").read_text())
+    assert config[name] == change[1] and config["resumed_from"] == change_record
+    state = torch.load(work / "checkpoint-3" / "training_state.pt", weights_only=True)
+    assert state["config"][name] == change[1]  # the next resume compares with what ran last
+
+
+def test_every_checkpoint_records_its_inputs(run):
+    import hashlib
+
+    def entry(path: Path, name: str) -> dict:
+        return {"path": str(path), "file": name, "bytes": path.stat().st_size,
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+    state = torch.load(run["work"] / "checkpoint-3" / "training_state.pt", weights_only=True)
+    model_files = [p for p in sorted(run["base"].iterdir()) if p.name != "generation_config.json"]
+    assert state["inputs"] == {"train_data": [entry(run["data"], "")], "valid_data": None,
+                               "init_checkpoint": sorted((entry(p, p.name) for p in model_files),
+                                                         key=lambda e: e["file"])}
+    config = json.loads((run["work"] / "train_config.json").read_text())
+    assert config["inputs"] == state["inputs"] and config["resumed_from"] is None
+
+
+def test_a_checkpoint_without_recorded_inputs_resumes_with_a_warning(run, work, capsys):
+    from nlg.checkpointing import torch_save
+    from nlg.files import write_manifest
+
+    checkpoint = work / "checkpoint-3"
+    state = torch.load(checkpoint / "training_state.pt", weights_only=True)
+    del state["inputs"]
+    with (checkpoint / "training_state.pt").open("wb") as handle:
+        torch_save(state, handle)
+    write_manifest(checkpoint)
+    assert nlg(*train_argv(run, work, "--max_step", 3, "--resume", "latest")) == 0
+    assert capsys.readouterr().err == (
+        f"warning: {checkpoint} records no identity of its inputs (written before nlg recorded them): its settings "
+        "match, but whether --train_data, --valid_data and --init_checkpoint are the files it was trained on "
+        "cannot be checked\n")
+
+
+@pytest.mark.parametrize("allowed, message", [
+    ("lora_dim", "--allow_changed lora_dim: cannot change on --resume (the checkpoint's data order, its position "
+                 "in the epoch or its weights' shape depend on it)"),
+    ("learning_rate", "--allow_changed learning_rate: not a setting of nlg train"),
+])
+def test_allow_changed_refuses_what_cannot_change(run, tmp_path, capsys, allowed, message):
+    assert nlg(*train_argv(run, tmp_path / "w", "--allow_changed", allowed)) == 2
+    assert error_line(capsys) == f"nlg train: error: {message}\n"
+
+
+def test_allow_changed_takes_another_training_file_and_records_it(run, work, tmp_path, capsys):
+    shutil.rmtree(work / "checkpoint-3")
+    data = other_data(run, tmp_path / "other.jsonl")
+    argv = replaced(train_argv(run, work, "--max_step", 3, "--resume", "latest", "--allow_changed", "train_data"),
+                    run["data"], data)
+    assert nlg(*argv) == 0
+    assert (f"changed on resume (--allow_changed): --train_data: checkpoint {identity(run['data'])}, now "
+            f"{identity(data)}\n") in capsys.readouterr().out
+    state = torch.load(work / "checkpoint-3" / "training_state.pt", weights_only=True)
+    assert state["inputs"]["train_data"][0]["path"] == str(data)
+    record = json.loads((work / "train_config.json").read_text())["resumed_from"]
+    assert record["changed"]["train_data"]["now"] == state["inputs"]["train_data"]
+
+
+def test_a_shorter_run_than_the_checkpoint_is_refused(run, work, capsys):
+    before = snapshot(work)
+    assert nlg(*train_argv(run, work, "--max_step", 2, "--resume", "latest", "--allow_changed", "max_step")) == 2
+    assert error_line(capsys) == (f"nlg train: error: {work / 'checkpoint-3'}: the checkpoint is at step 3, past "
+                                  "the 2 steps this run's --max_step/--max_epoch plan\n")
+    assert snapshot(work) == before
