@@ -6,12 +6,11 @@ Count: k·(12·d² + 13·d) + 2·d; for GPT-2 M with k = 2 that is 25,194,496, t
 Files: a Hugging Face GPT-2 directory holding only what trained (config.json +
 model.safetensors with `transformer.h.{L-k..L-1}.*` and `transformer.ln_f.*`, in the published
 Conv1D layout); config.json adds `nlg_top_layers` and `nlg_base_model`, the base it needs.
-`nlg beam --init_checkpoint BASE --checkpoint DIR` rebuilds the whole model, and so does this
-one-liner with transformers (tensors not in the file keep the base's values):
+`nlg beam --init_checkpoint BASE --checkpoint DIR` rebuilds the whole model, and so does
+REBUILD, a one-liner with transformers (tensors not in the file keep the base's values):
 
-    python -c "import sys; from transformers import GPT2LMHeadModel as M; from safetensors.torch \
-import load_file; m = M.from_pretrained(sys.argv[1]); m.load_state_dict(load_file(sys.argv[2] + \
-'/model.safetensors'), strict=False); m.save_pretrained(sys.argv[3])" BASE DIR WHOLE
+    python -c "import sys; from transformers import GPT2LMHeadModel as M; from safetensors.torch
+    import load_file; ..." BASE DIR WHOLE        (the whole line: REBUILD, and the README)
 """
 
 from __future__ import annotations
@@ -25,6 +24,11 @@ from nlg.files import InputError, read_text
 from nlg.methods import Method, Shape, block_count, register
 
 TOP_KEY = "nlg_top_layers"
+# BASE (a Hugging Face GPT-2) + DIR (a top2 checkpoint) -> WHOLE, a complete Hugging Face GPT-2.
+REBUILD = ("python -c \"import sys; from transformers import GPT2LMHeadModel as M; "
+           "from safetensors.torch import load_file; m = M.from_pretrained(sys.argv[1]); "
+           "m.load_state_dict(load_file(sys.argv[2] + '/model.safetensors'), strict=False); "
+           "m.save_pretrained(sys.argv[3])\" BASE DIR WHOLE")
 
 
 @dataclass(frozen=True)
