@@ -14,7 +14,7 @@ hits them alike; mean ± std in ms, and the slowdown against base in percent bes
     python bench/latency.py --device cuda --json latency.json        # the paper's shapes, GPT-2 M
     python bench/latency.py                                          # CPU: smaller card and shapes
 
-On a CPU the default is gpt2.sm at 4 × 128, 2 × 64 and 1 × 32 with |Θ| scaled by the cards'
+On a CPU the default is gpt2.sm at 2 × 64, 1 × 32 and 1 × 16 with |Θ| scaled by the cards'
 sizes (it says so): GPT-2 M at 32 × 512 takes seconds per pass there.
 """
 
@@ -36,7 +36,7 @@ from nlg.model import GPT, card_config
 # Table 1 of the LoRA paper (GPT-2 M, Quadro RTX8000, ms over 100 trials): base, AdapterL, AdapterH.
 PAPER_SHAPES = ((32, 512, 0.5e6), (16, 256, 11e6), (1, 128, 11e6))
 PAPER_MS = {"base": (1449.4, 338.0, 19.8), "adapter-l": (1482.0, 354.8, 23.9), "adapter-h": (1492.2, 366.3, 25.8)}
-CPU_SHAPES = ((4, 128, 0.5e6), (2, 64, 11e6), (1, 32, 11e6))
+CPU_SHAPES = ((2, 64, 0.5e6), (1, 32, 11e6), (1, 16, 11e6))
 VARIANTS = ("base", "lora", "adapter-l", "adapter-h")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -99,7 +99,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--card", default=None, help="model shape (default gpt2.md on GPU, gpt2.sm on CPU)")
     parser.add_argument("--shapes", default=None,
-                        help="BATCHxLENGTH,... (default the paper's 32x512,16x256,1x128 on GPU; 4x128,2x64,1x32 on CPU)")
+                        help="BATCHxLENGTH,... (default the paper's 32x512,16x256,1x128 on GPU; 2x64,1x32,1x16 on CPU)")
     parser.add_argument("--trials", type=int, default=None, help="timed passes per variant (default 100 GPU, 10 CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed passes first (default 10 GPU, 2 CPU)")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32")

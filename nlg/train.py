@@ -72,7 +72,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -121,12 +121,32 @@ def train(config: TrainConfig) -> Path:
         try:
             resume_from = checkpoint_to_resume(Path(config.work_dir), config.resume,
                                                on_skip=warn if rt.is_main else None)
+            config = resolve_method(config, resume_from)
             trainer = Trainer(config, rt, data)
             if resume_from is not None:
                 trainer.restore(resume_from)
             return trainer.run()
         finally:
             close_runtime(rt)
+
+
+def resolve_method(config: TrainConfig, resume_from: Path | None) -> TrainConfig:
+    """`--resume` without any method flag continues the checkpoint's method and settings (its
+    method.json; training_state.pt for checkpoints older than method.json); a fresh run without
+    one is LoRA's. A method given on the command line stays, and check_resumable compares it."""
+    if config.method is not None:
+        return config
+    if resume_from is None:
+        return replace(config, method="lora")
+    record = methods.read_record(resume_from)
+    if record is None:
+        saved = load_training_state(resume_from).config
+        name = saved["method"]
+        values = methods.flag_values(name, saved)
+    else:
+        name, values = record.method, record.settings
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return replace(config, method=name, **values)
 
 
 def check_paths(config: TrainConfig) -> None:

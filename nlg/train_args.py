@@ -53,7 +53,9 @@ class TrainConfig:
     lora_alpha: float = 32.0
     lora_dropout: float = 0.1
     lora_targets: tuple[str, ...] = ("q", "v")
-    method: str = "lora"  # lora | full | top2 | adapter-l | adapter-h (nlg.methods); owns the flags below
+    # lora | full | top2 | adapter-l | adapter-h (nlg.methods), owning the flags below; None only
+    # with --resume and no method flag: the checkpoint's method and settings (nlg.train resolves it)
+    method: str | None = "lora"
     top_layers: int | None = None  # top2: blocks trained (default 2); None for other methods
     adapter_dim: int | None = None  # adapter-l/-h: bottleneck width r; None for other methods
     label_smooth: float = 0.1
@@ -135,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("lora_dropout", type=float, default=d.lora_dropout)
     add("lora_targets", default=",".join(d.lora_targets),
         help=f"comma-separated projections to adapt, from {','.join(TARGETS)}")
-    add("method", default=d.method,
-        help=f"fine-tuning method: {', '.join(f'{m.name} ({m.summary})' for m in map(methods.get, methods.names()))}")
+    add("method", default=None,
+        help="(default lora; with --resume, the checkpoint's) fine-tuning method: "
+             f"{', '.join(f'{m.name} ({m.summary})' for m in map(methods.get, methods.names()))}")
     p.add_argument(*spellings("full_finetune"), dest="method", action="store_const", const="full",
                    help="the same as --method full: checkpoints are then whole models "
                         "(Hugging Face directories, usable as --init_checkpoint)")
@@ -205,6 +208,10 @@ def given_method_flags(argv: list[str] | None) -> list[str]:
 def method_problems(args: dict, given: list[str]) -> list[str]:
     """An unknown --method, or a flag of another method (e.g. --adapter_dim with lora); fills
     the method's own flags that were left out with its defaults, in place."""
+    if args["method"] is None:
+        if args.get("resume") is not None and not given:
+            return []  # continue the checkpoint's method and settings (nlg.train.resolve_method)
+        args["method"] = "lora"
     try:
         method = methods.get(args["method"])
     except InputError as error:

@@ -44,11 +44,13 @@ def files(tmp_path_factory) -> dict[str, Path]:
             "big_base": trainable_base(root / "big_base", replace(CONFIG, vocab_size=50257), seed=0, scale=5)}
 
 
-def train_args(files: dict, work: Path, name: str, *extra) -> list[str]:
+def train_args(files: dict, work: Path, name: str, *extra, with_method: bool = True) -> list[str]:
+    """A few-step run of method `name` (its flags left out with with_method=False)."""
+    flags = method_flags(name) if with_method else []
     return ["--train_data", str(files["train"]), "--init_checkpoint", str(files["base"]),
             "--work_dir", str(work), "--train_batch_size", "8", "--seq_len", "32", "--warmup_step", "0",
             "--lr", LR.get(name, "1e-2"), "--label_smooth", "0", "--log_interval", "1", "--save_interval", "3",
-            "--eval_interval", "1000", "--device", "cpu", *method_flags(name), *map(str, extra)]
+            "--eval_interval", "1000", "--device", "cpu", *flags, *map(str, extra)]
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -90,7 +92,10 @@ def test_killed_and_resumed_run_equals_uninterrupted(files, tmp_path, monkeypatc
     assert nlg(["train", *train_args(files, whole, name, "--max_step", 6)]) == 0
     killed_run(train_args(files, broken, name, "--max_step", 6), 5, monkeypatch)  # after checkpoint-3
     assert sorted(p.name for p in broken.glob("checkpoint-*")) == ["checkpoint-3"]
-    assert nlg(["train", *train_args(files, broken, name, "--max_step", 6, "--resume", "latest")]) == 0
+    # Resumed without repeating the method or its settings: the checkpoint's are taken.
+    assert nlg(["train", *train_args(files, broken, name, "--max_step", 6, "--resume", "latest",
+                                     with_method=False)]) == 0
+    assert json.loads((broken / "train_config.json").read_text())["method"] == name
     expected, got = weights(whole / "checkpoint-6"), weights(broken / "checkpoint-6")
     assert expected.keys() == got.keys() and expected
     for key in expected:
@@ -164,3 +169,24 @@ def test_lora_only_commands_refuse_other_methods_by_name(files, tmp_path, capsys
     code, err = run(["analyze", str(checkpoint)], capsys)
     assert code == 2 and err.count("\n") == 0 and "a checkpoint of method adapter-l; nlg analyze reads LoRA adapters only" in err
     assert not out.exists()
+
+
+def test_a_checkpoint_of_no_known_kind_and_a_foreign_adapterhub_design_are_named(files, tmp_path, capsys) -> None:
+    empty, out = tmp_path / "empty", tmp_path / "x.jsonl"
+    empty.mkdir()
+    argv = ["beam", "--data", str(files["test"]), "--init_checkpoint", str(files["base"]), "--output_file", str(out)]
+    code, err = run([*argv, "--checkpoint", str(empty)], capsys)
+    assert code == 2 and "neither a checkpoint of `nlg train` (method.json) nor a PEFT, AdapterHub" in err
+
+    work = tmp_path / "run"
+    assert nlg(["train", *train_args(files, work, "adapter-h", "--max_step", 1)]) == 0
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    for name in ("adapter_config.json", "adapter.safetensors"):  # as AdapterHub writes it: no method.json
+        (hub / name).write_bytes((work / "checkpoint-1" / name).read_bytes())
+    config = json.loads((hub / "adapter_config.json").read_text())
+    config["config"]["use_gating"] = True
+    (hub / "adapter_config.json").write_text(json.dumps(config))
+    code, err = run([*argv, "--checkpoint", str(hub)], capsys)
+    assert code == 2 and err.count("\n") == 0
+    assert "adapter_config.json: use_gating is True; adapter-h needs False" in err and not out.exists()
