@@ -22,6 +22,12 @@ shape and the trainable count, so `nlg beam --checkpoint`, `nlg analyze` and `--
 them and never need them repeated. A directory without one (written by PEFT, AdapterHub or
 transformers) is recognised by its files (`detect`).
 
+Where methods act on the model: LoRA replaces projections (nlg.lora.LoRALinear), adapters the
+blocks' residual hooks (nlg.model.Residual: `attn_residual`, `mlp_residual`), full and top2 only
+choose what trains. Prefix tuning (issue 21) has its place in the same interface: its `apply`
+adds the prefix parameters, and the model's KVCache, which already holds keys and values before
+the new tokens, is where its past goes (a method hook that fills the first cache slots).
+
 This package imports no torch at import time: `nlg recipe` prints counts without it.
 """
 
