@@ -190,3 +190,16 @@ def test_a_checkpoint_of_no_known_kind_and_a_foreign_adapterhub_design_are_named
     code, err = run([*argv, "--checkpoint", str(hub)], capsys)
     assert code == 2 and err.count("\n") == 0
     assert "adapter_config.json: use_gating is True; adapter-h needs False" in err and not out.exists()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_static_shapes_train_every_method_as_eager_does(files, tmp_path, name: str) -> None:
+    """--compile static holds the method's gradients in one flat buffer: the same training up to
+    float rounding."""
+    runs = {}
+    for mode in ("none", "static"):
+        work = tmp_path / mode
+        assert nlg(["train", *train_args(files, work, name, "--max_step", 3, "--compile", mode)]) == 0
+        runs[mode] = weights(work / "checkpoint-3")
+    for key, expected in runs["none"].items():
+        torch.testing.assert_close(runs["static"][key], expected, atol=1e-4, rtol=1e-4)
