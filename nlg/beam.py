@@ -398,7 +398,10 @@ def load_model(init_checkpoint: str | None, model_card: str | None, checkpoint: 
         raise InputError(f"--lora_checkpoint {checkpoint}: holds a checkpoint of method {method.name}, not LoRA; "
                          "give it as --checkpoint")
     if method is not None and not method.needs_base:
-        # The checkpoint is the whole model: no base to load (--init_checkpoint is not read).
+        # The checkpoint is the whole model: no base to load.
+        if init_checkpoint is not None:
+            print(f"note: {flag} {checkpoint} is a whole model ({method.name}); --init_checkpoint "
+                  f"{init_checkpoint} is not read", file=sys.stderr)
         model = _from_pretrained(checkpoint, model_card)
     elif init_checkpoint is None:
         if model_card is None:

@@ -140,6 +140,9 @@ def test_bad_method_input_is_one_line_exit_2_nothing_written(files, tmp_path, ca
     code, err = run(["train", *train_args(files, work, "adapter-h"), "--top_layers", "1"], capsys)
     assert code == 2 and "--top_layers is a setting of --method top2, not of --method adapter-h" in err
     assert not work.exists()
+    code, err = run(["train", *train_args(files, work, "full"), "--method", "top2", "--top_layers", "3"], capsys)
+    assert code == 2 and err.count("\n") == 0 and "--top_layers 3: the model has 2 blocks" in err
+    assert not list(work.glob("checkpoint-*")) and not (work / "train_config.json").exists()
 
     # Resuming a LoRA run as adapter-h: both methods named, the checkpoint untouched.
     lora = tmp_path / "lora"
