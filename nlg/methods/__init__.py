@@ -245,8 +245,11 @@ def detect(directory: str | os.PathLike) -> tuple[Method, Any, Record | None]:
         settings = method.recognizes(directory)
         if settings is not None:
             return method, settings, None
+    steps = sorted((int(entry.name.split("-", 1)[1]), entry) for entry in directory.iterdir()
+                   if entry.is_dir() and entry.name.startswith("checkpoint-") and entry.name[11:].isdigit())
+    hint = f"; a work_dir? its latest checkpoint is {steps[-1][1]}" if steps else ""
     raise InputError(f"{directory}: neither a checkpoint of `nlg train` ({METHOD_FILE}) nor a PEFT, "
-                     "AdapterHub or Hugging Face GPT-2 directory")
+                     f"AdapterHub or Hugging Face GPT-2 directory{hint}")
 
 
 def require_lora(directory: str | os.PathLike, command: str) -> None:

@@ -183,6 +183,8 @@ def test_a_checkpoint_of_no_known_kind_and_a_foreign_adapterhub_design_are_named
 
     work = tmp_path / "run"
     assert nlg(["train", *train_args(files, work, "adapter-h", "--max_step", 1)]) == 0
+    code, err = run([*argv, "--checkpoint", str(work)], capsys)  # the work_dir, not a checkpoint of it
+    assert code == 2 and f"a work_dir? its latest checkpoint is {work / 'checkpoint-1'}" in err
     hub = tmp_path / "hub"
     hub.mkdir()
     for name in ("adapter_config.json", "adapter.safetensors"):  # as AdapterHub writes it: no method.json
