@@ -11,7 +11,7 @@
 # OUT_DIR receives, whatever fails:
 #   summary.md          every part's status and seconds, then the figures (bench/gpu_report.py)
 #   gpu_check.log       everything printed
-#   env.txt, tests.xml, train.json, inductor.json, metrics_{none,graphs}.jsonl,
+#   env.txt, tests.xml, train.json, latency.json, inductor.json, metrics_{none,graphs}.jsonl,
 #   beam_*.log, predict_*.jsonl, ref.txt, pred.txt
 # Parts, most important first; each runs under its own time limit and none stops the others:
 #   env        the GPU, driver, torch and CUDA versions
@@ -22,6 +22,9 @@
 #   bench      bench/train_throughput.py on GPT-2 M shapes, batch 8, E2E lengths: ms/step and
 #              tokens/s of eager, graphs, padding to 512 and transformers + PEFT, MFU, the
 #              paper's 26,290-step run projected, one validation pass timed
+#   latency    bench/latency.py: the LoRA paper's Table 1, one forward pass of GPT-2 M at 32 x 512,
+#              16 x 256 and 1 x 128 for base (= merged LoRA), unmerged LoRA, AdapterL and AdapterH
+#              at the paper's sizes, 100 trials each, slowdowns beside the paper's (latency.json)
 #   beam       `nlg beam` over the 630 E2E test contexts (beam 10, eval_len 64, random GPT-2 M
 #              weights: rarely an eos, so every context runs all 64 steps, the slowest case) in
 #              bf16 at batch 64 and 128, and in fp32 at batch 64
@@ -52,9 +55,11 @@ status=$out/status.tsv
 if ((dry)); then  # the CPU-runnable parts at toy size: checks the script, not the GPU
     device=cpu card=gpt2.tiny steps=3 warmup=1 block=1 eval_batches=5 train_steps=20 log_every=5
     methods=eager,static,padded,hf compiled=static inductor_steps=2 scale=${TIME_SCALE:-4} budget=${BUDGET:-3600}
+    latency_args=(--card gpt2.tiny --shapes 2x32,1x16 --trials 3 --warmup 1)
 else
     device=cuda card=gpt2.md steps=60 warmup=5 block=10 eval_batches=100 train_steps=300 log_every=50
     methods=eager,graphs,padded,hf compiled=graphs inductor_steps=30 scale=${TIME_SCALE:-1} budget=${BUDGET:-540}
+    latency_args=()  # the paper's shapes and card
 fi
 
 part() {  # part NAME SECONDS COMMAND...: run under SECONDS x scale (less if the budget ends first)
@@ -82,6 +87,8 @@ part() {  # part NAME SECONDS COMMAND...: run under SECONDS x scale (less if the
 
     part bench 240 "$py" bench/train_throughput.py --device "$device" --card "$card" --methods "$methods" \
         --steps "$steps" --warmup "$warmup" --block "$block" --eval_batches "$eval_batches" --json "$out/train.json"
+
+    part latency 90 "$py" bench/latency.py --device "$device" "${latency_args[@]}" --json "$out/latency.json"
 
     part data 60 "$py" -m nlg data e2e --raw-dir "$shared/data/e2e" --out-dir "$work/e2e"
     test_file=$work/e2e/test.jsonl

@@ -18,6 +18,13 @@ batches of real E2E pairs (the shared valid split, BPE-encoded, shuffled with a 
   inductor  --compile inductor: static, forward and backward compiled by torch.compile.
   padded    eager with every batch padded to 512 tokens, as the paper's FT_Dataset pads
             (--seq_len 512 in its E2E command).
+  lora, full, top2, adapter-l, adapter-h
+            the fine-tuning methods (nlg.methods, at their default settings: LoRA r=4 on q,v,
+            the top 2 blocks, adapter-l r=6, adapter-h r=112), each as `nlg train --method`
+            runs it in eager mode (`lora` is `eager`); --methods ft picks all five, and each
+            is reported beside LoRA's (ms/step and peak memory ratios). Their FLOPs count the
+            full step's 3·F for `full` and LoRA's formula otherwise (frozen weights), so MFU is
+            approximate for top2 and the adapters.
   hf        transformers' GPT2LMHeadModel (sdpa attention) + peft LoRA, given the same
             dynamically padded batches (no attention mask: right padding under a causal mask
             needs none, the same work as eager), the loss over its full logits with ignore_index
@@ -81,7 +88,8 @@ from nlg.train_step import Stepper, build_optimizer, train_step
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NLG_SHARED_DIR", REPO.parent / "shared"))
 MODES = {"eager": "none", "static": "static", "graphs": "graphs", "inductor": "inductor", "padded": "none"}
-METHODS = (*MODES, "hf")
+FINE_TUNING = ("lora", "full", "top2", "adapter-l", "adapter-h")  # nlg.methods, in eager mode
+METHODS = (*MODES, "hf", *FINE_TUNING)
 PAPER_PAD = 512
 PAPER_STEPS = 26_290  # E2E: ceil(42,061 / 8) = 5,258 steps per epoch, 5 epochs
 PAPER_EVALS = 18  # validation every 2,000 steps (13) and at each epoch's end (5)
@@ -130,9 +138,18 @@ def make_step(method: str, args) -> tuple[Callable[[list], int], int]:
     if method == "hf":
         model = hf_peft_model(model).to(device)
         return make_hf_step(model, config, device), count_trainable(model)
-    add_lora(model, rank=LORA_RANK, alpha=32, dropout=0.1, targets=LORA_TARGETS)
-    stepper = Stepper(CompletionLM(model), list(lora_parameters(model).values()), config, Runtime(device=device),
-                      lambda step: 1.0, mode=MODES[method])
+    if method in FINE_TUNING:
+        from nlg import methods
+
+        values = {"lora_dim": LORA_RANK, "lora_alpha": 32, "lora_dropout": 0.1, "lora_targets": LORA_TARGETS}
+        fine_tuning = methods.get(method)
+        fine_tuning.apply(model, methods.settings_of(method, values))
+        params = list(fine_tuning.trainable(model).values())
+    else:
+        add_lora(model, rank=LORA_RANK, alpha=32, dropout=0.1, targets=LORA_TARGETS)
+        params = list(lora_parameters(model).values())
+    stepper = Stepper(CompletionLM(model), params, config, Runtime(device=device),
+                      lambda step: 1.0, mode=MODES.get(method, "none"))
 
     def step(examples: list) -> int:  # batching is part of the cost
         batch = collate(examples, pad_to=PAPER_PAD).to(device) if method == "padded" else stepper.batch(examples)
@@ -251,7 +268,7 @@ def throughput(steps: dict, batches: list[list], args) -> dict[str, dict]:
             t["cpu_seconds"] += time.process_time() - cpu
             t["tokens"] += tokens
             t["steps"] += len(block)
-            t["flops"] += sum(step_flops(examples, config) for examples in block)
+            t["flops"] += sum(step_flops(examples, config, lora=method != "full") for examples in block)
     return totals
 
 
@@ -322,8 +339,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5 GPU, 1 CPU)")
     parser.add_argument("--block", type=int, default=None, help="consecutive steps per turn (default 10 GPU, 1 CPU)")
     parser.add_argument("--batch_size", type=int, default=8, help="pairs per step (the paper's 8)")
-    parser.add_argument("--methods", default=None, help=f"from {','.join(METHODS)} (default: eager,padded,hf, "
-                                                        "and graphs on GPU)")
+    parser.add_argument("--methods", default=None, help=f"from {','.join(METHODS)}, or ft for every fine-tuning method "
+                                                        "(default: eager,padded,hf, and graphs on GPU)")
     parser.add_argument("--peak_tflops", type=float, default=None, help="the device's bf16 peak, if not in PEAK_BF16")
     parser.add_argument("--eval_batches", type=int, default=0,
                         help="also time validation on this many batches of 4, extrapolated to the split")
@@ -355,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"peak_bytes": peak_rss()}))
         return 0
 
-    methods = [m for m in args.methods.split(",") if m]
+    methods = [m for item in args.methods.split(",") for m in (FINE_TUNING if item == "ft" else [item]) if m]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; choose from {','.join(METHODS)}")
@@ -382,6 +399,14 @@ def main(argv: list[str] | None = None) -> int:
               f"peak {r['peak_bytes'] / 2**30:5.2f} GiB  first use {r['first_use_s']:5.1f}s  "
               f"paper's run {r['paper_run_minutes']:6.1f} min", flush=True)
     ratios = []
+    for method in (m for m in FINE_TUNING if m in results and m != "lora" and "lora" in results):
+        a, b = results[method], results["lora"]
+        line = (f"{method} / lora: {a['ms_per_step'] / b['ms_per_step']:.2f}x ms/step, "
+                f"{a['trainable'] / b['trainable']:,.2f}x trainable parameters")
+        if a["peak_bytes"] and b["peak_bytes"]:
+            line += f", {a['peak_bytes'] / b['peak_bytes']:.2f}x peak memory"
+        ratios.append(line)
+        print(line)
     for ours in (m for m in ("graphs", "inductor", "static", "eager") if m in results):
         for other in (m for m in ("eager", "padded", "hf") if m in results and m != ours):
             a, b = results[ours], results[other]

@@ -81,6 +81,7 @@ from nlg.checkpointing import checkpoint_step
 from nlg.cli import run_main, spellings
 from nlg.files import InputError, atomic_files, atomic_write, check_outputs
 from nlg.lora import TARGETS, LoRAConfig, target_rows
+from nlg.methods import require_lora
 from nlg.model import checkpoint_files
 
 MODULES = tuple(TARGETS)  # q, k, v, qkv, o, fc, proj
@@ -499,6 +500,9 @@ def analyze(adapter: str | os.PathLike, base: str | os.PathLike | None = None,
     """The whole report as a JSON-ready dict: adapter settings and one row per adapted matrix."""
     if subspace not in ("delta", "A"):
         raise ValueError(f"subspace must be 'delta' or 'A', got {subspace!r}")
+    for directory in (adapter, compare):
+        if directory is not None:
+            require_lora(directory, "nlg analyze")  # ΔW = BA means nothing for other methods
     lora_config, updates = read_updates(adapter)
     if not updates:
         raise AdapterError(f"{adapter}: the adapter has no LoRA tensors")

@@ -1,7 +1,7 @@
 """Beam search for E2E: the best completion of every distinct context, batched on a KV cache.
 
     nlg beam --data data/e2e/test.jsonl --init_checkpoint BASE [--model_card gpt2.md]
-             [--lora_checkpoint ADAPTER_DIR] --beam 10 --length_penalty 0.8
+             [--checkpoint DIR] --beam 10 --length_penalty 0.8
              --no_repeat_ngram_size 4 --repetition_penalty 1.0 --eos_token_id 628
              --eval_len 64 --batch_size 32 --output_file predict.jsonl
     torchrun --nproc_per_node N -m nlg.beam ...     # contexts split over ranks, rank 0 writes
@@ -88,7 +88,6 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from nlg.adapter_files import adapter_paths, load_adapter
 from nlg.cli import run_main, spellings
 from nlg.distributed import (
     TIMEOUT_ENV,
@@ -386,29 +385,68 @@ def truncate_context(context: list[int], max_len: int) -> list[int]:
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_model(init_checkpoint: str | None, model_card: str | None, lora_checkpoint: str | None,
-               seed: int = 0) -> GPT:
-    """Base weights (or random ones from a card, for demos), with the adapter merged in."""
-    if init_checkpoint is None:
+def load_model(init_checkpoint: str | None, model_card: str | None, checkpoint: str | None,
+               seed: int = 0, flag: str = "--checkpoint") -> GPT:
+    """Base weights (or random ones from a card, for demos) with a fine-tuned checkpoint of any
+    method (nlg.methods: read from its method.json, or recognised by its files) loaded and made
+    ready to decode: LoRA merged, adapters unmerged on the cache, a full checkpoint is the model.
+    flag: the option that named `checkpoint` (--lora_checkpoint takes LoRA only)."""
+    from nlg import methods
+
+    method, settings, record = (None, None, None) if checkpoint is None else methods.detect(checkpoint)
+    if method is not None and flag == "--lora_checkpoint" and method.name != "lora":
+        raise InputError(f"--lora_checkpoint {checkpoint}: holds a checkpoint of method {method.name}, not LoRA; "
+                         "give it as --checkpoint")
+    if method is not None and not method.needs_base:
+        # The checkpoint is the whole model: no base to load.
+        if init_checkpoint is not None:
+            print(f"note: {flag} {checkpoint} is a whole model ({method.name}); --init_checkpoint "
+                  f"{init_checkpoint} is not read", file=sys.stderr)
+        model = _from_pretrained(checkpoint, model_card)
+    elif init_checkpoint is None:
         if model_card is None:
             raise InputError("give --init_checkpoint (and optionally --model_card), or --model_card "
                              "alone for a model with random weights")
         torch.manual_seed(seed)
         model = GPT(card_config(model_card))
+        model.random_base = True  # for main's note: for tests and demos only
     else:
-        try:
-            model = from_pretrained(init_checkpoint, card=model_card)
-        except (FileNotFoundError, ValueError) as error:  # not only CheckpointError: a missing file, a bad card
-            raise InputError(str(error)) from None
-    if lora_checkpoint is not None:
-        from nlg.lora import merge
-
-        try:
-            load_adapter(model, lora_checkpoint)
-        except ValueError as error:  # not only AdapterError: LoRAConfig's checks (e.g. r = 0)
-            raise InputError(str(error)) from None
-        merge(model)  # zero extra cost per token while decoding
+        model = _from_pretrained(init_checkpoint, model_card)
+    if method is None:
+        return model.eval()
+    if record is not None:
+        check_same_shape(record.model, model, f"{flag} {checkpoint}", init_checkpoint or model_card)
+    try:
+        method.load(model, Path(checkpoint), settings)
+    except ValueError as error:  # not only CheckpointError/AdapterError: LoRAConfig's checks (r = 0)
+        raise InputError(str(error)) from None
+    method.prepare_inference(model)  # LoRA: zero extra cost per token while decoding
     return model.eval()
+
+
+def _from_pretrained(path: str, model_card: str | None) -> GPT:
+    try:
+        return from_pretrained(path, card=model_card)
+    except (FileNotFoundError, ValueError) as error:  # not only CheckpointError: a missing file, a bad card
+        raise InputError(str(error)) from None
+
+
+def check_same_shape(trained: dict, model: GPT, what: str, base: str | None) -> None:
+    """The model a checkpoint was trained on (its method.json) must have the base's shape."""
+    keys = ("n_layer", "n_head", "n_embd", "vocab_size", "n_positions")
+    have = model.config.to_dict()
+    if any(trained.get(key) != have[key] for key in keys):
+        def shape(c: dict) -> str:
+            return ", ".join(f"{key} {c.get(key)}" for key in keys)
+        raise InputError(f"{what} was trained on a GPT-2 of {shape(trained)}; the base model "
+                         f"({base}) has {shape(have)}")
+
+
+def checkpoint_inputs(directory: str | None) -> list[Path]:
+    """The files of a checkpoint directory (for check_outputs: no output may overwrite them)."""
+    if directory is None or not Path(directory).is_dir():
+        return [] if directory is None else [Path(directory)]
+    return sorted(path for path in Path(directory).iterdir() if path.is_file())
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -419,8 +457,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="base GPT-2: Hugging Face directory or bare .bin/.safetensors file")
     arg(*spellings("model_card"), dest="model_card", choices=list(CARDS), default=None,
         help="model shape; required without --init_checkpoint (then the weights are random)")
+    arg("--checkpoint", default=None,
+        help="a checkpoint of `nlg train`, any --method (its method.json says which), or a PEFT, "
+             "AdapterHub or Hugging Face directory: LoRA is merged, adapters run unmerged, a full "
+             "fine-tuning checkpoint is the whole model (no --init_checkpoint needed)")
     arg(*spellings("lora_checkpoint"), dest="lora_checkpoint", default=None,
-        help="LoRA adapter directory (adapter_config.json + adapter_model.safetensors), merged before decoding")
+        help="a LoRA adapter directory (adapter_config.json + adapter_model.safetensors), merged "
+             "before decoding: --checkpoint for LoRA only")
     arg("--beam", type=int, default=10, help="beam size (default 10)")
     arg(*spellings("length_penalty"), dest="length_penalty", type=float, default=0.8,
         help="final score = log-prob sum / length ** this (default 0.8)")
@@ -484,12 +527,15 @@ def context_budget(model: GPT, pairs: list, config: BeamConfig, data: str, seq_l
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.checkpoint and args.lora_checkpoint:
+        raise InputError(f"give --checkpoint {args.checkpoint} or --lora_checkpoint {args.lora_checkpoint}, not both")
     config = beam_config(args)
     if args.batch_size < 1:
         raise InputError(f"--batch_size must be >= 1, got {args.batch_size}")
     output = Path(args.work_dir) / args.output_file if args.work_dir else Path(args.output_file)
     check_outputs(inputs={"--data": args.data, "--init_checkpoint": checkpoint_files(args.init_checkpoint),
-                          "--lora_checkpoint": adapter_paths(args.lora_checkpoint)},
+                          "--lora_checkpoint": checkpoint_inputs(args.lora_checkpoint),
+                          "--checkpoint": checkpoint_inputs(args.checkpoint)},
                   outputs={"--output_file": output})
 
     from nlg.pairs import load_encoded
@@ -497,8 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     pairs = load_encoded(args.data)  # bad input stops here, before any process group exists
     rt = init_runtime(args.device or "auto", args.dist_timeout)
     try:
-        model = load_model(args.init_checkpoint, args.model_card, args.lora_checkpoint, args.seed)
-        if args.init_checkpoint is None and rt.is_main:
+        model = load_model(args.init_checkpoint, args.model_card, args.checkpoint or args.lora_checkpoint,
+                           args.seed, "--checkpoint" if args.checkpoint else "--lora_checkpoint")
+        if getattr(model, "random_base", False) and rt.is_main:
             print(f"no --init_checkpoint: {args.model_card} with random weights (seed {args.seed}); "
                   "for tests and demos only", file=sys.stderr)
         max_context = context_budget(model, pairs, config, args.data, args.seq_len)

@@ -1,8 +1,11 @@
 """Training checkpoints: where they are written, found and read back (for `--resume`).
 
     WORK_DIR/checkpoint-STEP/
-        adapter_config.json + adapter_model.safetensors    the adapter (nlg.adapter_files), or
-        config.json + model.safetensors                    with --full_finetune the whole model
+        the method's files (nlg.methods)                   LoRA: adapter_config.json +
+                                                           adapter_model.safetensors (PEFT);
+                                                           full: config.json + model.safetensors
+        method.json                                        the method, its settings, the model's
+                                                           shape, the trainable count
         training_state.pt                                  TrainingState: optimiser, scheduler,
                                                            step, data position, every rank's RNG
                                                            states, the loss window, the config
@@ -37,7 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nlg.adapter_files import is_adapter_dir, load_adapter, read_adapter, save_adapter
+from nlg import methods
+from nlg.adapter_files import is_adapter_dir, read_adapter
 from nlg.distributed import Runtime, all_gather_objects
 from nlg.files import (
     InputError,
@@ -48,7 +52,7 @@ from nlg.files import (
     verify_manifest,
     write_manifest,
 )
-from nlg.model import load_base_weights, read_state_dict, save_pretrained
+from nlg.model import read_state_dict
 from nlg.resume import RESUME_FIXED, Difference, allow_hint, resume_differences
 from nlg.train_args import TrainConfig
 from nlg.train_log import LossWindow
@@ -60,7 +64,7 @@ _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 # Settings a resumed run must share with the checkpoint, or the data order / model differ.
 RESUME_MUST_MATCH = ("train_batch_size", "grad_acc", "seq_len", "random_seed", "group_by_length",
-                     "obj", "lora_dim", "lora_alpha", "lora_targets", "full_finetune")
+                     "obj", "lora_dim", "lora_alpha", "lora_targets", "method", "top_layers", "adapter_dim")
 
 
 def checkpoint_dir(work_dir: Path, step: int) -> Path:
@@ -109,14 +113,18 @@ class TrainingState:
 
 
 def save_checkpoint(path: Path, model: nn.Module, state: TrainingState, base_model: str | None) -> None:
-    """Write checkpoint `path` (WORK_DIR/checkpoint-STEP) atomically: the adapter, or the whole
-    model after --full_finetune, then training_state.pt, then the manifest of them all. A failed
-    write (a full disk) raises an OSError naming the file and leaves no trace of `path`."""
+    """Write checkpoint `path` (WORK_DIR/checkpoint-STEP) atomically: the method's files (the
+    adapter, the whole model, ...: nlg.methods), its method.json, then training_state.pt, then
+    the manifest of them all. A failed write (a full disk) raises an OSError naming the file and
+    leaves no trace of `path`."""
+    name = state.config["method"]
+    method, settings = methods.get(name), methods.settings_of(name, state.config)
+    record = methods.Record(method=name, settings=methods.flag_values(name, state.config),
+                            model=model.config.to_dict(), base_model=base_model,
+                            trainable_params=sum(p.numel() for p in method.trainable(model).values()))
     with atomic_dir(path) as tmp:
-        if state.config.get("full_finetune"):
-            save_pretrained(model, tmp)
-        else:
-            save_adapter(model, tmp, base_model=base_model)
+        method.save(model, tmp, settings, base_model)
+        methods.write_record(tmp, record)
         with atomic_write(tmp / STATE_FILE, "wb") as handle:
             torch_save(state.to_file(), handle)
         write_manifest(tmp)
@@ -255,6 +263,9 @@ def checkpoint_to_resume(work_dir: Path, resume: str | None,
 def load_training_state(path: Path) -> TrainingState:
     try:
         state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+        config = state["config"]
+        if "method" not in config:  # written before nlg.methods: --full_finetune or LoRA
+            config["method"] = "full" if config.pop("full_finetune", False) else "lora"
         return TrainingState.from_file(state)
     except Exception as error:  # noqa: BLE001 - any unreadable state is the same user error
         raise InputError(f"{path / STATE_FILE}: cannot read training state ({error})") from None
@@ -280,12 +291,11 @@ def check_resumable(state: TrainingState, config: TrainConfig, world_size: int, 
     return differences
 
 
-def load_checkpoint_weights(model: nn.Module, path: Path, full_finetune: bool) -> None:
-    """The trained weights of checkpoint `path` into `model` (built as the run builds it)."""
-    if full_finetune:
-        load_base_weights(model, read_state_dict(path / "model.safetensors"), str(path))
-    else:
-        load_adapter(model, path)
+def load_checkpoint_weights(model: nn.Module, path: Path, config: dict) -> None:
+    """The trained weights of checkpoint `path` into `model` (built as the run builds it, with
+    method config["method"])."""
+    name = config["method"]
+    methods.get(name).load(model, path, methods.settings_of(name, config))
 
 
 # ---------------------------------------------------------------------------------------------

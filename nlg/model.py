@@ -165,6 +165,15 @@ class MLP(nn.Module):
         return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
 
 
+class Residual(nn.Module):
+    """How a sublayer's output `out` joins the residual stream `x`: x + out. A hook point:
+    methods that act there (bottleneck adapters, nlg.methods.bottleneck) replace a block's
+    `attn_residual` / `mlp_residual` with a module of the same call, out and x -> new stream."""
+
+    def forward(self, out: Tensor, x: Tensor) -> Tensor:
+        return x + out
+
+
 class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -173,10 +182,12 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
         self.resid_dropout = nn.Dropout(config.dropout)
+        self.attn_residual: nn.Module = Residual()  # parameter-free: state dicts are unchanged
+        self.mlp_residual: nn.Module = Residual()
 
     def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | None, layer: int) -> Tensor:
-        x = x + self.resid_dropout(self.attn(self.ln_1(x), mask, cache, layer))
-        return x + self.resid_dropout(self.mlp(self.ln_2(x)))
+        x = self.attn_residual(self.resid_dropout(self.attn(self.ln_1(x), mask, cache, layer)), x)
+        return self.mlp_residual(self.resid_dropout(self.mlp(self.ln_2(x))), x)
 
 
 class GPT(nn.Module):
@@ -289,6 +300,15 @@ def published_layout(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: (v.t() if k.endswith(_CONV1D) else v).contiguous() for k, v in state.items()}
 
 
+# Names of the parameters a fine-tuning method adds (nlg.methods): LoRA's A and B, the adapters
+# that replace a block's residual hooks. They are no part of a published GPT-2.
+METHOD_PARAMETER_MARKS = (".lora_", "_residual.")
+
+
+def is_method_parameter(name: str) -> bool:
+    return any(mark in name for mark in METHOD_PARAMETER_MARKS)
+
+
 class CheckpointError(InputError):
     """A checkpoint that does not fill the model exactly; the message lists every problem key."""
 
@@ -373,7 +393,7 @@ def load_base_weights(model: GPT, state: dict[str, Tensor], source: str = "check
             raise CheckpointError(f"{source}: lm_head.weight differs from transformer.wte.weight "
                                   "(GPT-2 ties them)")
     expected = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    expected = {k: v for k, v in expected.items() if ".lora_" not in k}
+    expected = {k: v for k, v in expected.items() if not is_method_parameter(k)}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mis_shaped = []
@@ -404,8 +424,9 @@ def load_base_weights(model: GPT, state: dict[str, Tensor], source: str = "check
 def _published_state(model: GPT, what: str) -> dict[str, Tensor]:
     """`model`'s weights on the CPU as published GPT-2 files hold them: Conv1D projections and no
     lm_head (tied to wte). A LoRA'd model is refused: merge it into a copy or save its adapter."""
-    if any(".lora_" in name for name, _ in model.named_parameters()):
-        raise ValueError(f"{what} takes base models; save the adapter with nlg.adapter_files.save_adapter")
+    if any(is_method_parameter(name) for name, _ in model.named_parameters()):
+        raise ValueError(f"{what} takes base models; save the method's own weights with its "
+                         "nlg.methods save (LoRA: nlg.adapter_files.save_adapter)")
     return published_layout({k: v.detach().cpu() for k, v in model.state_dict().items() if k != "lm_head.weight"})
 
 
@@ -421,21 +442,24 @@ def save_pretrained(model: GPT, directory: str | os.PathLike) -> Path:
     from nlg.files import atomic_write
 
     tensors = _published_state(model, "save_pretrained")
-    c = model.config
-    config = {
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_write(directory / "model.safetensors", "wb") as handle:
+        handle.write(save(tensors, metadata={"format": "pt"}))
+    with atomic_write(directory / "config.json") as handle:
+        handle.write(json.dumps(hf_config(model.config), indent=2) + "\n")
+    return directory
+
+
+def hf_config(c: GPTConfig) -> dict:
+    """The Hugging Face config.json of a GPT-2 of shape `c`."""
+    return {
         "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
         "n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd, "vocab_size": c.vocab_size,
         "n_positions": c.n_positions, "n_ctx": c.n_positions, "layer_norm_epsilon": c.layer_norm_epsilon,
         "activation_function": "gelu_new", "bos_token_id": 50256, "eos_token_id": 50256,
         "tie_word_embeddings": True,
     }
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_write(directory / "model.safetensors", "wb") as handle:
-        handle.write(save(tensors, metadata={"format": "pt"}))
-    with atomic_write(directory / "config.json") as handle:
-        handle.write(json.dumps(config, indent=2) + "\n")
-    return directory
 
 
 def to_transformers(model: GPT, attn_implementation: str | None = None):

@@ -1,4 +1,7 @@
-"""LoRA fine-tuning of GPT-2 on encoded (context, completion) pairs: one CPU, one GPU or many.
+"""Fine-tuning of GPT-2 on encoded (context, completion) pairs: one CPU, one GPU or many.
+
+--method (nlg.methods) chooses what trains: lora (default), full (--full_finetune), top2
+(--top_layers), adapter-l / adapter-h (--adapter_dim); the run prints its trainable count.
 
     nlg train --train_data data/e2e/train.jsonl --valid_data data/e2e/valid.jsonl \\
         --model_card gpt2.md --init_checkpoint gpt2-medium-pytorch_model.bin --work_dir runs/e2e
@@ -28,8 +31,9 @@ Files in --work_dir:
     metrics.jsonl         training loss, lr and tokens/s every --log_interval steps; validation
                           loss and perplexity every --eval_interval steps and at each epoch end
                           (nlg.train_log)
-    checkpoint-STEP/      the adapter in PEFT's layout (for `nlg beam --lora_checkpoint`; with
-                          --full_finetune the whole model instead) and training_state.pt
+    checkpoint-STEP/      the method's files (LoRA: the adapter in PEFT's layout; full: the
+                          whole model; top2: its blocks; adapters: AdapterHub's layout) for
+                          `nlg beam --checkpoint`, method.json, and training_state.pt
                           (optimiser, scheduler, step, data position, RNG states of every rank,
                           config), written atomically with a manifest.json of sizes and SHA-256
                           that --resume checks (nlg.checkpointing)
@@ -37,7 +41,7 @@ Files in --work_dir:
 
 --resume latest (or a checkpoint path) continues exactly where the checkpoint was taken: same
 data order, same dropout masks, and metrics.jsonl is cut back to the checkpoint's step. It
-needs the checkpoint's settings (all of TrainConfig but how the run is executed or reported),
+needs the checkpoint's settings (all of TrainConfig, the method and its settings among them, but how the run is executed or reported),
 the same input files by SHA-256 and the same process count, and names each difference with
 both values; `--allow_changed NAME,...` lets named settings differ, takes their new values and
 logs them (nlg.resume). `latest` with no checkpoint yet starts afresh. A run without --resume
@@ -52,7 +56,7 @@ seconds (default $NLG_DIST_TIMEOUT or 600) raises instead of hanging (nlg.distri
 
 The code follows a run (`train`) in its phases:
     load_data           read and check both files, before any process group or model exists
-    Trainer()           set up: model (+ LoRA), optimiser, schedule, how many steps
+    Trainer()           set up: model (+ the method), optimiser, schedule, how many steps
     Trainer.restore     with --resume: weights, optimiser, schedule, position, RNG, loss window
     Trainer.run         the loop: `train_step` on each group of --grad_acc micro-batches, the
                         loss record, `Trainer.validate` and `Trainer.save` on their intervals
@@ -75,7 +79,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +87,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from nlg import methods
 from nlg.batching import Example, batches_per_epoch, collate, epoch_batches, make_examples
 from nlg.checkpointing import (
     LOCK_FILE,
@@ -102,7 +107,6 @@ from nlg.checkpointing import (
 from nlg.cli import prog_name, run_main
 from nlg.distributed import Runtime, all_reduce_sum, barrier, close_runtime, init_runtime
 from nlg.files import Failure, InputError, atomic_write, check_outputs
-from nlg.lora import add_lora, count_trainable, lora_parameters
 from nlg.loss import CompletionLM
 from nlg.model import GPT, card_config, checkpoint_files, from_pretrained
 from nlg.pairs import load_encoded
@@ -125,6 +129,7 @@ def train(config: TrainConfig) -> Path:
         try:
             resume_from = checkpoint_to_resume(Path(config.work_dir), config.resume,
                                                on_skip=warn if rt.is_main else None)
+            config = resolve_method(config, resume_from)
             trainer = Trainer(config, rt, data)
             if resume_from is not None:
                 trainer.restore(resume_from)
@@ -176,6 +181,25 @@ def stop_signals() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def resolve_method(config: TrainConfig, resume_from: Path | None) -> TrainConfig:
+    """`--resume` without any method flag continues the checkpoint's method and settings (its
+    method.json; training_state.pt for checkpoints older than method.json); a fresh run without
+    one is LoRA's. A method given on the command line stays, and check_resumable compares it."""
+    if config.method is not None:
+        return config
+    if resume_from is None:
+        return replace(config, method="lora")
+    record = methods.read_record(resume_from)
+    if record is None:
+        saved = load_training_state(resume_from).config
+        name = saved["method"]
+        values = methods.flag_values(name, saved)
+    else:
+        name, values = record.method, record.settings
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return replace(config, method=name, **values)
 
 
 def check_paths(config: TrainConfig) -> None:
@@ -266,8 +290,8 @@ def check_data_fits(model: GPT, config: TrainConfig, data: TrainData) -> None:
 
 
 def build_model(config: TrainConfig) -> GPT:
-    """The base GPT-2 (pretrained or random), frozen, with LoRA on the chosen projections
-    (with --full_finetune: no LoRA, every parameter trainable)."""
+    """The base GPT-2 (pretrained or random), changed by --method (nlg.methods): LoRA on the
+    chosen projections and the rest frozen, every parameter trainable, ..."""
     if config.init_checkpoint:
         try:
             model = from_pretrained(config.init_checkpoint, card=config.model_card)
@@ -275,14 +299,12 @@ def build_model(config: TrainConfig) -> GPT:
             raise InputError(f"--init_checkpoint {config.init_checkpoint}: {error}") from None
     else:
         model = GPT(card_config(config.model_card or "gpt2.md"))
-    if not config.full_finetune:
-        add_lora(model, rank=config.lora_dim, alpha=config.lora_alpha, dropout=config.lora_dropout,
-                 targets=config.lora_targets)
+    methods.get(config.method).apply(model, methods.settings_of(config.method, config.to_json()))
     return model
 
 
 def trainable_parameters(model: GPT, config: TrainConfig) -> list[nn.Parameter]:
-    return list(model.parameters()) if config.full_finetune else list(lora_parameters(model).values())
+    return list(methods.get(config.method).trainable(model).values())
 
 
 def lr_factor(step: int, schedule: str, warmup: int, total: int) -> float:
@@ -393,7 +415,7 @@ class Trainer:
                              "steps this run's --max_step/--max_epoch plan")
         self.changed = changes_record(changed)
         self.changed_text = [d.text for d in changed]
-        load_checkpoint_weights(self.model, path, self.config.full_finetune)
+        load_checkpoint_weights(self.model, path, self.config.to_json())
         self.stepper.load_state(state.optimizer, state.scheduler)
         self.progress = Progress(step=state.step, epoch=state.epoch, position=state.batch_in_epoch)
         self.window = state.log_window
@@ -526,9 +548,9 @@ class Trainer:
         config, rt, model = self.config, self.rt, self.model
         if not config.init_checkpoint:
             log(rt, "no --init_checkpoint: training a randomly initialised model (for tests and demos)")
-        trainable = count_trainable(model)
-        what = ("full fine-tuning" if config.full_finetune
-                else f"LoRA r={config.lora_dim} on {','.join(config.lora_targets)}")
+        trainable = sum(p.numel() for p in self.params)
+        method = methods.get(config.method)
+        what = method.describe(methods.settings_of(config.method, config.to_json()))
         log(rt, f"model: {model.config.n_layer} layers, width {model.config.n_embd}, "
                 f"{model.num_parameters():,} parameters, {trainable:,} trainable ({what}, "
                 f"{100 * trainable / model.num_parameters():.3f}%)")
@@ -542,7 +564,8 @@ class Trainer:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             with atomic_write(self.work_dir / CONFIG_FILE) as handle:
                 json.dump({**config.to_json(), "model": model.config.to_dict(), "world_size": rt.world_size,
-                           "trainable_parameters": trainable, "n_train": len(self.data.train),
+                           "trainable_parameters": trainable, "trainable_params": trainable,
+                           "n_train": len(self.data.train),
                            "steps_per_epoch": self.plan.per_epoch, "total_steps": self.plan.total,
                            "inputs": self.data.inputs, "resumed_from": self._resume_record()},
                           handle, indent=2)

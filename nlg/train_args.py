@@ -14,15 +14,18 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
 
+from nlg import methods
 from nlg.cli import spellings
 from nlg.distributed import TIMEOUT_ENV, default_timeout
+from nlg.files import InputError
 from nlg.lora import TARGETS
 from nlg.resume import check_allowed
 
 FLOAT32_MAX = 3.4028234663852886e38
 COMPILE_MODES = ("auto", "none", "static", "graphs", "inductor")
 
-DESCRIPTION = "LoRA fine-tuning of GPT-2 on encoded (context, completion) pairs: one CPU, one GPU or many."
+DESCRIPTION = ("Fine-tuning of GPT-2 (LoRA, full, top layers, adapters: --method) on encoded "
+               "(context, completion) pairs: one CPU, one GPU or many.")
 
 
 @dataclass
@@ -52,7 +55,11 @@ class TrainConfig:
     lora_alpha: float = 32.0
     lora_dropout: float = 0.1
     lora_targets: tuple[str, ...] = ("q", "v")
-    full_finetune: bool = False  # train every parameter, no LoRA (the CPU demo's stand-in pre-training)
+    # lora | full | top2 | adapter-l | adapter-h (nlg.methods), owning the flags below; None only
+    # with --resume and no method flag: the checkpoint's method and settings (nlg.train resolves it)
+    method: str | None = "lora"
+    top_layers: int | None = None  # top2: blocks trained (default 2); None for other methods
+    adapter_dim: int | None = None  # adapter-l/-h: bottleneck width r; None for other methods
     label_smooth: float = 0.1
     obj: str = "clm"  # clm: loss on completion tokens; jlm: on every token
     group_by_length: bool = False
@@ -133,9 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("lora_dropout", type=float, default=d.lora_dropout)
     add("lora_targets", default=",".join(d.lora_targets),
         help=f"comma-separated projections to adapt, from {','.join(TARGETS)}")
-    add("full_finetune", action="store_true",
-        help="train every parameter instead of LoRA; checkpoints are then whole models "
-             "(Hugging Face directories, usable as --init_checkpoint)")
+    add("method", default=None,
+        help="(default lora; with --resume, the checkpoint's) fine-tuning method: "
+             f"{', '.join(f'{m.name} ({m.summary})' for m in map(methods.get, methods.names()))}")
+    p.add_argument(*spellings("full_finetune"), dest="method", action="store_const", const="full",
+                   help="the same as --method full: checkpoints are then whole models "
+                        "(Hugging Face directories, usable as --init_checkpoint)")
+    add("top_layers", type=int, default=None, help="--method top2: how many top blocks train (default 2)")
+    add("adapter_dim", type=int, default=None,
+        help="--method adapter-l/adapter-h: bottleneck width r (default 6 for adapter-l, 112 for adapter-h)")
     add("label_smooth", type=float, default=d.label_smooth)
     add("obj", default=d.obj, choices=["clm", "jlm"],
         help="clm: loss on completion tokens only; jlm: on every token (the paper's joint LM)")
@@ -184,11 +197,40 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
             print(f"warning: --{name} is ignored: {why}", file=sys.stderr)
     for name in ("lora_targets", "allow_changed"):
         args[name] = tuple(t.strip() for t in args[name].split(",") if t.strip())
+    problems = method_problems(args, given_method_flags(argv))
     config = TrainConfig(**args)
-    problems = check_config(config)
+    problems += check_config(config)
     if problems:  # one line, as every other failure (argparse's error() would add the long usage)
         parser.exit(2, f"{parser.prog}: error: {'; '.join(problems)}\n")
     return config
+
+
+def given_method_flags(argv: list[str] | None) -> list[str]:
+    """The method-owned flags (nlg.methods) the command line gives, whatever their values."""
+    probe = build_parser()
+    probe.set_defaults(**dict.fromkeys(methods.all_flags()))  # None unless given
+    given = vars(probe.parse_args(argv))
+    return [flag for flag in methods.all_flags() if given[flag] is not None]
+
+
+def method_problems(args: dict, given: list[str]) -> list[str]:
+    """An unknown --method, or a flag of another method (e.g. --adapter_dim with lora); fills
+    the method's own flags that were left out with its defaults, in place."""
+    if args["method"] is None:
+        if args.get("resume") is not None and not given:
+            return []  # continue the checkpoint's method and settings (nlg.train.resolve_method)
+        args["method"] = "lora"
+    try:
+        method = methods.get(args["method"])
+    except InputError as error:
+        return [str(error)]
+    owners = methods.all_flags()
+    problems = [f"--{flag} is a setting of --method {owners[flag]}, not of --method {method.name}"
+                for flag in methods.foreign_flags(method.name, given)]
+    for flag in method.flags:
+        if args.get(flag) is None:
+            args[flag] = method.defaults[flag]
+    return problems
 
 
 def check_config(c: TrainConfig) -> list[str]:
@@ -198,8 +240,8 @@ def check_config(c: TrainConfig) -> list[str]:
     if problems:  # NaN passes every comparison below (and inf most): nothing else is worth checking
         return problems
     for name in ("train_batch_size", "valid_batch_size", "grad_acc", "lora_dim", "save_interval",
-                 "eval_interval", "log_interval"):
-        if getattr(c, name) < 1:
+                 "eval_interval", "log_interval", "top_layers", "adapter_dim"):
+        if getattr(c, name) is not None and getattr(c, name) < 1:
             problems.append(f"--{name} must be >= 1")
     if c.seq_len < 2:
         problems.append("--seq_len must be >= 2")

@@ -9,6 +9,7 @@ as a transformers one is `nlg.model.to_transformers`, in the library: the benchm
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -51,14 +52,14 @@ def trained_like(model: GPT, seed: int = 1) -> GPT:
     return model
 
 
-def trainable_base(directory: Path, config: GPTConfig, seed: int) -> Path:
+def trainable_base(directory: Path, config: GPTConfig, seed: int, scale: float = 25) -> Path:
     """A random GPT-2 saved as a Hugging Face directory, for runs of `nlg train` to start from.
     GPT-2's 0.02 initialisation leaves the logits too flat for a few steps to fit anything, so
-    the (tied) embeddings are widened 25 times."""
+    the (tied) embeddings are widened `scale` times."""
     torch.manual_seed(seed)
     model = GPT(config)
     with torch.no_grad():
-        model.transformer.wte.weight.mul_(25)
+        model.transformer.wte.weight.mul_(scale)
     return save_pretrained(model, directory)
 
 
@@ -85,6 +86,44 @@ def hf_gpt2_dir(directory: Path, config: GPTConfig = TINY, seed: int = 0) -> Pat
                                         bos_token_id=0, eos_token_id=0)
     transformers.GPT2LMHeadModel(hf_config).save_pretrained(directory)
     return directory
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning methods (nlg.methods)
+# ---------------------------------------------------------------------------------------------
+
+# Small settings of every method, as `nlg train` flags' values: top2 trains one of two blocks.
+METHOD_SETTINGS: dict[str, dict] = {
+    "lora": {"lora_dim": 2, "lora_alpha": 8.0, "lora_dropout": 0.0, "lora_targets": ("q", "v")},
+    "full": {},
+    "top2": {"top_layers": 1},
+    "adapter-l": {"adapter_dim": 3},
+    "adapter-h": {"adapter_dim": 5},
+}
+
+
+def method_flags(name: str) -> list[str]:
+    """`nlg train` flags for method `name` with METHOD_SETTINGS' values."""
+    flags = ["--method", name]
+    for flag, value in METHOD_SETTINGS[name].items():
+        flags += [f"--{flag}", ",".join(value) if isinstance(value, tuple) else str(value)]
+    return flags
+
+
+def with_method(model: GPT, name: str, seed: int | None = 1) -> GPT:
+    """`model` changed by method `name` (METHOD_SETTINGS); with a seed, every trainable
+    parameter moved by noise, as training would (LoRA's B and the adapters' up leave zero)."""
+    from nlg import methods
+
+    method = methods.get(name)
+    method.apply(model, methods.settings_of(name, METHOD_SETTINGS[name]))
+    if seed is not None:
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for param in method.trainable(model).values():
+                noise = torch.randn(param.shape, generator=generator, dtype=torch.float64)
+                param.add_((noise * 0.05).to(param.dtype))
+    return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,3 +280,60 @@ def assert_same_log(a: list[dict], b: list[dict], rel: float) -> None:
     assert [sorted(r) for r in a] == [sorted(r) for r in b]
     for x, y in zip(a, b, strict=True):
         assert x == pytest.approx(y, rel=rel), (x, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# Beam search reference: the paper's algorithm, one context, plain Python, no cache, no early stop
+# ---------------------------------------------------------------------------------------------
+
+
+def reference_beam(model: GPT, context: list[int], cfg) -> list[int]:
+    """nlg.beam's search for one context (cfg: a BeamConfig), as its docstring states it:
+    every step recomputes the whole sequence, no cache, no batching, no early stop."""
+    V = model.config.vocab_size
+    eos = set(cfg.eos_ids)
+    hyps = [([], 0.0)] + [([], -math.inf)] * (cfg.beam - 1)
+    best, best_tokens = None, None
+
+    def offer(tokens: list[int], score: float) -> None:
+        nonlocal best, best_tokens
+        final = score / len(tokens) ** cfg.length_penalty
+        if best is None or final > best:
+            best, best_tokens = final, tokens
+
+    for step in range(cfg.eval_len):
+        candidates = []
+        for h, (tokens, score) in enumerate(hyps):
+            if score == -math.inf:  # dead slot: every child is -inf too
+                candidates += [(-math.inf, h, v) for v in range(V)]
+                continue
+            with torch.no_grad():
+                logits = model(torch.tensor([context + tokens]))[0, -1].tolist()
+            p = cfg.repetition_penalty
+            for v in set(tokens):
+                logits[v] = logits[v] * p if logits[v] < 0 else logits[v] / p
+            if step < cfg.min_length:
+                for e in eos:
+                    logits[e] = -math.inf
+            n = cfg.no_repeat_ngram_size
+            if n > 0:
+                prefix = tuple(tokens[len(tokens) - n + 1:]) if n > 1 else ()
+                for j in range(len(tokens) - n + 1):
+                    if tuple(tokens[j:j + n - 1]) == prefix:
+                        logits[tokens[j + n - 1]] = -math.inf
+            top = max(logits)
+            log_z = top + math.log(sum(math.exp(x - top) for x in logits))
+            candidates += [(score + logits[v] - log_z, h, v) for v in range(V)]
+        candidates.sort(key=lambda c: -c[0])
+        new = []
+        for score, h, v in candidates[:cfg.beam]:
+            tokens = hyps[h][0] + [v]
+            if v in eos and score > -math.inf:
+                offer(tokens, score)
+                score = -math.inf
+            new.append((tokens, score))
+        hyps = new
+    for tokens, score in hyps:
+        if score > -math.inf:
+            offer(tokens, score)
+    return best_tokens

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import HostReads, reap, start_ranks
+from helpers import HostReads, reap, reference_beam, start_ranks
 
 from nlg.beam import (
     BeamConfig,
@@ -63,60 +63,6 @@ def random_contexts(count: int, seed: int = 1, low: int = 3, high: int = 12) -> 
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(low, high, (count,), generator=gen).tolist()
     return [torch.randint(0, V, (n,), generator=gen).tolist() for n in lengths]
-
-
-# ---------------------------------------------------------------------------------------------
-# Reference: the paper's algorithm, one context, plain Python, no cache, no early stop
-# ---------------------------------------------------------------------------------------------
-
-
-def reference_beam(model: GPT, context: list[int], cfg: BeamConfig) -> list[int]:
-    eos = set(cfg.eos_ids)
-    hyps = [([], 0.0)] + [([], -math.inf)] * (cfg.beam - 1)
-    best, best_tokens = None, None
-
-    def offer(tokens: list[int], score: float) -> None:
-        nonlocal best, best_tokens
-        final = score / len(tokens) ** cfg.length_penalty
-        if best is None or final > best:
-            best, best_tokens = final, tokens
-
-    for step in range(cfg.eval_len):
-        candidates = []
-        for h, (tokens, score) in enumerate(hyps):
-            if score == -math.inf:  # dead slot: every child is -inf too
-                candidates += [(-math.inf, h, v) for v in range(V)]
-                continue
-            with torch.no_grad():
-                logits = model(torch.tensor([context + tokens]))[0, -1].tolist()
-            p = cfg.repetition_penalty
-            for v in set(tokens):
-                logits[v] = logits[v] * p if logits[v] < 0 else logits[v] / p
-            if step < cfg.min_length:
-                for e in eos:
-                    logits[e] = -math.inf
-            n = cfg.no_repeat_ngram_size
-            if n > 0:
-                prefix = tuple(tokens[len(tokens) - n + 1:]) if n > 1 else ()
-                for j in range(len(tokens) - n + 1):
-                    if tuple(tokens[j:j + n - 1]) == prefix:
-                        logits[tokens[j + n - 1]] = -math.inf
-            top = max(logits)
-            log_z = top + math.log(sum(math.exp(x - top) for x in logits))
-            candidates += [(score + logits[v] - log_z, h, v) for v in range(V)]
-        candidates.sort(key=lambda c: -c[0])
-        new = []
-        for score, h, v in candidates[:cfg.beam]:
-            tokens = hyps[h][0] + [v]
-            if v in eos and score > -math.inf:
-                offer(tokens, score)
-                score = -math.inf
-            new.append((tokens, score))
-        hyps = new
-    for tokens, score in hyps:
-        if score > -math.inf:
-            offer(tokens, score)
-    return best_tokens
 
 
 SETTINGS = {

@@ -79,8 +79,10 @@ def args(e2e, base_dir, work_dir, *extra, train="train", valid=True) -> list[str
     """A small, fast run: no warmup, no dropout, short seq_len cap, logs every step."""
     out = ["--train_data", str(e2e[train]), "--init_checkpoint", str(base_dir),
            "--work_dir", str(work_dir), "--train_batch_size", "8", "--seq_len", "96",
-           "--warmup_step", "0", "--lr", "2e-3", "--lora_dropout", "0", "--log_interval", "1",
+           "--warmup_step", "0", "--lr", "2e-3", "--log_interval", "1",
            "--eval_interval", "1000", "--save_interval", "1000", "--device", "cpu"]
+    if "--full_finetune" not in extra:  # a LoRA flag with another method is refused
+        out += ["--lora_dropout", "0"]
     if valid:
         out += ["--valid_data", str(e2e["valid"])]
     return out + [str(x) for x in extra]

@@ -153,6 +153,21 @@ class PaperResult:
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """How the LoRA paper trained a baseline method on a dataset: it took the settings from Li &
+    Liang (2021, their table of hyperparameters), which give learning rate, epochs and batch
+    size; everything else is the dataset's LoRA recipe, and decoding is the same for every row."""
+
+    lr: float
+    max_epoch: int
+    train_batch_size: int
+
+
+# Keys of Recipe.baselines: a method, or the adapters at Li & Liang's two sizes (`adapter_size`).
+BASELINE_KEYS = ("full", "top2", "adapter-0.1%", "adapter-3%")
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Everything the paper did with one dataset after making its files."""
 
@@ -160,6 +175,23 @@ class Recipe:
     beam: BeamRecipe
     scoring: ScoringRecipe
     paper: tuple[PaperResult, ...] = field(default=())
+    baselines: Mapping[str, Baseline] = field(default_factory=dict)  # by BASELINE_KEYS
+
+    def method_train(self, method: str, adapter_dim: int | None = None) -> TrainRecipe:
+        """The `nlg train` settings of `method` (with that adapter width) on this dataset: the
+        LoRA recipe with the baseline's lr, epochs and batch size."""
+        from dataclasses import replace
+
+        from nlg import methods
+        from nlg.files import InputError
+
+        if method == "lora":
+            return self.train
+        key = adapter_size(method, adapter_dim) if "adapter_dim" in methods.get(method).flags else method
+        if key not in self.baselines:
+            raise InputError(f"no recipe for --method {method} ({key}): the paper gives none")
+        b = self.baselines[key]
+        return replace(self.train, lr=b.lr, max_epoch=b.max_epoch, train_batch_size=b.train_batch_size)
 
     def paper_result(self, model_card: str, subset: str = "all", method: str = "lora",
                      params: str | None = None) -> PaperResult | None:
@@ -167,6 +199,17 @@ class Recipe:
         `subset`, or None if it reports none."""
         return next((r for r in self.paper if r.model_card == model_card and r.subset == subset
                      and r.method == method and (params is None or r.params == params)), None)
+
+
+def adapter_size(method: str, adapter_dim: int | None) -> str:
+    """Which of Li & Liang's adapter recipes an adapter of width r takes: "adapter-3%" when it
+    trains at least 1 % of GPT-2 M's parameters (their 3 % row, the paper's 11.09M), else
+    "adapter-0.1%" (their 0.1 %, the paper's 0.37M and 0.88M)."""
+    from nlg import methods
+
+    values = {} if adapter_dim is None else {"adapter_dim": adapter_dim}
+    share = methods.card_count(method, "gpt2.md", values) / methods.card_count("full", "gpt2.md")
+    return "adapter-3%" if share >= 0.01 else "adapter-0.1%"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,6 +261,31 @@ def settings(recipe: Recipe) -> list[Setting]:
     ]
 
 
+LORA_ONLY = ("LORA_DIM", "LORA_ALPHA", "LORA_DROPOUT", "LORA_TARGETS")  # `nlg train` refuses them elsewhere
+
+
+def method_settings(recipe: Recipe, method: str, adapter_dim: int | None = None) -> list[Setting]:
+    """`settings` for a run of `method`: its train settings (`Recipe.method_train`), LoRA's
+    own left out for other methods, then METHOD=name and the method's own flags (TOP_LAYERS,
+    ADAPTER_DIM) with their values. Beam, decode and score settings are LoRA's."""
+    from dataclasses import replace
+
+    from nlg import methods
+
+    found = methods.get(method)  # InputError naming the choices
+    if adapter_dim is not None and "adapter_dim" not in found.flags:
+        from nlg.files import InputError
+
+        raise InputError(f"--adapter_dim is a setting of the adapter methods, not of --method {method}")
+    values = methods.flag_values(method, {"adapter_dim": adapter_dim})
+    lines = settings(replace(recipe, train=recipe.method_train(method, values.get("adapter_dim"))))
+    if method != "lora":
+        lines = [s for s in lines if s.name not in LORA_ONLY]
+    own = [Setting(flag.upper(), f"nlg train --{flag}", _word(value)) for flag, value in values.items()
+           if flag in ("top_layers", "adapter_dim")]
+    return [*lines, Setting("METHOD", "nlg train --method", method), *own]
+
+
 def describe(values: dict[str, str]) -> str:
     """Values per dataset, compactly: the one most share, then the others by name."""
     counts = Counter(values.values())
@@ -252,9 +320,26 @@ def main(argv: list[str] | None = None) -> int:
         "script's NAME=value lines, one per setting; the value is the rest of the line. Without "
         "NAME: every setting, what it sets and its value for each dataset.")
     parser.add_argument("dataset", nargs="?", choices=datasets.names())
+    parser.add_argument("--method", default=None,
+                        help="a fine-tuning method (nlg.methods: lora, full, top2, adapter-l, "
+                             "adapter-h): its training settings (Li & Liang's for the baselines), "
+                             "METHOD=name and its own flags; without it, LoRA's as before")
+    parser.add_argument("--adapter_dim", "--adapter-dim", dest="adapter_dim", type=int, default=None,
+                        help="adapter width r (adapter-l default 6, adapter-h 112); picks Li & "
+                             "Liang's 0.1%% or 3%% adapter recipe")
+    parser.add_argument("--params", action="store_true",
+                        help="print the trainable-parameter table: each method and model size, "
+                             "our count beside the paper's, and why they differ where they do")
     args = parser.parse_args(argv)
-    if args.dataset is None:
+    if args.params:
+        from nlg.methods.counts import count_table
+
+        print(count_table())
+    elif args.dataset is None:
         print(settings_table({name: datasets.get(name).recipe for name in datasets.names()}))
-    else:
+    elif args.method is None and args.adapter_dim is None:
         print("\n".join(f"{s.name}={s.value}" for s in settings(datasets.get(args.dataset).recipe)))
+    else:
+        lines = method_settings(datasets.get(args.dataset).recipe, args.method or "lora", args.adapter_dim)
+        print("\n".join(f"{s.name}={s.value}" for s in lines))
     return 0

@@ -1,0 +1,269 @@
+"""Fine-tuning methods: one module each, behind one interface, found by name.
+
+    lora        nlg.methods.lora        low-rank updates of q and v (Hu et al., 2021); PEFT's files
+    full        nlg.methods.full        every parameter trains (the paper's FT); a Hugging Face dir
+    top2        nlg.methods.top_layers  the last --top_layers blocks and ln_f train (FT-Top2)
+    adapter-l   nlg.methods.adapters    one bottleneck adapter per block (Lin et al., 2020)
+    adapter-h   nlg.methods.adapters    two per block (Houlsby et al., 2019); AdapterHub's files
+
+A method owns some of `nlg train`'s flags (its `flags`, TrainConfig fields) and says:
+
+    settings(values)            its settings dataclass from those flags' values
+    describe(settings)          one line for the run's log
+    count(shape, settings)      trainable parameters, from the model's shape alone (no weights)
+    apply(model, settings)      change the model in place and freeze what does not train
+    trainable(model)            the parameters that train, by name
+    save(model, dir, ...)       its trained weights, in its ecosystem's layout (`files`)
+    load(model, dir)            the same into a model built by `apply`, strictly
+    prepare_inference(model)    merge into the base weights where it can (LoRA), else nothing
+
+Every checkpoint also holds `method.json` (METHOD_FILE): the method, its settings, the model's
+shape and the trainable count, so `nlg beam --checkpoint`, `nlg analyze` and `--resume` read
+them and never need them repeated. A directory without one (written by PEFT, AdapterHub or
+transformers) is recognised by its files (`detect`).
+
+Where methods act on the model: LoRA replaces projections (nlg.lora.LoRALinear), adapters the
+blocks' residual hooks (nlg.model.Residual: `attn_residual`, `mlp_residual`), full and top2 only
+choose what trains. Prefix tuning (issue 21) has its place in the same interface: its `apply`
+adds the prefix parameters, and the model's KVCache, which already holds keys and values before
+the new tokens, is where its past goes (a method hook that fills the first cache slots).
+
+This package imports no torch at import time: `nlg recipe` prints counts without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from nlg.files import InputError, read_json
+
+METHOD_FILE = "method.json"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a parameter count needs of a GPT-2: its depth, width, vocabulary and positions."""
+
+    n_layer: int
+    n_embd: int
+    vocab_size: int = 50257
+    n_positions: int = 1024
+
+    @classmethod
+    def of(cls, config: Any) -> Shape:
+        """The shape of a GPTConfig (or anything with those four attributes, or a dict of them)."""
+        get = config.get if isinstance(config, dict) else lambda key: getattr(config, key)
+        return cls(get("n_layer"), get("n_embd"), get("vocab_size"), get("n_positions"))
+
+
+# The model cards' shapes (nlg.model.CARDS, which needs torch; tests check they agree).
+CARD_SHAPES: dict[str, Shape] = {
+    "gpt2.tiny": Shape(2, 128),
+    "gpt2.sm": Shape(12, 768),
+    "gpt2.md": Shape(24, 1024),
+    "gpt2.lg": Shape(36, 1280),
+}
+
+
+def base_count(shape: Shape) -> int:
+    """Every parameter of GPT-2 (lm_head is tied to wte):
+    V·d + P·d (embeddings) + L·(12·d² + 13·d) (per block: 2 layer norms 4d, c_attn 3d²+3d,
+    attn c_proj d²+d, c_fc 4d²+4d, mlp c_proj 4d²+d) + 2d (ln_f)."""
+    d = shape.n_embd
+    return (shape.vocab_size + shape.n_positions) * d + shape.n_layer * block_count(d) + 2 * d
+
+
+def block_count(d: int) -> int:
+    """One transformer block's parameters: 12·d² + 13·d."""
+    return 12 * d * d + 13 * d
+
+
+class Method:
+    """The interface; each method module subclasses it and registers one instance."""
+
+    name: str = ""
+    summary: str = ""
+    flags: tuple[str, ...] = ()  # TrainConfig fields that are this method's settings
+    defaults: dict[str, Any] = {}  # their values when the command line leaves them out
+    files: tuple[str, ...] = ()  # what `save` writes into a checkpoint directory
+    needs_base: bool = True  # False: a checkpoint is the whole model (full fine-tuning)
+    merges: bool = False  # prepare_inference folds the method into the base weights
+
+    def settings(self, values: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def describe(self, settings: Any) -> str:
+        raise NotImplementedError
+
+    def count(self, shape: Shape, settings: Any) -> int:
+        raise NotImplementedError
+
+    def apply(self, model, settings: Any) -> None:
+        raise NotImplementedError
+
+    def trainable(self, model) -> dict:
+        """The parameters that train, by name: by default every one with requires_grad."""
+        return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+    def save(self, model, directory: Path, settings: Any, base_model: str | None) -> None:
+        raise NotImplementedError
+
+    def load(self, model, directory: Path, settings: Any) -> None:
+        raise NotImplementedError
+
+    def prepare_inference(self, model) -> None:
+        """Make `model` ready to decode; by default nothing (it runs as trained)."""
+
+    def recognizes(self, directory: Path) -> Any | None:
+        """This method's settings if `directory` (without method.json) holds its files."""
+        return None
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    REGISTRY[method.name] = method
+    return method
+
+
+def _load_modules() -> None:
+    # Each module registers its method(s) on import; none imports torch at module level.
+    from nlg.methods import adapters, full, lora, top_layers  # noqa: F401
+
+
+ORDER = ("lora", "full", "top2", "adapter-l", "adapter-h")  # as tables and messages list them
+
+
+def names() -> list[str]:
+    _load_modules()
+    return sorted(REGISTRY, key=lambda name: ORDER.index(name) if name in ORDER else len(ORDER))
+
+
+def get(name: str) -> Method:
+    """The method called `name`; InputError naming the choices for any other."""
+    _load_modules()
+    if name not in REGISTRY:
+        raise InputError(f"--method {name}: unknown method; choose one of {', '.join(names())}")
+    return REGISTRY[name]
+
+
+def all_flags() -> dict[str, str]:
+    """Every method-owned flag -> the method owning it (a flag belongs to one method, or to the
+    two adapters alike, then to the first registered)."""
+    owners: dict[str, str] = {}
+    for method in map(get, names()):
+        for flag in method.flags:
+            owners.setdefault(flag, method.name)
+    return owners
+
+
+def foreign_flags(name: str, given: list[str]) -> list[str]:
+    """Of the flags `given` on a command line, those that belong to methods other than `name`."""
+    mine = set(get(name).flags)
+    return [flag for flag in given if flag in all_flags() and flag not in mine]
+
+
+def settings_of(name: str, values: dict[str, Any]) -> Any:
+    """Method `name`'s settings from a config's values (a TrainConfig.to_json() dict)."""
+    return get(name).settings(flag_values(name, values))
+
+
+def flag_values(name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Method `name`'s own flags and their values (as recorded in method.json); a flag that is
+    absent or None takes the method's default."""
+    method = get(name)
+    return {flag: method.defaults.get(flag) if values.get(flag) is None else values[flag]
+            for flag in method.flags}
+
+
+def card_count(name: str, card: str, values: dict[str, Any] | None = None) -> int:
+    """Trainable parameters of method `name` on model card `card`, weights never allocated."""
+    return get(name).count(CARD_SHAPES[card], settings_of(name, values or {}))
+
+
+# ---------------------------------------------------------------------------------------------
+# method.json: what a checkpoint was trained with
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Record:
+    """method.json of a checkpoint directory."""
+
+    method: str
+    settings: dict  # the method's own flags and values (e.g. {"adapter_dim": 6})
+    model: dict  # GPTConfig.to_dict() of the model trained
+    trainable_params: int
+    base_model: str | None = None  # --init_checkpoint (or the card) the run started from
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+
+def write_record(directory: Path, record: Record) -> None:
+    from nlg.files import atomic_write
+
+    with atomic_write(Path(directory) / METHOD_FILE) as handle:
+        handle.write(record.to_json())
+
+
+def read_record(directory: str | os.PathLike) -> Record | None:
+    """method.json of `directory`, None when it has none; InputError naming the file when it is
+    not one this package wrote."""
+    path = Path(directory) / METHOD_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = read_json(path)
+        record = Record(**data)
+    except TypeError as error:
+        raise InputError(f"{path}: not a method record ({error})") from None
+    get(record.method)  # an unknown method name is an error here too
+    return record
+
+
+def detect(directory: str | os.PathLike) -> tuple[Method, Any, Record | None]:
+    """(method, its settings, method.json or None) of a checkpoint or exported directory.
+
+    method.json decides when present; otherwise the first method that recognises the files
+    (PEFT's LoRA, AdapterHub's adapters, a whole Hugging Face GPT-2). InputError when none does.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"{directory}: no such checkpoint directory")
+    record = read_record(directory)
+    if record is not None:
+        return get(record.method), settings_of(record.method, record.settings), record
+    for method in map(get, names()):
+        settings = method.recognizes(directory)
+        if settings is not None:
+            return method, settings, None
+    steps = sorted((int(entry.name.split("-", 1)[1]), entry) for entry in directory.iterdir()
+                   if entry.is_dir() and entry.name.startswith("checkpoint-") and entry.name[11:].isdigit())
+    hint = f"; a work_dir? its latest checkpoint is {steps[-1][1]}" if steps else ""
+    raise InputError(f"{directory}: neither a checkpoint of `nlg train` ({METHOD_FILE}) nor a PEFT, "
+                     f"AdapterHub or Hugging Face GPT-2 directory{hint}")
+
+
+def require_lora(directory: str | os.PathLike, command: str) -> None:
+    """InputError unless `directory` holds a LoRA adapter (or is not a checkpoint at all, which
+    the command's own reader then names): for commands that only mean something for LoRA."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return
+    record = read_record(directory)
+    name = record.method if record is not None else None
+    if name is None and (directory / "adapter_config.json").is_file():
+        try:
+            config = read_json(directory / "adapter_config.json")
+        except InputError:
+            return  # the command's reader names the line
+        if isinstance(config, dict) and "peft_type" not in config and isinstance(config.get("config"), dict):
+            name = "adapter-l/adapter-h (AdapterHub's layout)"
+    if name is not None and name != "lora":
+        raise InputError(f"{directory}: a checkpoint of method {name}; {command} reads LoRA adapters only")

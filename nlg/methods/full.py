@@ -1,0 +1,60 @@
+"""`--method full` (`--full_finetune`): every parameter trains (the paper's FT).
+
+A checkpoint is the whole model as a Hugging Face GPT-2 directory (config.json +
+model.safetensors; nlg.model.save_pretrained): transformers' GPT2LMHeadModel.from_pretrained
+and `--init_checkpoint` read it, and `nlg beam --checkpoint` needs no base.
+Count: every parameter, `base_count` (GPT-2 M: 354,823,168; the paper prints 354.92M).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nlg.methods import Method, Shape, base_count, register
+
+
+@dataclass(frozen=True)
+class FullSettings:
+    """Full fine-tuning has no settings of its own."""
+
+
+class Full(Method):
+    name = "full"
+    summary = "every parameter trains (FT); checkpoints are whole Hugging Face GPT-2 directories"
+    files = ("config.json", "model.safetensors")
+    needs_base = False
+
+    def settings(self, values: dict[str, Any]) -> FullSettings:
+        return FullSettings()
+
+    def describe(self, settings: FullSettings) -> str:
+        return "full fine-tuning"
+
+    def count(self, shape: Shape, settings: FullSettings) -> int:
+        return base_count(shape)
+
+    def apply(self, model, settings: FullSettings) -> None:
+        for param in model.parameters():
+            param.requires_grad_(True)
+
+    def save(self, model, directory: Path, settings: FullSettings, base_model: str | None) -> None:
+        from nlg.model import save_pretrained
+
+        save_pretrained(model, directory)
+
+    def load(self, model, directory: Path, settings: FullSettings | None) -> None:
+        from nlg.model import find_weights_file, load_base_weights, read_state_dict
+
+        weights = find_weights_file(directory)
+        load_base_weights(model, read_state_dict(weights), str(weights))
+
+    def recognizes(self, directory: Path) -> FullSettings | None:
+        if (directory / "config.json").is_file() and "nlg_top_layers" in (directory / "config.json").read_text():
+            return None  # the top blocks only (nlg.methods.top_layers)
+        has_weights = any((directory / name).is_file() for name in ("model.safetensors", "pytorch_model.bin"))
+        return FullSettings() if (directory / "config.json").is_file() and has_weights else None
+
+
+register(Full())
