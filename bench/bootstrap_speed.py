@@ -6,7 +6,7 @@ E2E: the test set (630 contexts, 4,693 references) written as bench/score_speed.
 system A the template realisation of each MR, system B each context's first reference.
 WebNLG: the 2017 test set (1,862 instances, 6 reference files) written as
 bench/webnlg_score_speed.py writes it (tokenised as the paper's decoder writes); system A the
-template realisation of the triples, system B each entry's first text.
+template realisation of the triples, system B the same with the triples in reverse order.
 Every command runs as a fresh process (imports and JVM starts included) with a METEOR cache that
 a first, untimed `nlg score` fills, as when scoring system after system. Prints wall and CPU
 seconds (the process and its children) of `nlg score REF A` and of
@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from score_speed import REPO, SHARED, e2e_groups, timed, write_e2e_files  # noqa: E402
-from webnlg_score_speed import write_test_set  # noqa: E402
+from webnlg_score_speed import paper_tokenize, template, write_test_set  # noqa: E402
 
 
 def e2e_files(folder: Path) -> tuple[Path, Path, Path]:
@@ -39,8 +39,12 @@ def webnlg_files(folder: Path) -> tuple[Path, Path, Path]:
     xml = SHARED / "data" / "webnlg-2017" / "test" / "testdata_with_lex.xml"
     write_test_set(xml, folder, raw=False)
     refs = folder / "nl"
-    second = folder / "first_text"
-    shutil.copy(refs / "reference0", second)
+    second = folder / "reversed_template"
+    lines = [
+        paper_tokenize(template([t.text for t in entry.iter("mtriple")][::-1]))
+        for entry in ET.parse(xml).getroot().iter("entry")
+    ]
+    second.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return refs, refs / "hypothesis", second
 
 

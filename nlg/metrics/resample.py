@@ -10,8 +10,9 @@ that depends on the corpus is recomputed per resample:
   NIST (E2E)           as BLEU, with each matched n-gram's information weight
                        log2(count(prefix) / count(n-gram)) from the resample's references (an
                        instance drawn twice counts its references twice);
-  METEOR (both)        each instance's METEOR statistics line (one SCORE per instance, once),
-                       then one EVAL line per resample: the jar sums the lines and scores the sum;
+  METEOR (both)        each instance's METEOR statistics (one SCORE line per instance, once),
+                       summed over the resample (they are counts), then one EVAL line per
+                       resample: the jar scores the sum as it scores the corpus;
   ROUGE-L (E2E)        the mean of per-instance scores;
   CIDEr-D (E2E)        pycocoevalcap's: the document frequency of each n-gram counted over the
                        resample's instances (log of the resample size as the reference length),
@@ -284,16 +285,44 @@ class ChrfResampler:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
 class MeteorResampler:
-    """METEOR of resampled corpora: each instance's statistics line (nlg.metrics.meteor.Meteor
-    .statistics), then one EVAL line per resample in the running METEOR."""
+    """METEOR of resampled corpora from each instance's statistics line (nlg.metrics.meteor
+    .Meteor.statistics): one EVAL line per resample in the running METEOR.
 
-    meteor: Meteor
-    stats: list[str]
+    METEOR's EVAL adds up the statistics of the lines it is given (MeteorStats.addStats) and
+    scores the sum. A line holds 23 counts: hypothesis and reference lengths and function words,
+    per matching stage (exact, stem, synonym, paraphrase) the hypothesis' and reference's content
+    and function-word matches, the chunks, and the word matches of each side. addStats adds them
+    all, except the chunks of a perfect instance (every word of both sides matched, one chunk),
+    which it leaves out. The same sum is computed here, exactly (counts), and sent as one line:
+    the jar then scores the numbers it would have summed itself, bit for bit, without answering
+    a score for every instance of every resample (~0.1 s per resample of 630). Should a line
+    ever hold a fraction, every resample's lines are sent as they are instead."""
+
+    CHUNKS = 20  # the chunks' place in a statistics line
+
+    def __init__(self, meteor: Meteor, stats: Sequence[str]):
+        self.meteor, self.stats = meteor, list(stats)
+        table = np.array([[float(v) for v in line.split()] for line in stats])
+        self.counts = bool(np.all(table == np.round(table))) and table.shape[1] == 23
+        if self.counts:
+            stages = table[:, 4 : self.CHUNKS].reshape(len(table), 4, 4)  # stage x (tc, rc, tf, rf)
+            perfect = (
+                (stages[:, :, [0, 2]].sum(axis=(1, 2)) == table[:, 0])
+                & (stages[:, :, [1, 3]].sum(axis=(1, 2)) == table[:, 1])
+                & (table[:, self.CHUNKS] == 1)
+            )
+            table[perfect, self.CHUNKS] = 0.0
+        self.table = table
 
     def values(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        corpora = [[self.stats[i] for i in row] for row in idx.tolist()]
+        if self.counts:
+            corpora = []
+            for block in blocks(idx):
+                sums = counts(block, len(self.stats)) @ self.table
+                corpora += [[" ".join(f"{v:.1f}" for v in row)] for row in sums.tolist()]
+        else:
+            corpora = [[self.stats[i] for i in row] for row in idx.tolist()]
         results = self.meteor.evaluate_many(corpora, per_instance=False)
         return {"METEOR": np.array([score for score, _ in results])}
 
@@ -316,7 +345,13 @@ def _by_order(cooked: dict) -> list[tuple[tuple, int]]:
 
 
 class CiderReferences:
-    """The reference side of CIDEr-D, shared by the systems scored against these references."""
+    """The reference side of CIDEr-D, shared by the systems scored against these references.
+
+    Arrays hold one resample per column (rows of entries down, resamples across), so gathering
+    and summing entries moves contiguous rows. Most n-grams occur in the references of a single
+    instance u; their df in a resample is simply how often u is drawn, so their entries are
+    merged per row and weighted by one row per instance (`sources`): only n-grams shared by
+    several instances need a weight of their own."""
 
     def __init__(self, ref_tokens: Sequence[Sequence[str]]):
         from pycocoevalcap.cider.cider_scorer import precook
@@ -324,56 +359,93 @@ class CiderReferences:
         self.n = len(ref_tokens)
         self.cooked = [[precook(ref, 4) for ref in refs] for refs in ref_tokens]
         self.column: dict[tuple, int] = {}
-        self.df_inst, self.df_col, _ = entries(
-            (i, self.column_of(g), 1)
-            for i, refs in enumerate(self.cooked)
-            for g in sorted({g for ref in refs for g in ref})
-        )
+        self.holders: list[list[int]] = []  # per column: the instances whose references hold it
+        for i, refs in enumerate(self.cooked):
+            for g in sorted({g for ref in refs for g in ref}):
+                self.holders[self.column_of(g)].append(i)
         # every reference (numbered through the corpus) has rows 4 * ref + k for orders k
         self.owner = np.array([i for i, refs in enumerate(self.cooked) for _ in refs])
         self.n_refs = np.array([len(refs) for refs in self.cooked], dtype=np.float64)
         self.bigrams = np.array(
             [sum(c for g, c in ref.items() if len(g) == 2) for refs in self.cooked for ref in refs]
         )
-        self.norm_row, self.norm_col, self.norm_coef = entries(
+        self.norm_entries = entries(
             (4 * j + len(g) - 1, self.column_of(g), c * c)
             for j, ref in enumerate(ref for refs in self.cooked for ref in refs)
             for g, c in _by_order(ref)
         )
+        self.source: np.ndarray | None = None
 
     def column_of(self, g: tuple) -> int:
         """The column of an n-gram (a new one for an n-gram seen first)."""
-        return self.column.setdefault(g, len(self.column))
+        if g not in self.column:
+            self.column[g] = len(self.column)
+            self.holders.append([])
+        return self.column[g]
+
+    def prepare(self) -> None:
+        """Once every system's n-grams have columns: where each column's weight comes from
+        (`sources` rows: the shared n-grams, then one per instance, then log(N)^2 for n-grams
+        in no reference), and the references' norm entries merged by it."""
+        shared = [k for k, held in enumerate(self.holders) if len(held) > 1]
+        source = np.full(len(self.holders), len(shared) + self.n, dtype=np.int64)
+        source[shared] = np.arange(len(shared))
+        for k, held in enumerate(self.holders):
+            if len(held) == 1:
+                source[k] = len(shared) + held[0]
+        self.source, self.shared = source, len(shared)
+        df = [(rank, i) for rank, k in enumerate(shared) for i in self.holders[k]]
+        self.df_col = np.array([rank for rank, _ in df], dtype=np.int64)
+        self.df_inst = np.array([i for _, i in df], dtype=np.int64)
+        self.norm_row, self.norm_src, self.norm_coef = self.merged(self.norm_entries)
+
+    def merged(self, triples: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+        """(row, column, coefficient) entries as (row, source, summed coefficient), by row."""
+        rows, columns, coefs = triples
+        width = self.shared + self.n + 1
+        keys, inverse = np.unique(rows * width + self.source[columns], return_inverse=True)
+        return keys // width, keys % width, np.bincount(inverse, coefs, minlength=len(keys))
 
     def weights(self, block: np.ndarray) -> np.ndarray:
-        """w(g)^2 for every n-gram column and resample of the block: (rows, columns)."""
-        drawn = counts(block, self.n)
-        df = scatter_sum(drawn[:, self.df_inst], self.df_col, len(self.column))
-        w = np.log(float(block.shape[1])) - np.log(np.maximum(1.0, df))
-        return w * w
+        """w(g)^2 of every source row for each resample of the block: (sources, rows)."""
+        size = float(block.shape[1])
+        drawn = counts(block, self.n).T  # (instances, rows)
+        df = segment_rows(drawn[self.df_inst], self.df_col, self.shared)
+        w = np.log(size) - np.log(np.maximum(1.0, np.vstack([df, drawn])))
+        w2 = np.vstack([w * w, np.full((1, block.shape[0]), np.log(size) ** 2)])
+        return w2
 
     def norms(self, w2: np.ndarray) -> np.ndarray:
-        """|f_k| of every reference row 4 * ref + k: (rows, 4 * references)."""
-        width = 4 * len(self.owner)
-        return np.sqrt(segment_sum(w2[:, self.norm_col] * self.norm_coef, self.norm_row, width))
+        """|f_k| of every reference row 4 * ref + k: (4 * references, rows)."""
+        values = w2[self.norm_src] * self.norm_coef[:, None]
+        return np.sqrt(segment_rows(values, self.norm_row, 4 * len(self.owner)))
+
+
+def segment_rows(values: np.ndarray, segments: np.ndarray, width: int) -> np.ndarray:
+    """out[s] = sum of the rows values[e] of segment s (`segments` ascending): (width, ...)."""
+    out = np.zeros((width, *values.shape[1:]))
+    if segments.size:
+        starts = np.flatnonzero(np.r_[True, segments[1:] != segments[:-1]])
+        out[segments[starts]] = np.add.reduceat(values, starts, axis=0)
+    return out
 
 
 class CiderResampler:
     """One system's CIDEr-D of resampled corpora (see the comment above). Create every system's
-    resampler before the first `weights` call: its hypotheses' n-grams get columns too."""
+    resampler before the first `cider_values`: its hypotheses' n-grams get columns too."""
 
     def __init__(self, refs: CiderReferences, hyp_tokens: Sequence[str]):
         from pycocoevalcap.cider.cider_scorer import precook
 
         self.refs = refs
         cooked = [precook(hyp, 4, True) for hyp in hyp_tokens]
-        self.hyp_row, self.hyp_col, self.hyp_coef = entries(
+        self.hyp_entries = entries(
             (4 * i + len(g) - 1, refs.column_of(g), c * c)
             for i, hyp in enumerate(cooked)
             for g, c in _by_order(hyp)
         )
         pairs = [(i, ref) for i, group in enumerate(refs.cooked) for ref in group]
-        self.num_row, self.num_col, self.num_coef = entries(
+        self.num_entries = entries(
             (4 * j + len(g) - 1, refs.column_of(g), min(cooked[i][g], c) * c)
             for j, (i, ref) in enumerate(pairs)
             for g, c in _by_order(ref)
@@ -383,19 +455,24 @@ class CiderResampler:
         delta = (hyp_bigrams[refs.owner] - refs.bigrams).astype(np.float64)
         self.penalty = np.e ** (-(delta**2) / (2 * 6.0**2))
         self.hyp_rows = (4 * refs.owner[:, None] + np.arange(4)[None, :]).ravel()
+        self.hyp: tuple | None = None
+
+    def prepare(self) -> None:
+        """Merge the entries by weight source (after `CiderReferences.prepare`)."""
+        self.hyp = self.refs.merged(self.hyp_entries)
+        self.num = self.refs.merged(self.num_entries)
 
     def instance_scores(self, w2: np.ndarray, ref_norms: np.ndarray) -> np.ndarray:
-        """Every instance's CIDEr-D under the weights w2: (rows, instances)."""
-        refs, rows = self.refs, w2.shape[0]
-        hyp_sq = segment_sum(w2[:, self.hyp_col] * self.hyp_coef, self.hyp_row, 4 * refs.n)
-        numerators = segment_sum(
-            w2[:, self.num_col] * self.num_coef, self.num_row, ref_norms.shape[1]
-        )
-        denominators = np.sqrt(hyp_sq)[:, self.hyp_rows] * ref_norms
+        """Every instance's CIDEr-D under the weights w2: (instances, rows)."""
+        refs = self.refs
+        (hyp_row, hyp_src, hyp_coef), (num_row, num_src, num_coef) = self.hyp, self.num
+        hyp_sq = segment_rows(w2[hyp_src] * hyp_coef[:, None], hyp_row, 4 * refs.n)
+        numerators = segment_rows(w2[num_src] * num_coef[:, None], num_row, ref_norms.shape[0])
+        denominators = np.sqrt(hyp_sq)[self.hyp_rows] * ref_norms
         val = np.divide(numerators, denominators, out=numerators, where=denominators != 0)
-        val = val.reshape(rows, -1, 4) * self.penalty[None, :, None]
-        per_instance = segment_sum(val.sum(axis=2) / 4.0, refs.owner, refs.n)
-        return per_instance / refs.n_refs * 10.0
+        val = val.reshape(-1, 4, w2.shape[1]) * self.penalty[:, None, None]
+        per_instance = segment_rows(val.sum(axis=1) / 4.0, refs.owner, refs.n)
+        return per_instance / refs.n_refs[:, None] * 10.0
 
 
 def cider_values(
@@ -403,12 +480,16 @@ def cider_values(
 ) -> list[np.ndarray]:
     """Each system's CIDEr-D of each resample: the mean of its instances' scores."""
     out = [np.empty(idx.shape[0]) for _ in systems]
+    if refs.source is None or len(refs.source) != len(refs.column):
+        refs.prepare()
+        for system in systems:
+            system.prepare()
     start = 0
     for block in blocks(idx):
         w2 = refs.weights(block)
         ref_norms = refs.norms(w2)
         for values, system in zip(out, systems, strict=True):
-            scores = system.instance_scores(w2, ref_norms)
+            scores = system.instance_scores(w2, ref_norms).T  # (rows, instances)
             values[start : start + block.shape[0]] = np.mean(
                 np.take_along_axis(scores, block, axis=1), axis=1
             )
