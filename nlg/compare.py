@@ -234,7 +234,7 @@ def run_corpora(run_a: Path, run_b: Path, read_options: dict) -> list[Corpus]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nlg compare",
-        description="Bootstrap 95%% intervals of each system's scores and a paired bootstrap "
+        description="Bootstrap 95% intervals of each system's scores and a paired bootstrap "
         "p-value for the difference of two systems, for every metric of the suite.",
     )
     parser.add_argument("inputs", nargs="+", metavar="PATH",
