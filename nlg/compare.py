@@ -2,6 +2,7 @@
 
     nlg compare REFS PRED_A [PRED_B] [--resamples 1000] [--seed 1] [--json FILE]
     nlg compare RUN_A RUN_B              # two run directories: subset by subset (run.json)
+    nlg compare RUN                      # a demo run: its untrained model (A) against it (B)
 
 REFS and PRED as for `nlg score` (the suite, -m, -nr, -nc/-nw/-b and -p mean what they mean
 there). For every metric of the suite this reports each system's score on the full set, its 95 %
@@ -27,6 +28,8 @@ resamples can give is 1 / (R + 1) (0.000999 for 1,000).
 A run directory holds run.json (written by scripts/reproduce.sh): its `dataset` chooses the
 suite (e2e, else webnlg), and `subsets` names per subset the `references` and `predictions`
 (relative to the directory); the subsets both runs have are compared, with the same references.
+One run directory alone compares its `untrained` subsets (demo runs score the untrained model
+too; A) with its `subsets` (B).
 
 `--json FILE` writes {"settings": {...}, "p_value": "...", "comparisons": [{"subset", "suite",
 "references", "systems", "sha256", "instances", "unavailable", "metrics": {NAME: {"systems":
@@ -177,53 +180,90 @@ def read_run(folder: Path) -> dict:
         record = json.loads(read_text(path))
     except (json.JSONDecodeError, RecursionError, ValueError) as error:
         raise InputError(f"{path}: not valid JSON ({error})") from None
-    subsets = record.get("subsets") if isinstance(record, dict) else None
-    if not isinstance(subsets, dict) or not isinstance(record.get("dataset"), str):
+    if not isinstance(record, dict) or not isinstance(record.get("dataset"), str):
         raise InputError(f"{path}: needs \"dataset\" (a name) and \"subsets\" (an object)")
-    for name, entry in subsets.items():
-        for key in ("references", "predictions"):
-            value = entry.get(key) if isinstance(entry, dict) else None
-            if not isinstance(value, str):
-                raise InputError(f"{path}: subsets.{name}.{key} is missing or not a path")
-            if not (folder / value).exists():
-                raise InputError(
-                    f"{path}: subsets.{name}.{key} names {folder / value}, which does not exist"
-                )
+    subset_files(folder, record, "subsets")
     return record
 
 
-def run_corpora(run_a: Path, run_b: Path, read_options: dict) -> list[Corpus]:
-    """The subsets both runs have, each with its references (the same in both runs)."""
+def subset_files(folder: Path, record: dict, key: str) -> dict[str, tuple[Path, Path]]:
+    """(references, predictions) per subset of run.json's `key` ("subsets" or "untrained"),
+    each checked to exist."""
+    path, subsets = folder / "run.json", record.get(key)
+    if not isinstance(subsets, dict):
+        raise InputError(f"{path}: \"{key}\" is {json.dumps(subsets)}, not an object of subsets")
+    out = {}
+    for name, entry in subsets.items():
+        files = []
+        for field_name in ("references", "predictions"):
+            value = entry.get(field_name) if isinstance(entry, dict) else None
+            if not isinstance(value, str):
+                raise InputError(f"{path}: {key}.{name}.{field_name} is missing or not a path")
+            if not (folder / value).exists():
+                raise InputError(
+                    f"{path}: {key}.{name}.{field_name} names {folder / value}, which does not "
+                    "exist"
+                )
+            files.append(folder / value)
+        out[name] = (files[0], files[1])
+    return out
+
+
+def run_corpora(
+    sides: Sequence[tuple[str, dict[str, tuple[Path, Path]]]], dataset: str, read_options: dict
+) -> list[Corpus]:
+    """The subsets both sides (a label and its subsets' files) have, each compared on the same
+    references."""
+    (label_a, a), (label_b, b) = sides
+    suite_name = "e2e" if dataset == "e2e" else "webnlg"
+    if suite_name == "e2e":
+        read_options = {}  # -nr is refused for e2e with the other scoring options
+    common = [name for name in a if name in b]
+    if not common:
+        raise InputError(
+            f"{label_a} and {label_b} have no subset in common ({', '.join(a)} vs {', '.join(b)})"
+        )
+    for name in [*a, *b]:
+        if name not in common:
+            print(f"note: subset {name!r} is on one side only; not compared", file=sys.stderr)
+    module, corpora = suite(suite_name), []
+    for name in common:
+        (ref_a, pred_a), (ref_b, pred_b) = a[name], b[name]
+        if module.read_files(ref_a, pred_a, **read_options)[0] != module.read_files(
+            ref_b, pred_b, **read_options
+        )[0]:
+            raise InputError(
+                f"subset {name}: the runs have different references ({ref_a} vs {ref_b}); "
+                "a paired comparison needs the same test instances"
+            )
+        corpora.append(read_corpus(suite_name, ref_a, [pred_a, pred_b], read_options, name))
+    return corpora
+
+
+def two_runs(run_a: Path, run_b: Path, read_options: dict) -> list[Corpus]:
+    """Run A against run B, subset by subset."""
     a, b = read_run(run_a), read_run(run_b)
     if a["dataset"] != b["dataset"]:
         raise InputError(
             f"{run_a}/run.json is dataset {a['dataset']!r} but {run_b}/run.json is "
             f"{b['dataset']!r}"
         )
-    suite_name = "e2e" if a["dataset"] == "e2e" else "webnlg"
-    common = [name for name in a["subsets"] if name in b["subsets"]]
-    if not common:
+    sides = [(f"{run}/run.json", subset_files(run, record, "subsets"))
+             for run, record in ((run_a, a), (run_b, b))]
+    return run_corpora(sides, a["dataset"], read_options)
+
+
+def trained_against_untrained(run: Path, read_options: dict) -> list[Corpus]:
+    """A demo run's untrained model (A) against its trained one (B), subset by subset."""
+    record = read_run(run)
+    if record.get("untrained") is None:
         raise InputError(
-            f"{run_a}/run.json and {run_b}/run.json have no subset in common "
-            f"({', '.join(a['subsets'])} vs {', '.join(b['subsets'])})"
+            f"{run}/run.json: \"untrained\" is null (only demo runs score the untrained model); "
+            "give two run directories to compare"
         )
-    for name in [*a["subsets"], *b["subsets"]]:
-        if name not in common:
-            print(f"note: subset {name!r} is in one run only; not compared", file=sys.stderr)
-    corpora = []
-    for name in common:
-        refs = [run / record["subsets"][name]["references"] for run, record in ((run_a, a), (run_b, b))]
-        preds = [run / record["subsets"][name]["predictions"] for run, record in ((run_a, a), (run_b, b))]
-        module = suite(suite_name)
-        ref_a, _ = module.read_files(refs[0], preds[0], **read_options)
-        ref_b, _ = module.read_files(refs[1], preds[1], **read_options)
-        if ref_a != ref_b:
-            raise InputError(
-                f"subset {name}: the runs have different references ({refs[0]} vs {refs[1]}); "
-                "a paired comparison needs the same test instances"
-            )
-        corpora.append(read_corpus(suite_name, refs[0], preds, read_options, name))
-    return corpora
+    sides = [("untrained", subset_files(run, record, "untrained")),
+             ("subsets", subset_files(run, record, "subsets"))]
+    return run_corpora(sides, record["dataset"], read_options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,8 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
         "p-value for the difference of two systems, for every metric of the suite.",
     )
     parser.add_argument("inputs", nargs="+", metavar="PATH",
-                        help="REFS PRED_A [PRED_B] (as for nlg score), or RUN_A RUN_B (run "
-                        "directories with run.json)")
+                        help="REFS PRED_A [PRED_B] (as for nlg score), RUN_A RUN_B (run "
+                        "directories with run.json), or RUN (its untrained model against it)")
     parser.add_argument("--suite", choices=sorted(SUITES), help="default: inferred from REFS")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (1000)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the resampling (1)")
@@ -258,14 +298,19 @@ def build_parser() -> argparse.ArgumentParser:
 def corpora_of(args: argparse.Namespace) -> tuple[list[Corpus], str]:
     """What to compare, from the positional arguments, and the suite."""
     paths = [Path(p) for p in args.inputs]
+    read_options = {"num_refs": args.num_refs} if args.num_refs is not None else {}
+    if len(paths) == 1 and paths[0].is_dir():  # one run: its untrained model against it
+        corpora = trained_against_untrained(paths[0], read_options)
+        return corpora, corpora[0].suite
     if len(paths) == 2 and paths[1].is_dir():  # PRED_A is never a folder: two runs
         if not paths[0].is_dir():
             raise InputError(f"{paths[0]}: not a run directory (the second is {paths[1]})")
-        read_options = {"num_refs": args.num_refs} if args.num_refs is not None else {}
-        corpora = run_corpora(paths[0], paths[1], read_options)
+        corpora = two_runs(paths[0], paths[1], read_options)
         return corpora, corpora[0].suite
     if len(paths) not in (2, 3):
-        raise InputError(f"expected REFS PRED_A [PRED_B] or RUN_A RUN_B, got {len(paths)} paths")
+        raise InputError(
+            f"expected REFS PRED_A [PRED_B], RUN_A RUN_B or RUN, got {len(paths)} paths"
+        )
     for path in paths[1:]:
         if not path.is_file():
             raise InputError(f"{path}: no such file")

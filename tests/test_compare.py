@@ -225,6 +225,22 @@ def test_two_run_directories_subset_by_subset(tmp_path, webnlg_xml_dir):
     assert comparison["systems"] == [str(a / "hypothesis"), str(b / "hypothesis")]
 
 
+def test_a_demo_run_against_its_untrained_model(tmp_path, webnlg_xml_dir, capsys):
+    refs, hyps = webnlg_corpus(webnlg_xml_dir, 20)
+    files = {"references": ".", "predictions": "hypothesis"}
+    record = {"dataset": "webnlg", "subsets": {"all": files},
+              "untrained": {"all": {"references": ".", "predictions": "untrained.txt"}}}
+    run = make_run(tmp_path / "demo", refs, hyps, record)
+    (run / "untrained.txt").write_text("".join("x\n" for _ in hyps), encoding="utf-8")
+    assert nlg("compare", run, "-m", "bleu,chrf++", "--resamples", 30, "--json", tmp_path / "o.json") == 0
+    comparison = json.loads((tmp_path / "o.json").read_text())["comparisons"][0]
+    assert comparison["systems"] == [str(run / "untrained.txt"), str(run / "hypothesis")]
+    assert comparison["metrics"]["chrF++"]["difference"]["value"] > 0
+    record["untrained"] = None
+    (run / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    one_line_error(run_cli(run), run / "run.json", "untrained")
+
+
 def test_refusals(tmp_path, webnlg_xml_dir):
     refs, hyps = webnlg_corpus(webnlg_xml_dir, 10)
     ref, pred = write_webnlg(tmp_path / "data", refs, hyps)
