@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "nlg.score",
         "score outputs as the E2E challenge (BLEU, NIST, ...) or GenerationEval (WebNLG, DART)",
     ),
+    "compare": (
+        "nlg.compare",
+        "bootstrap intervals of scores and a paired bootstrap test of two systems",
+    ),
     "recipe": ("nlg.datasets.recipe", "the paper's settings for a dataset, as the pipeline script reads them"),
     "results": ("nlg.results", "a run's scores beside the paper's: results.md and results.json"),
     "analyze": ("nlg.analyze", "spectral analysis of a LoRA adapter"),

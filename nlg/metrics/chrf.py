@@ -105,11 +105,31 @@ def chrf(
 ) -> tuple[float, list[float | None]]:
     """Corpus chrF++ (0..1) and each instance's sentence score (None where every reference is
     empty, an instance chrF.py never sees)."""
+    best, sentence_scores = chrf_statistics(references, hypotheses, char_order, word_order, beta)
     totals = [[0, 0, 0] for _ in range(char_order + word_order)]
+    for stats in best:
+        for total, counts in zip(totals, stats or (), strict=False):
+            for k in range(3):
+                total[k] += counts[k]
+    return chrf_totals(totals, any(s is not None for s in best), char_order, beta), sentence_scores
+
+
+def chrf_statistics(
+    references: Sequence[Sequence[str]],
+    hypotheses: Sequence[str],
+    char_order: int = 6,
+    word_order: int = 2,
+    beta: float = 2.0,
+) -> tuple[list[list[tuple[int, int, int]] | None], list[float | None]]:
+    """Each instance's (matches, hypothesis n-grams, reference n-grams) per order against its
+    best reference (None where every reference is empty), and its sentence score. The corpus
+    score is a function of their sums (`chrf_totals`)."""
+    best_stats: list[list[tuple[int, int, int]] | None] = []
     sentence_scores: list[float | None] = []
     for refs, hypothesis in zip(references, hypotheses, strict=True):
         refs = [ref for ref in refs if ref.strip()]
         if not refs:
+            best_stats.append(None)
             sentence_scores.append(None)
             continue
         hyp = _Counts.of(hypothesis, char_order, word_order)
@@ -120,9 +140,15 @@ def chrf(
             if score > best_score:
                 best_score, best = score, stats
         sentence_scores.append(best_score)
-        for total, counts in zip(totals, best, strict=True):
-            for k in range(3):
-                total[k] += counts[k]
-    if not any(score is not None for score in sentence_scores):
-        return 0.0, sentence_scores
-    return _mean_f(totals, char_order, beta, zero=1e-16), sentence_scores
+        best_stats.append(best)
+    return best_stats, sentence_scores
+
+
+def chrf_totals(
+    totals: Sequence[Sequence[float]], any_instance: bool, char_order: int = 6, beta: float = 2.0
+) -> float:
+    """Corpus chrF++ from the per-order sums of `chrf_statistics` (0 when no instance has a
+    reference: `any_instance` False)."""
+    if not any_instance:
+        return 0.0
+    return _mean_f(totals, char_order, beta, zero=1e-16)

@@ -10,6 +10,15 @@ summed statistics (matches, chunks, lengths), as the file mode computes it:
     penalty = gamma (chunks / m) ** beta, METEOR = Fmean (1 - penalty)
 with METEOR 1.5's English parameters (alpha 0.85, beta 0.2, gamma 0.6, delta 0.75) and matches
 weighted over exact, stem, synonym and paraphrase modules.
+
+`|||` is the protocol's field separator: METEOR splits a SCORE line at every run of three pipes,
+wherever it stands, so a reference holding `|||` would become two references. pycocoevalcap
+(the E2E scorer) sends references as they are and deletes `|||` from the hypothesis; that is
+the official E2E behaviour, kept with `files_convention=False`. GenerationEval writes files, in
+which `|||` is an ordinary word; with `files_convention=True` (the WebNLG suite) every run of
+three or more pipes is sent as single pipes between spaces (`|||` -> `| | |`). METEOR's `-norm`
+tokeniser splits every pipe off as a token of its own, so both spellings normalise to the same
+words and score as the file-based run scores the original text.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import subprocess
 import tempfile
 import threading
@@ -28,6 +38,13 @@ from nlg.metrics.java import QUICK_JVM, coco_dir, one_line
 
 # The command pycocoevalcap runs (from its meteor/ directory, where METEOR finds data/).
 METEOR_ARGS = ["-Xmx2G", "-jar", "meteor-1.5.jar", "-", "-", "-stdio", "-l", "en", "-norm"]
+_PIPES = re.compile(r"\|{3,}")  # what METEOR's stdio reader would split a line at
+
+
+def protect_pipes(text: str) -> str:
+    """`text` with every run of 3+ pipes spaced out (`a|||b` -> `a| | |b`): the stdio reader
+    cannot split it there, and METEOR's -norm tokens are the same (each pipe is a token)."""
+    return _PIPES.sub(lambda run: " ".join(run.group()), text)
 
 
 class Meteor:
@@ -73,12 +90,30 @@ class Meteor:
             pass  # the reader sees the dead process and reports its stderr
 
     def score(
-        self, references: Sequence[Sequence[str]], hypotheses: Sequence[str]
+        self,
+        references: Sequence[Sequence[str]],
+        hypotheses: Sequence[str],
+        files_convention: bool = False,
     ) -> tuple[float, list[float]]:
-        """Corpus METEOR and per-instance METEOR of tokenised texts."""
-        # pycocoevalcap cleans the hypothesis (only) the same way
+        """Corpus METEOR and per-instance METEOR of tokenised texts (`files_convention`: the
+        texts as a file-based run reads them, `|||` included; see the module docstring)."""
+        return self.evaluate(self.statistics(references, hypotheses, files_convention))
+
+    def statistics(
+        self,
+        references: Sequence[Sequence[str]],
+        hypotheses: Sequence[str],
+        files_convention: bool = False,
+    ) -> list[str]:
+        """Each instance's METEOR statistics line (the answer to its SCORE line): what its
+        score and every corpus score it is part of are computed from."""
+        if files_convention:
+            references = [[protect_pipes(ref) for ref in refs] for refs in references]
+            hypotheses = [protect_pipes(hyp) for hyp in hypotheses]
+        else:  # pycocoevalcap cleans the hypothesis (only) so
+            hypotheses = [hyp.replace("|||", "").replace("  ", " ") for hyp in hypotheses]
         lines = [
-            " ||| ".join(("SCORE", " ||| ".join(refs), hyp.replace("|||", "").replace("  ", " ")))
+            " ||| ".join(("SCORE", " ||| ".join(refs), hyp))
             for refs, hyp in zip(references, hypotheses, strict=True)
         ]
         # a writer thread, so that a full stdout pipe can never block both sides
@@ -88,9 +123,28 @@ class Meteor:
         writer.join()
         if not all(stats):
             self._readline()  # raises with METEOR's stderr
-        self._send([" ||| ".join(["EVAL", *stats])])
-        per_instance = [self._readline() for _ in lines]
-        return self._readline(), per_instance
+        return stats
+
+    def evaluate(self, stats: Sequence[str]) -> tuple[float, list[float]]:
+        """The corpus score of instances with these statistics lines (in this order, repeats
+        counted), and each one's score: one EVAL line."""
+        return self.evaluate_many([stats])[0]
+
+    def evaluate_many(
+        self, corpora: Sequence[Sequence[str]], per_instance: bool = True
+    ) -> list[tuple[float, list[float]]]:
+        """`evaluate` for several corpora (e.g. bootstrap resamples) in one exchange: an EVAL
+        line each, written by a thread while the answers are read (per-instance scores are
+        left empty unless `per_instance`)."""
+        lines = [" ||| ".join(["EVAL", *stats]) for stats in corpora]
+        writer = threading.Thread(target=self._send, args=(lines,), daemon=True)
+        writer.start()
+        results = []
+        for stats in corpora:
+            scores = [self._readline() for _ in stats]
+            results.append((self._readline(), scores if per_instance else []))
+        writer.join()
+        return results
 
     def __enter__(self) -> Meteor:
         return self

@@ -124,6 +124,52 @@ def _information(
     return info
 
 
+def _closest_length(lengths: Sequence[int], hyp_len: int, pymteval: bool) -> tuple[int, int]:
+    """The reference length closest to the hypothesis' (ties: the shorter) and the number of
+    references NIST counts, as mteval (or pymteval) finds them."""
+    if pymteval:
+        return min(lengths, key=lambda length: (abs(length - hyp_len), length)), len(lengths)
+    # mteval starts from the first reference and skips empty ones after it
+    closest = lengths[0]
+    for length in lengths[1:]:
+        if length and (abs(hyp_len - length), length) < (abs(hyp_len - closest), closest):
+            closest = length
+    return closest, sum(1 for length in lengths if length)
+
+
+@dataclass
+class InstanceNgrams:
+    """An instance's BLEU/NIST statistics before any corpus is known: NIST's information weights
+    come from the n-gram counts of all references of the corpus, so they are left out here
+    (`stats.info` is zero) and computed per corpus from `ref_counts` (nlg.metrics.resample)."""
+
+    stats: SegmentStats
+    ref_counts: Counter  # n-gram counts summed over the instance's references
+    clipped: dict[tuple, int]  # each hypothesis n-gram with a clipped match: its matched count
+
+
+def instance_ngrams(
+    references: Sequence[Sequence[str]], predictions: Sequence[str], pymteval: bool = False
+) -> list[InstanceNgrams]:
+    """`mteval_statistics` without the information weights, and what they are made from."""
+    out = []
+    for refs, prediction in zip(references, predictions, strict=True):
+        ref_tokens = [mteval_tokenize(ref, pymteval) for ref in refs]
+        counters = [ngram_counts(tokens) for tokens in ref_tokens]
+        hyp = mteval_tokenize(prediction, pymteval)
+        lengths = [len(tokens) for tokens in ref_tokens]
+        closest, n_refs = _closest_length(lengths, len(hyp), pymteval)
+        matches, clipped = [0] * NIST_N, {}
+        for ngram, count in ngram_counts(hyp).items():
+            kept = min(count, max(counter[ngram] for counter in counters))
+            if kept:
+                matches[len(ngram) - 1] += kept
+                clipped[ngram] = kept
+        stats = SegmentStats(len(hyp), closest, n_refs, sum(lengths), matches, [0.0] * NIST_N)
+        out.append(InstanceNgrams(stats, sum(counters, Counter()), clipped))
+    return out
+
+
 def mteval_statistics(
     references: Sequence[Sequence[str]], predictions: Sequence[str], pymteval: bool = False
 ) -> list[SegmentStats]:
@@ -137,16 +183,7 @@ def mteval_statistics(
     for refs, counters, prediction in zip(ref_tokens, ref_counters, predictions, strict=True):
         hyp = mteval_tokenize(prediction, pymteval)
         lengths = [len(tokens) for tokens in refs]
-        if pymteval:
-            closest = min(lengths, key=lambda length: (abs(length - len(hyp)), length))
-            n_refs = len(refs)
-        else:
-            # mteval starts from the first reference and skips empty ones after it
-            closest = lengths[0]
-            for length in lengths[1:]:
-                if length and (abs(len(hyp) - length), length) < (abs(len(hyp) - closest), closest):
-                    closest = length
-            n_refs = sum(1 for length in lengths if length)
+        closest, n_refs = _closest_length(lengths, len(hyp), pymteval)
         matches, information = [0] * NIST_N, [0.0] * NIST_N
         for ngram, count in ngram_counts(hyp).items():
             clipped = min(count, max(counter[ngram] for counter in counters))
@@ -206,13 +243,16 @@ def _bleu_python(stats: Sequence[SegmentStats]) -> float:
     """BLEU as pymteval computes it: tiny floors instead of mteval's smoothing, unclamped counts."""
     total = _total(stats)
     hyp_ngrams = [sum(s.hyp_ngrams(n + 1, clamp=False) for s in stats) for n in range(BLEU_N)]
+    return bleu_python_totals(total.closest_ref_len, total.matches, hyp_ngrams)
+
+
+def bleu_python_totals(ref_len: int, matches: Sequence[int], hyp_ngrams: Sequence[int]) -> float:
+    """pymteval's BLEU from summed statistics (hyp_ngrams unclamped, [k]: (k+1)-grams)."""
     brevity = 1.0
-    if hyp_ngrams[0] <= total.closest_ref_len:
-        brevity = math.exp(
-            1.0 - total.closest_ref_len / (float(hyp_ngrams[0]) if hyp_ngrams[0] else 1e-5)
-        )
+    if hyp_ngrams[0] <= ref_len:
+        brevity = math.exp(1.0 - ref_len / (float(hyp_ngrams[0]) if hyp_ngrams[0] else 1e-5))
     log_sum = sum(
-        math.log(max(total.matches[n], 1e-15) / max(hyp_ngrams[n], 1e-9)) for n in range(BLEU_N)
+        math.log(max(matches[n], 1e-15) / max(hyp_ngrams[n], 1e-9)) for n in range(BLEU_N)
     )
     return brevity * math.exp((1.0 / BLEU_N) * log_sum)
 
@@ -224,9 +264,17 @@ def _nist_python(stats: Sequence[SegmentStats]) -> float:
     different numbers of references (as in E2E) and the output is short."""
     total = _total(stats)
     hyp_ngrams = [sum(s.hyp_ngrams(n + 1, clamp=False) for s in stats) for n in range(NIST_N)]
-    # pymteval divides by zero where no output has n words; count 1 n-gram there instead
-    score = sum(total.info[n] / (hyp_ngrams[n] or 1) for n in range(NIST_N))
     mean_ref_len = sum(s.ref_words / float(s.n_refs) for s in stats)
+    return nist_python_totals(total.info, hyp_ngrams, mean_ref_len)
+
+
+def nist_python_totals(
+    info: Sequence[float], hyp_ngrams: Sequence[int], mean_ref_len: float
+) -> float:
+    """pymteval's NIST from summed statistics; `mean_ref_len` is the sum over instances of each
+    one's mean reference length."""
+    # pymteval divides by zero where no output has n words; count 1 n-gram there instead
+    score = sum(info[n] / (hyp_ngrams[n] or 1) for n in range(NIST_N))
     ratio = hyp_ngrams[0] / float(mean_ref_len)
     return score * _nist_length_penalty(ratio)
 
@@ -245,9 +293,17 @@ def corpus_bleu_nist(stats: Sequence[SegmentStats]) -> tuple[float, float]:
     hyp_ngrams = [total.hyp_len] + [
         sum(s.hyp_ngrams(n) for s in stats) for n in range(2, NIST_N + 1)
     ]
+    return bleu_nist_totals(total, hyp_ngrams, len(stats))
+
+
+def bleu_nist_totals(
+    total: SegmentStats, hyp_ngrams: Sequence[int], instances: int
+) -> tuple[float, float]:
+    """mteval's corpus BLEU and NIST from the statistics summed over `instances` instances
+    (hyp_ngrams clamped at 0 per instance, [k]: (k+1)-grams)."""
     return (
         _bleu(total.closest_ref_len, total.matches, hyp_ngrams),
-        _nist(total.n_refs / len(stats), total.ref_words, total.info, hyp_ngrams),
+        _nist(total.n_refs / instances, total.ref_words, total.info, hyp_ngrams),
     )
 
 
@@ -292,15 +348,40 @@ def multi_bleu(references: Sequence[Sequence[str]], hypotheses: Sequence[str]) -
     words, no reference words) BLEU is 0."""
     matches, totals = [0] * BLEU_N, [0] * BLEU_N
     hyp_len = ref_len = 0
+    for counts in multi_bleu_counts(references, hypotheses):
+        hyp_len += counts[0]
+        ref_len += counts[1]
+        for n in range(BLEU_N):
+            matches[n] += counts[2 + n]
+            totals[n] += counts[2 + BLEU_N + n]
+    return multi_bleu_totals(matches, totals, hyp_len, ref_len)
+
+
+def multi_bleu_counts(
+    references: Sequence[Sequence[str]], hypotheses: Sequence[str]
+) -> list[tuple[int, ...]]:
+    """Each instance's multi-bleu-detok statistics: (hypothesis length, closest reference
+    length, clipped matches of 1..4-grams, hypothesis 1..4-grams); corpus BLEU is a function of
+    their sums (`multi_bleu_totals`)."""
+    out = []
     for refs, hypothesis in zip(references, hypotheses, strict=True):
         hyp = mteval_tokenize(hypothesis, lowercase=False)
         ref_tokens = [mteval_tokenize(ref, lowercase=False) for ref in refs]
-        hyp_len += len(hyp)
-        ref_len += min((abs(len(hyp) - len(tokens)), len(tokens)) for tokens in ref_tokens)[1]
+        closest = min((abs(len(hyp) - len(tokens)), len(tokens)) for tokens in ref_tokens)[1]
         ref_counts = [ngram_counts(tokens, BLEU_N) for tokens in ref_tokens]
+        matches, totals = [0] * BLEU_N, [0] * BLEU_N
         for ngram, count in ngram_counts(hyp, BLEU_N).items():
             totals[len(ngram) - 1] += count
             matches[len(ngram) - 1] += min(count, max(c[ngram] for c in ref_counts))
+        out.append((len(hyp), closest, *matches, *totals))
+    return out
+
+
+def multi_bleu_totals(
+    matches: Sequence[int], totals: Sequence[int], hyp_len: int, ref_len: int
+) -> MultiBleu:
+    """multi-bleu-detok's report from corpus sums of matches and hypothesis n-grams (1..4),
+    hypothesis and closest-reference lengths."""
     precisions = [m / t if t else 0.0 for m, t in zip(matches, totals, strict=True)]
     if hyp_len == 0 or ref_len == 0:
         return MultiBleu(0.0, tuple(100 * p for p in precisions), 0.0, hyp_len, ref_len)

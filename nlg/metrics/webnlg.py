@@ -5,7 +5,8 @@ computes them; the LoRA paper scores WebNLG and DART with it.
     BLEU    multi-bleu-detok.perl on the files as they are (`nlg.metrics.mteval.multi_bleu`),
             0..100; GenerationEval reports Perl's two decimals
     METEOR  METEOR 1.5 `-l en -norm`, every instance against all N references (empty ones too),
-            on NLTK-tokenised text (`nlg.metrics.meteor`), 0..1
+            on NLTK-tokenised text (`nlg.metrics.meteor`), 0..1; `|||` in a text is a word, as
+            in GenerationEval's files (not the stdio protocol's separator)
     TER     pyter's TER on NLTK-tokenised words, per instance the minimum over the references
             (an empty one counts 1), averaged over instances (`nlg.metrics.ter`), 0..1
     chrF++  its metrics/chrF.py: character 6-grams, word 2-grams, beta 2, over the non-empty
@@ -181,7 +182,8 @@ def score(
     with meteor or nullcontext():
         ref_tokens, hyp_tokens, notes = _tokenise(references, hypotheses, names)
         with ThreadPoolExecutor(max_workers=1) as pool:
-            job = pool.submit(meteor.score, ref_tokens, hyp_tokens) if meteor else None
+            # GenerationEval's METEOR reads files, where `|||` is a word, not a separator
+            job = pool.submit(meteor.score, ref_tokens, hyp_tokens, True) if meteor else None
             chrf_options = (char_order, word_order, beta)
             scores, columns = _python_metrics(
                 references, hypotheses, ref_tokens, hyp_tokens, names, chrf_options
