@@ -90,6 +90,7 @@ def assert_equal_to_nlg_score(tmp_path, suite, refs, hyps, write, options, score
         ref, pred = write(tmp_path / f"resample{k}", [refs[i] for i in row], [hyps[i] for i in row])
         assert nlg("score", ref, pred, "--no_cache", "--json", tmp_path / f"{k}.json", *score_args) == 0
         expected = json.loads((tmp_path / f"{k}.json").read_text())
+        assert expected.pop("scored")["instances"] == len(row)
         assert set(got) == set(expected)
         for name, value in expected.items():
             if name in EXACT:
