@@ -50,7 +50,8 @@ options:
                  itself, with SEED.
   --from STAGE   redo STAGE (data, pretrain, train, select, beam, untrained, decode, score) and
                  every later one, discarding their outputs (in every seed's directory; pretrain
-                 and untrained are demo stages); the stages before it must fit the settings
+                 and untrained are demo stages; --from select keeps the candidates' validation
+                 searches that fit the settings); the stages before it must fit the settings
   --help         this text
 
 settings (environment variables):
@@ -397,8 +398,8 @@ mark_done() {  # mark_done STAGE RUN: the stage's record, written atomically
 stage_outputs() {  # what each stage writes in its run directory (data writes DATA_DIR, rewritten whole)
   case "$1" in
     pretrain) echo pretrain ;;
-    train) echo lora ;;
-    select) echo selection.json select ;;
+    train) echo lora select ;;  # the candidates' validation searches belong to these checkpoints
+    select) echo selection.json ;;  # select/checkpoint-N/ are kept: each records what it was made from
     beam) echo predict.jsonl test_subset.jsonl test_subset_formatted.jsonl ;;
     untrained) echo untrained ;;
     decode) echo "${DATASET}"_ref* "${DATASET}"_pred*.txt untrained/"${DATASET}"_* ;;
