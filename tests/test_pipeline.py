@@ -133,6 +133,43 @@ def test_subset_keeps_contexts_spread_over_the_split():
     assert spread_contexts(contexts, 9) == list(range(8))
 
 
+def test_method_settings_come_from_the_methods_recipe(tmp_path, toy_env):
+    """--method NAME asks `nlg recipe DATASET --method NAME` for its settings (an `nlg` stand-in
+    here, logging its calls and adding a method's flags to today's recipe), checks them with
+    the rest, and names the run directory after the method."""
+    log = tmp_path / "calls.txt"
+    stub = tmp_path / "nlg"
+    stub.write_text(f"""#!/bin/bash
+echo "$*" >> {log}
+if [ "$1" = recipe ]; then
+  {sys.executable} -m nlg recipe "$2" && echo METHOD=adapter-l && echo ADAPTER_DIM="$ADAPTER_DIM_FROM_RECIPE"
+  exit
+fi
+exit 3
+""")
+    stub.chmod(0o755)
+    env = {**toy_env(tmp_path), "NLG": str(stub)}
+    del env["WORK_DIR"]
+    bad = run_script("e2e", "--demo", "--method", "adapter-l", env={**env, "ADAPTER_DIM_FROM_RECIPE": "six"})
+    assert bad.returncode == 2 and bad.stderr == "reproduce.sh: ADAPTER_DIM='six' is not a whole number >= 1; nothing was run\n"
+    assert log.read_text() == "recipe e2e --method adapter-l\n"
+    runs = REPO / "runs"
+    made = [path for path in (runs, runs / "e2e-demo-adapter-l") if not path.exists()]
+    try:
+        good = run_script("e2e", "--demo", "--method=adapter-l", env={**env, "ADAPTER_DIM_FROM_RECIPE": "6"})
+        assert good.returncode == 3  # the stand-in refuses `nlg data`: the run got that far
+        assert log.read_text().splitlines()[-1].startswith("data e2e ")
+        assert (runs / "e2e-demo-adapter-l").is_dir()  # the method names the run directory
+    finally:
+        for path in reversed(made):
+            if path.is_dir():
+                path.rmdir()
+    both = run_script("e2e", "--method", "full", env={**env, "METHOD": "top2"})
+    assert both.returncode == 2 and "--method full and METHOD=top2 disagree" in both.stderr
+    lora = run_script("e2e", "--demo", env={**env, "TOP_LAYERS": "2"})
+    assert lora.returncode == 2 and "settings of other methods than lora" in lora.stderr
+
+
 # ---------------------------------------------------------------------------------------------
 # E2E: every stage, a re-run that skips them, --from decode
 # ---------------------------------------------------------------------------------------------
