@@ -122,6 +122,7 @@ def main() -> int:
             wall, cpu, out = timed(base_cmd, args.generation_eval.resolve())
             runs["base"].append((wall, cpu))
         ours = json.loads(json_out.read_text())
+        ours.pop("scored")  # the record of what was scored, not a score
     theirs = json.loads(re.findall(r"^RESULT (.*)$", out, re.M)[-1])
     best = {side: min(runs[side]) for side in runs}
     print(

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from nlg.files import MANIFEST, InputError, atomic_write, read_text, verify_manifest
+from nlg.files import MANIFEST, InputError, atomic_write, read_json, verify_manifest
 from nlg.lora import TARGETS, LoRAConfig, add_lora, lora_modules
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -160,9 +160,9 @@ def read_adapter(directory: str | os.PathLike) -> tuple[dict, dict[str, Tensor],
             raise AdapterError(f"{directory}: not an adapter directory (no {path.name})")
     verify_manifest(directory, (ADAPTER_CONFIG, ADAPTER_WEIGHTS))
     try:
-        config = json.loads(read_text(config_path))
-    except json.JSONDecodeError as error:
-        raise AdapterError(f"{config_path}:{error.lineno}: not valid JSON ({error.msg})") from None
+        config = read_json(config_path)
+    except InputError as error:
+        raise AdapterError(str(error)) from None
     if not isinstance(config, dict):
         raise AdapterError(f"{config_path}: expected a JSON object")
     if config.get("peft_type", "LORA") != "LORA":

@@ -10,6 +10,8 @@ is raised as an OSError naming the file the caller asked for, never the temporar
                                           another output, every output writable as asked
     read_lines / read_jsonl / read_text   UTF-8 text; a leading byte-order mark is removed
                                           (with a note on stderr), bad bytes name FILE:LINE
+    parse_json / read_json / read_jsonl   JSON within limits (depth, digits, no lone
+                                          surrogates): every problem names FILE:LINE
     write_manifest / verify_manifest      a folder's files with their sizes and SHA-256
     lock_file                             an exclusive lock held while the process lives
 """
@@ -22,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -220,17 +223,110 @@ def read_text(path: str | os.PathLike) -> str:
     return strip_bom(text, path)
 
 
+# ---------------------------------------------------------------------------------------------
+# JSON within limits
+# ---------------------------------------------------------------------------------------------
+# Python's json module recurses once per nesting level and int() refuses more than
+# sys.get_int_max_str_digits() digits, so a deeply nested document or a 5,000-digit number
+# would end a stage with a RecursionError or ValueError traceback. Every JSON input goes
+# through `parse_json`, which turns both into one InputError line, as it does syntax errors.
+# It also refuses a lone UTF-16 surrogate escape (`"\ud800"`): json accepts it, but the
+# string it makes is not text and fails later, when it is written as UTF-8.
+
+JSON_MAX_DEPTH = 100  # nesting levels; every file the stages read has fewer than 10
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_EMPTY_PAIR = re.compile(r"\[\]|\{\}")
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]")
+# a \uD800-\uDFFF escape that is not itself escaped (an odd number of backslashes before u)
+_SURROGATE_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*(?P<escape>\\u(?P<hex>[dD][89a-fA-F][0-9a-fA-F]{2}))")
+
+
+def _deeper_than(text: str, limit: int) -> int | None:
+    """Where `text` first nests deeper than `limit` arrays/objects (an index), else None.
+
+    Fast path, at C speed: with strings and everything but brackets removed, each pass that
+    deletes the innermost `[]`/`{}` pairs peels one level, so at most `limit` + 1 passes
+    decide. Only a document that is too deep or unbalanced is scanned token by token."""
+    if text.count("[") + text.count("{") <= limit:
+        return None
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    for _ in range(limit + 1):
+        if not brackets:
+            return None
+        peeled = _EMPTY_PAIR.sub("", brackets)
+        if peeled == brackets:
+            break  # unbalanced: not valid JSON, but it may still be too deep to parse
+        brackets = peeled
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        if token[0] in "[{":
+            depth += 1
+            if depth > limit:
+                return token.start()
+        elif token[0] in "]}":
+            depth -= 1
+    return None
+
+
+def _lone_surrogate(text: str) -> re.Match | None:
+    """The first `\\uD800`-`\\uDFFF` escape of `text` that is not half of a high-low pair."""
+    if not _SURROGATE_HINT.search(text):
+        return None
+    escapes = list(_SURROGATE_ESCAPE.finditer(text))
+    index = 0
+    while index < len(escapes):
+        high = escapes[index]
+        following = escapes[index + 1] if index + 1 < len(escapes) else None
+        if int(high["hex"], 16) >= 0xDC00 or following is None \
+                or following.start("escape") != high.end() or int(following["hex"], 16) < 0xDC00:
+            return high
+        index += 2
+    return None
+
+
+def parse_json(text: str, source: str | os.PathLike, line: int | None = None) -> Any:
+    """The JSON value in `text`: a whole document read from `source`, or line `line` of the
+    JSON-lines file `source`. Raises InputError naming `source` and the line (the document's
+    line where the problem lies) for a syntax error, nesting deeper than JSON_MAX_DEPTH, an
+    integer longer than Python's int limit (sys.get_int_max_str_digits(), 4300 digits), or a
+    lone surrogate escape."""
+
+    def where(position: int | None = None) -> str:
+        at = line if line is not None else text.count("\n", 0, position or 0) + 1
+        return f"{source}:{at}"
+
+    deep = _deeper_than(text, JSON_MAX_DEPTH)
+    if deep is not None:
+        raise InputError(f"{where(deep)}: JSON nested more than {JSON_MAX_DEPTH} levels deep")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        at = f"{source}:{line}" if line is not None else f"{source}:{error.lineno}"
+        raise InputError(f"{at}: not valid JSON ({error.msg})") from None
+    except ValueError:  # the only other ValueError json raises: an integer over int's limit
+        limit = sys.get_int_max_str_digits()
+        long_number = re.search(rf"[0-9]{{{limit + 1},}}", text)
+        raise InputError(f"{where(long_number.start() if long_number else None)}: a number with "
+                         f"more than {limit} digits (Python's limit for integers)") from None
+    surrogate = _lone_surrogate(text)
+    if surrogate is not None:
+        raise InputError(f"{where(surrogate.start())}: {surrogate['escape']} is a lone UTF-16 surrogate (half of "
+                         "a pair), not a character; the text cannot be written as UTF-8")
+    return value
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file (`read_text`, then `parse_json`): every problem is an InputError naming
+    FILE:LINE."""
+    return parse_json(read_text(path), path)
+
+
 def read_jsonl(path: str | os.PathLike) -> list[tuple[int, Any]]:
-    """(line number, object) for every non-blank line of a JSON-lines file."""
-    records = []
-    for number, line in enumerate(read_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append((number, json.loads(line)))
-        except json.JSONDecodeError as error:
-            raise InputError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-    return records
+    """(line number, object) for every non-blank line of a JSON-lines file (`parse_json`)."""
+    return [(number, parse_json(line, path, number))
+            for number, line in enumerate(read_lines(path), start=1) if line.strip()]
 
 
 def json_line(record: Any) -> str:
@@ -387,7 +483,7 @@ def verify_manifest(folder: str | os.PathLike, names: Iterable[str] | None = Non
     if not path.is_file():
         return False
     try:
-        listed = json.loads(read_text(path))["files"]
+        listed = read_json(path)["files"]
         expected = {name: (int(entry["bytes"]), str(entry["sha256"])) for name, entry in listed.items()}
     except (InputError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
         raise InputError(f"{path}: not a readable manifest ({error})") from None

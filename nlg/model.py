@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from nlg.files import InputError, read_text
+from nlg.files import InputError, read_json
 
 # Every attention kernel but cuDNN's. PyTorch picks cuDNN's for bf16 on Hopper GPUs, and it
 # builds a plan for every new shape; E2E shapes change at every training step (each batch is
@@ -49,10 +49,7 @@ class GPTConfig:
     @classmethod
     def from_hf_config(cls, path: str | os.PathLike) -> GPTConfig:
         """Read a Hugging Face GPT-2 `config.json` (keys n_layer, n_head, n_embd, ...)."""
-        try:
-            config = json.loads(read_text(path))
-        except json.JSONDecodeError as error:
-            raise InputError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+        config = read_json(path)
         # Variants this GPT-2 does not implement would load without a shape error and compute
         # something else; refuse them by name.
         unsupported = {

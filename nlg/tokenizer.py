@@ -20,7 +20,6 @@ encoder the LoRA paper used. The end-of-text id is only ever appended explicitly
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import tiktoken
 
-from nlg.files import InputError, read_lines, read_text
+from nlg.files import InputError, read_json, read_lines
 
 # GPT-2's own split pattern, character for character (openai/gpt-2 src/encoder.py).
 # tiktoken ships a rewritten but equivalent one for its "gpt2" encoding; we keep the original.
@@ -95,10 +94,7 @@ def read_vocab(vocab_dir: str | os.PathLike) -> dict[bytes, int]:
         raise InputError(f"{vocab_dir}: no {' or '.join(missing)} there; {HOW_TO_GET_VOCAB}")
     encoder_path, merges_path = (vocab_dir / name for name in VOCAB_FILES)
 
-    try:
-        encoder = json.loads(read_text(encoder_path))
-    except json.JSONDecodeError as error:
-        raise InputError(f"{encoder_path}: not a JSON file ({error})") from None
+    encoder = read_json(encoder_path)
     if not isinstance(encoder, dict) or len(encoder) != VOCAB_SIZE:
         raise InputError(f"{encoder_path}: expected a JSON object of {VOCAB_SIZE} tokens")
     if encoder.get(EOS) != EOS_ID:

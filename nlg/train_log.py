@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from nlg.files import read_lines, write_jsonl
+from nlg.files import InputError, parse_json, read_lines, write_jsonl
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -68,8 +68,8 @@ class MetricsLog:
         kept = []
         for line in read_lines(self.path):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+                record = parse_json(line, self.path)
+            except InputError:
                 continue  # a line cut short by the kill
             if isinstance(record, dict) and record.get("step", math.inf) <= step:
                 kept.append(record)

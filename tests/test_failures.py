@@ -582,3 +582,238 @@ def test_a_second_run_on_a_work_dir_in_use_stops_at_once(run, tmp_path, capsys):
         if first.poll() is None:
             first.kill()
         first.communicate()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23, case 2: a gap in a reference folder is named, never skipped
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_gap_in_a_reference_folder_is_named_by_every_entry_point(tmp_path, capsys):
+    from nlg.metrics import score_files
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "reference0").write_text("the cat sat on the mat .\na dog runs .\n")
+    (refs / "reference2").write_text("a cat is on the mat .\nthe dog runs fast .\n")
+    hyp = tmp_path / "hypothesis"
+    hyp.write_text("the cat is on the mat .\nthe dog runs .\n")
+    before = snapshot(tmp_path)
+    gap = f"{refs}: reference1 missing (need reference0 to reference2 without a gap; present: reference0, reference2)"
+    # the folder, the prefix, and -nr 1 or 2, which the gap cuts short (reference0 alone was scored)
+    for argv in ([refs], [refs / "reference"], [refs, "-nr", 1], [refs, "-nr", 2]):
+        assert nlg("score", *argv[:1], hyp, *argv[1:], "-m", "bleu,ter", "--json", tmp_path / "s.json") == 2
+        assert error_line(capsys) == f"nlg score: error: {gap}\n"
+    with pytest.raises(InputError) as raised:
+        score_files("webnlg", refs, hyp, metrics="bleu")
+    assert str(raised.value) == gap
+    # -nr larger than the files present is an error too, naming what is missing below it
+    assert nlg("score", refs, hyp, "-nr", 4) == 2
+    assert error_line(capsys) == (f"nlg score: error: {refs}: reference1, reference3 missing (-nr 4 needs reference0 "
+                                  "to reference3 without a gap; present: reference0, reference2)\n")
+    # GenerationEval's own arguments (its default -nr 4), as a user runs the script
+    script = [sys.executable, str(REPO / "eval" / "generation_eval.py"), "-R", str(refs / "reference"), "-H", str(hyp)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([*script, "-nr", "3", "-m", "bleu"], capture_output=True, text=True, env=env)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2, "", f"generation_eval.py: error: {refs}: reference1 missing (-nr 3 needs reference0 to reference2 without "
+               "a gap; present: reference0, reference2)\n")
+    # the first file missing: the prefix alone is still read as GenerationEval's layout
+    (refs / "reference0").rename(tmp_path / "aside")
+    assert nlg("score", refs / "reference", hyp) == 2
+    assert error_line(capsys) == (f"nlg score: error: {refs}: reference0, reference1 missing (need reference0 to "
+                                  "reference2 without a gap; present: reference2)\n")
+    (tmp_path / "aside").rename(refs / "reference0")
+    assert snapshot(tmp_path) == before  # nothing written
+    # the gap filled, every file counts
+    (refs / "reference1").write_text("the cat is on the mat .\nthe dog runs .\n")
+    assert nlg("score", refs, hyp, "-m", "bleu,ter", "--json", tmp_path / "s.json") == 0
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert {k: v for k, v in scores.items() if k != "scored"} == {"BLEU": 100.0, "TER": 0.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23, case 7: an indented XML file gives the data of the compact one
+# ---------------------------------------------------------------------------------------------
+
+WEBNLG_XML = (
+    '<benchmark><entries>'
+    '<entry category="Food" eid="Id1" size="2"><modifiedtripleset>'
+    '<mtriple>Bacon_Explosion | country | United_States</mtriple>'
+    '<mtriple>Bakewell_pudding | served | "Warm  or cold"</mtriple></modifiedtripleset>'
+    '<lex comment="good" lid="Id1">Bacon Explosion comes from the United States.\tBakewell pudding is served '
+    'warm or cold.</lex><lex comment="toFix" lid="Id2">Bacon.</lex></entry>'
+    '<entry category="Artist" eid="Id2" size="1"><modifiedtripleset><mtriple>Ace_Wilder | genre | Hip_hop_music'
+    '</mtriple></modifiedtripleset><lex comment="good" lid="Id1">Ace Wilder plays hip  hop music.</lex></entry>'
+    '</entries></benchmark>'
+)
+DART_XML = (
+    '<benchmark><entries><entry category="MISC" eid="Id1" size="2"><modifiedtripleset>'
+    '<mtriple>Mars Hill College | JOINED | 1973</mtriple>'
+    '<mtriple>piece of my heart  | DIRECTED_BY | mark tinker</mtriple></modifiedtripleset>'
+    '<lex comment="WikiSQL_decl_sents" lid="Id1">A school from Mars Hill,\tNorth Carolina, joined in 1973.</lex>'
+    '<lex comment="WikiTableQuestions_lily" lid="Id2">Mark Tinker directed  piece of my heart.</lex>'
+    '</entry></entries></benchmark>'
+)
+
+
+def indented(compact: str) -> str:
+    """The file as a pretty-printer or an editor lays it out: every element on its own lines,
+    every text on a line of its own, and the longest text broken across two lines."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(compact)
+    ET.indent(root, space="  ")
+    leaves = [(element, depth) for depth, element in _walk(root, 0) if len(element) == 0 and element.text]
+    longest = max((element for element, _ in leaves), key=lambda element: len(element.text))
+    longest.text = longest.text.replace(" ", "\n    ", 1)
+    for element, depth in leaves:
+        element.text = f"\n{'  ' * (depth + 1)}{element.text}\n{'  ' * depth}"
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _walk(element, depth: int):
+    yield depth, element
+    for child in element:
+        yield from _walk(child, depth + 1)
+
+
+@pytest.mark.parametrize("dataset, name, compact, line", [
+    ("webnlg", "dev/1triples/Food.xml", WEBNLG_XML,
+     '{"context": "Bacon_Explosion : country : United_States | Bakewell_pudding : served : \\"Warm  or cold\\"", '
+     '"completion": "Bacon Explosion comes from the United States.\\tBakewell pudding is served warm or cold.", '
+     '"cate": true}'),
+    ("dart", "dart-v1.1.1-full-dev.xml", DART_XML,
+     '{"context": "Mars Hill College : joined : 1973 | piece of my heart  : directed_by : mark tinker", '
+     '"completion": "A school from Mars Hill,\\tNorth Carolina, joined in 1973."}'),
+])
+def test_indented_and_compact_xml_give_identical_data(tmp_path, capsys, vocab_dir, dataset, name, compact, line):
+    outputs = {}
+    for layout, text in (("compact", compact), ("indented", indented(compact))):
+        assert ("\n      " in text) == (layout == "indented")
+        path = tmp_path / layout / name
+        path.parent.mkdir(parents=True)
+        path.write_text(text)
+        assert nlg("data", dataset, "--raw-dir", tmp_path / layout, "--out-dir", tmp_path / f"{layout}_out",
+                   "--vocab", vocab_dir) == 0
+        outputs[layout] = snapshot(tmp_path / f"{layout}_out")
+    assert outputs["indented"] == outputs["compact"]
+    assert outputs["compact"]["valid_formatted.jsonl"].decode().splitlines()[0] == line
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23, case 8: a system CSV holds each MR of the references once
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_system_csv_with_missing_or_repeated_mrs_is_refused(tmp_path, capsys, monkeypatch):
+    from nlg.metrics import score_files
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Java: BLEU and NIST are enough here
+    mrs = [f"name[Place {k}], eatType[pub], area[riverside]" for k in range(8)]
+    rows = [(mr, f"Place {k} is a pub by the river{'side' * j}.") for k, mr in enumerate(mrs) for j in range(2)]
+    refs = tmp_path / "refs.csv"
+    refs.write_text('"mr","ref"\n' + "".join(f'"{mr}","{ref}"\n' for mr, ref in rows))
+
+    def system(name: str, chosen: list[int]) -> Path:
+        path = tmp_path / name
+        path.write_text("mr,output\n" + "".join(f'"{mrs[k]}","Place {k} is a pub by the river."\n' for k in chosen))
+        return path
+
+    complete = system("complete.csv", list(range(7, -1, -1)))  # any order
+    assert nlg("score", refs, complete, "--json", tmp_path / "s.json") == 0
+    assert json.loads((tmp_path / "s.json").read_text())["BLEU"] > 0.5
+    capsys.readouterr()
+    three = system("three.csv", [0, 1, 2])
+    assert nlg("score", refs, three) == 2
+    assert error_line(capsys) == (f"nlg score: error: {three}: no output for 5 of the 8 MRs of {refs}, the first "
+                                  f"'{mrs[3]}' ({refs}:8); to score a subset, give references holding only its MRs\n")
+    twice = system("twice.csv", [*range(8), 5])
+    assert nlg("score", refs, twice) == 2
+    assert error_line(capsys) == (f"nlg score: error: {twice}:10: the MR '{mrs[5]}' has an output at line 7 "
+                                  "already (a system output holds each MR once)\n")
+    with pytest.raises(InputError, match=r"three\.csv: no output for 5 of the 8 MRs"):
+        score_files("e2e", refs, three)
+    # a subset on purpose: references holding only its MRs
+    subset = tmp_path / "subset.csv"
+    subset.write_text('"mr","ref"\n' + "".join(f'"{mr}","{ref}"\n' for mr, ref in rows[:6]))
+    assert nlg("score", subset, three) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23, case 10: JSON inputs within limits, and no lone surrogate
+# ---------------------------------------------------------------------------------------------
+
+ABSURD_JSON = {
+    "deep": ("[" * 100_000 + "]" * 100_000, "JSON nested more than 100 levels deep"),
+    "digits": ("9" * 5000, "a number with more than 4300 digits (Python's limit for integers)"),
+    "surrogate": ('"Bacon \\ud800 is food."', "\\ud800 is a lone UTF-16 surrogate (half of a pair), not a "
+                  "character; the text cannot be written as UTF-8"),
+}
+
+
+def json_inputs(tmp: Path, bad: str, vocab_dir: Path) -> dict[str, tuple[list[object], Path]]:
+    """Per JSON input of a command: (its argv, the file holding `bad` on line 2)."""
+
+    def write(name: str, text: str) -> Path:
+        path = tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    webnlg = write("raw/dev.json", '{"entries": [{"1": {"category": "Food", "modifiedtripleset": [{"subject": '
+                   '"B", "property": "p", "object": "o"}],\n"lexicalisations": [{"comment": "good", "lex": '
+                   f"{bad}}}]}}}}]}}")
+    formatted = write("formatted.jsonl", '{"context": "a : b : c", "completion": "x"}\n'
+                      f'{{"context": "a : b : d", "completion": {bad}}}\n')
+    good_formatted = write("good_formatted.jsonl", '{"context": "a", "completion": "x"}\n')
+    predict = write("predict.jsonl", f'{{"id": 1, "context": [64], "predict": [87]}}\n{{"id": 2, "predict": {bad}}}\n')
+    good_predict = write("good_predict.jsonl", '{"id": 1, "context": [64], "predict": [87]}\n')
+    encoded = write("encoded.jsonl", f'{{"context": [1, 2], "completion": [3, 4]}}\n{{"context": {bad}}}\n')
+    good_encoded = write_encoded(tmp / "good_encoded.jsonl", 2)
+    scores = write("scores.json", f'{{"BLEU": 1.0, "METEOR": 0.1,\n"TER": {bad}}}')
+    metrics = write("work/metrics.jsonl", f'{{"step": 1, "loss": 2.0}}\n{{"step": 2, "loss": {bad}}}\n')
+    adapter = write("adapter/adapter_config.json", f'{{"r": 4,\n"lora_alpha": {bad}}}')
+    write("adapter/adapter_model.safetensors", "")
+    manifest = write("checkpoint/manifest.json", f'{{"format": 1,\n"files": {bad}}}')
+    write("checkpoint/adapter_config.json", "{}")
+    write("checkpoint/adapter_model.safetensors", "")
+    encoder = write("vocab/encoder.json", f'{{"!": 0,\n"x": {bad}}}')
+    shutil.copy(vocab_dir / "vocab.bpe", tmp / "vocab" / "vocab.bpe")
+    write("e2e/test.txt", "name : A || A is here.\n")
+    base = write("base/config.json", f'{{"n_layer": 2,\n"n_embd": {bad}}}')
+    write("base/model.safetensors", "")
+    out = tmp / "out"
+    return {
+        "data": (["data", "webnlg", "--raw-dir", webnlg.parent, "--out-dir", out, "--vocab", vocab_dir], webnlg),
+        "data --vocab": (["data", "e2e", "--raw-dir", tmp / "e2e", "--out-dir", out, "--vocab", encoder.parent],
+                         encoder),
+        "decode --input_file": (decode(good_predict, formatted, out / "r", out / "p"), formatted),
+        "decode --sample_file": (decode(predict, good_formatted, out / "r", out / "p", "--vocab", vocab_dir),
+                                 predict),
+        "train": (["train", "--train_data", encoded, "--model_card", "gpt2.tiny", "--work_dir", out], encoded),
+        "train --init_checkpoint": (["train", "--train_data", good_encoded, "--init_checkpoint", base.parent,
+                                     "--work_dir", out], base),
+        "beam": (["beam", "--data", encoded, "--model_card", "gpt2.tiny", "--output_file", out / "p"], encoded),
+        "results": (["results", "dart", "--card", "gpt2.md", "--scores", f"all={scores}", "--md", out / "r.md",
+                     "--json", out / "r.json"], scores),
+        "plot": (["plot", metrics.parent], metrics),
+        "analyze": (["analyze", adapter.parent], adapter),
+        "analyze, a manifest": (["analyze", manifest.parent], manifest),
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(ABSURD_JSON))
+def test_absurd_json_in_any_input_is_one_line(tmp_path, capsys, vocab_dir, kind):
+    bad, reason = ABSURD_JSON[kind]
+    for name, (argv, path) in json_inputs(tmp_path / "in", bad, vocab_dir).items():
+        before = snapshot(tmp_path)
+        assert nlg(*argv) == 2, name
+        problem = f"{path}:2: {reason}"
+        if path.name == MANIFEST:
+            problem = f"{path}: not a readable manifest ({problem})"
+        if "--init_checkpoint" in name:
+            problem = f"--init_checkpoint {path.parent}: {problem}"
+        assert error_line(capsys) == f"nlg {argv[0]}: error: {problem}\n", name
+        written = {key for key in snapshot(tmp_path).keys() - before.keys() if not key.endswith("train.lock")}
+        assert not written and {key: snapshot(tmp_path)[key] for key in before} == before, name

@@ -3,19 +3,41 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
+from nlg.cli import main as cli_main
 from nlg.files import InputError
-from nlg.results import main, on_paper_scale, results, subset_files
+from nlg.results import (
+    aggregate,
+    main,
+    on_paper_scale,
+    results,
+    runs_results,
+    subset_files,
+    t_quantile,
+)
+
+E2E_METRICS = {"NIST", "ROUGE_L", "CIDEr"}
+
+
+def scores_json(values: dict, dataset: str | None = None, **record) -> str:
+    """What `nlg score --json` writes: the metrics, then the "scored" record (its suite by the
+    metrics; the hashes stand-ins: nlg results does not read them)."""
+    suite = "e2e" if E2E_METRICS & set(values) else "webnlg"
+    scored = {"suite": suite, "dataset": dataset, "metrics": list(values), "instances": 3,
+              "references_sha256": "0" * 64, "predictions_sha256": "1" * 64, "options": {}} | record
+    return json.dumps({**values, "scored": scored})
 
 
 @pytest.fixture
 def scores(write, tmp_path):
-    """scores(name, **values) -> a `nlg score --json` file."""
+    """scores(name, **values) -> a `nlg score --json` file (no dataset recorded)."""
 
     def make(name: str, **values) -> str:
-        return str(write(tmp_path / name, json.dumps(values)))
+        return str(write(tmp_path / name, scores_json(values)))
 
     return make
 
@@ -76,17 +98,19 @@ def test_a_run_of_one_subset_is_compared_on_that_subset(scores):
 def test_bad_inputs_name_the_file(scores, tmp_path, write):
     good = scores("good.json", BLEU=1.0, METEOR=0.1, TER=0.9)
     e2e_scores = scores("e2e.json", NIST=3.0)
-    with pytest.raises(InputError, match=r"e2e\.json: none of BLEU, METEOR, TER"):
+    with pytest.raises(InputError, match=r"e2e\.json: scored\.suite is 'e2e'; dart is scored with the webnlg suite"):
         results("dart", "gpt2.md", {"all": e2e_scores}, {})
-    with pytest.raises(InputError, match=r"bad\.json: TER is 'high', not a number or null"):
+    with pytest.raises(InputError, match=r"chrf\.json: none of BLEU, METEOR, TER"):
+        results("dart", "gpt2.md", {"all": scores("chrf.json", **{"chrF++": 0.5})}, {})
+    with pytest.raises(InputError, match=r'bad\.json: TER is "high", not a finite number or null'):
         results("dart", "gpt2.md", {"all": scores("bad.json", BLEU=1.0, TER="high")}, {})
     broken = write(tmp_path / "broken.json", '{"BLEU": 1.0,\n')
-    with pytest.raises(InputError, match=r"broken\.json:2: not JSON"):
+    with pytest.raises(InputError, match=r"broken\.json:2: not valid JSON"):
         results("dart", "gpt2.md", {"all": str(broken)}, {})
     with pytest.raises(InputError, match=r"missing\.json: no such file"):
         results("dart", "gpt2.md", {"all": str(tmp_path / "missing.json")}, {})
     # read as every text input is: a byte-order mark is removed, bad UTF-8 named by line
-    bom = write(tmp_path / "bom.json", '\ufeff{"BLEU": 1.0, "METEOR": 0.1, "TER": 0.9}')
+    bom = write(tmp_path / "bom.json", "\ufeff" + scores_json({"BLEU": 1.0, "METEOR": 0.1, "TER": 0.9}))
     assert results("dart", "gpt2.md", {"all": str(bom)}, {})[1]["this_run"]["all"]["BLEU"] == 1.0
     (tmp_path / "latin1.json").write_bytes(b'{"BLEU": 1.0,\n"note": "caf\xe9"}')
     with pytest.raises(InputError, match=r"latin1\.json:2: not valid UTF-8"):
@@ -125,3 +149,266 @@ def test_command_never_writes_over_its_inputs(scores, tmp_path):
             main(["dart", "--card", "gpt2.tiny", "--scores", f"all={good}", *outputs])
         assert (tmp_path / "good.json").read_text() == before
         assert not (tmp_path / "results.md").exists() and not (tmp_path / "results.json").exists()
+
+
+# ---- several runs and seeds: --runs ------------------------------------------------------------
+
+DART_SETTINGS = {"LR": "2e-4", "BATCH": "8", "EPOCHS": "5"}
+
+
+@pytest.fixture
+def make_run(tmp_path, write):
+    """make_run(name, seed, all={metric: value}, ..., untrained=None, **record) -> the run dir,
+    with run.json as scripts/reproduce.sh writes it and a scores file per subset."""
+
+    def make(name: str, seed: int, untrained: dict | None = None, settings: dict | None = None,
+             dataset: str = "dart", **fields) -> Path:
+        run = tmp_path / name
+        subsets = {key: fields.pop(key) for key in ("all", "seen", "unseen") if key in fields}
+        record = {"dataset": dataset, "model_card": "gpt2.md", "method": "lora", "seed": seed,
+                  "params": 393216, "settings": {**DART_SETTINGS, **(settings or {}), "SEED": str(seed)},
+                  "checkpoint": "lora/checkpoint-20", "selection": None, "subsets": {}, "untrained": None}
+        record.update(fields)
+        for subset, values in subsets.items():
+            write(run / f"scores_{subset}.json", scores_json(values, dataset))
+            record["subsets"][subset] = {"scores": f"scores_{subset}.json", "references": "r",
+                                         "predictions": "p"}
+        if untrained is not None:
+            write(run / "untrained" / "scores.json", scores_json(untrained, dataset))
+            record["untrained"] = {"all": {"scores": "untrained/scores.json"}}
+        write(run / "run.json", json.dumps(record))
+        return run
+
+    return make
+
+
+def test_t_quantiles_are_the_tables():
+    # two-sided 95 % points of Student's t from a printed table
+    for df, value in ((1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (10, 2.2281), (30, 2.0423)):
+        assert t_quantile(0.95, df) == pytest.approx(value, abs=1e-4)
+
+
+def test_aggregation_gives_the_hand_computed_numbers():
+    # 45.0, 46.0, 47.5: mean 138.5/3 = 46.1667; squares of the deviations 1.3611 + 0.0278 +
+    # 1.7778 = 3.1667, / 2 = 1.5833, s = 1.2583; t(0.975, 2) = 4.3027, 4.3027 · 1.2583 / √3 = 3.1258
+    three = aggregate([45.0, 46.0, 47.5])
+    assert (three.mean, three.std, three.n) == (pytest.approx(46.16667, abs=1e-5), pytest.approx(1.25831, abs=1e-5), 3)
+    assert three.interval == (pytest.approx(43.04087, abs=1e-4), pytest.approx(49.29247, abs=1e-4))
+    # 10, 12: mean 11, s = √2, t(0.975, 1) = 12.7062, half width 12.7062 · √2 / √2
+    two = aggregate([10.0, 12.0])
+    assert two.std == pytest.approx(2 ** 0.5) and two.interval == (pytest.approx(-1.7062, abs=1e-4), pytest.approx(23.7062, abs=1e-4))
+    # one seed: its value, no spread, no interval
+    one = aggregate([40.0])
+    assert (one.mean, one.std, one.n, one.interval) == (40.0, None, 1, None)
+    # a metric one seed could not compute is not averaged over the others
+    assert aggregate([0.3, None]).mean is None and aggregate([0.3, None]).n == 2
+
+
+def test_runs_are_grouped_by_setting_and_aggregated(make_run):
+    runs = [make_run("s110", 110, all={"BLEU": 45.0, "METEOR": 0.38, "TER": 0.47},
+                     selection={"criterion": "valid_loss", "metric": None, "chosen_step": 20,
+                                "candidates": [{"step": 10, "value": 3.21}, {"step": 20, "value": 3.02}]}),
+            make_run("s111", 111, all={"BLEU": 46.0, "METEOR": 0.39, "TER": 0.46}),
+            make_run("s112", 112, all={"BLEU": 47.5, "METEOR": 0.40, "TER": 0.45}),
+            make_run("lr", 110, all={"BLEU": 40.0, "METEOR": 0.3, "TER": 0.5}, settings={"LR": "1e-4"})]
+    text, report, _ = runs_results("dart", runs)
+    lines = text.splitlines()
+    assert lines[0] == "| model | method | seeds | BLEU | METEOR | TER |"
+    assert lines[2] == "| GPT-2 M | LoRA 0.39M (LR=2e-4) | n=3: 110, 111, 112 | 46.2±1.3 | .39±.01 | .46±.01 |"
+    assert lines[3] == "| GPT-2 M | LoRA 0.39M (LR=1e-4) | n=1: 110 | 40.0 | .30 | .50 |"
+    assert lines[4] == "| GPT-2 M (paper) | LoRA | paper | 47.1 | .39 | .46 |"
+    assert "GPT-2 L" not in text  # the paper's rows for the cards shown
+    assert "| GPT-2 M | LoRA 0.39M (LR=2e-4) | n=3: 110, 111, 112 | [43.0, 49.3] | [.37, .41] | [.44, .48] |" in text
+    assert ("| GPT-2 M | LoRA 0.39M (LR=2e-4) | 110 | lora/checkpoint-20 | valid_loss: step 20 (10: 3.21, "
+            "20: 3.02) | 45.0 | .38 | .47 |") in lines
+    row = report["rows"][0]
+    assert row["kind"] == "run" and row["seeds"] == [110, 111, 112] and row["params"] == 393216
+    assert "SEED" not in row["settings"] and row["settings"]["LR"] == "2e-4"
+    bleu = row["scores"]["all"]["BLEU"]
+    assert bleu["n"] == 3 and bleu["mean"] == pytest.approx(46.16667, abs=1e-5)
+    assert bleu["std"] == pytest.approx(1.25831, abs=1e-5) and bleu["ci95"][0] == pytest.approx(43.04087, abs=1e-4)
+    assert [r["seed"] for r in row["runs"]] == [110, 111, 112]
+    assert row["runs"][0]["selection"]["chosen_step"] == 20 and row["runs"][1]["scores"]["all"]["BLEU"] == 46.0
+    # and what each seed's scores are of, as its scores file records it
+    assert row["runs"][0]["scored"]["all"]["suite"] == "webnlg" and row["runs"][0]["scored"]["all"]["instances"] == 3
+    assert report["rows"][1]["scores"]["all"]["TER"] == {"mean": 0.5, "std": None, "n": 1, "ci95": None}
+    assert report["rows"][2] == {"kind": "paper", "label": "LoRA", "model_card": "gpt2.md", "method": "lora",
+                                 "params": "", "copied": False, "source": "LoRA paper, appendix table for DART",
+                                 "scores": {"all": {"BLEU": 47.1, "METEOR": 0.39, "TER": 0.46}}, "spread": {}}
+
+
+def test_runs_command_writes_table_json_and_plot(make_run, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    values = {"BLEU": 5.0, "METEOR": 0.05, "TER": 0.9}
+    runs = [make_run(f"s{seed}", seed, dataset="webnlg", model_card="gpt2.tiny", params=1536,
+                     untrained={"BLEU": 0.0, "METEOR": 0.001, "TER": 1.6},
+                     all=values, seen={**values, "BLEU": 6.0 + seed - 110}, unseen=values)
+            for seed in (110, 111)]
+    for run in runs:  # the demo scores its untrained model on every subset
+        record = json.loads((run / "run.json").read_text())
+        record["untrained"] = {s: {"scores": "untrained/scores.json"} for s in ("all", "seen", "unseen")}
+        (run / "run.json").write_text(json.dumps(record))
+    out = tmp_path / "out"
+    args = ["nlg", "webnlg", "--runs", *map(str, runs), "--md", str(out / "results.md"),
+            "--json", str(out / "results.json"), "--plot", str(out / "results.png")]
+    assert main(args[1:]) == 0
+    captured = capsys.readouterr()
+    table = (out / "results.md").read_text()
+    assert captured.out == table + "\n"
+    lines = table.splitlines()
+    assert lines[0].startswith("| model | method | seeds | BLEU U | BLEU S | BLEU A | METEOR U |")
+    assert lines[2].startswith("| gpt2.tiny | LoRA 0.00154M | n=2: 110, 111 | 5.0±.0 | 6.5±.7 | 5.0±.0 | .05±.00 |")
+    assert lines[3].startswith("| gpt2.tiny | untrained | n=2: 110, 111 | .0±.0 |") is False
+    assert lines[3].startswith("| gpt2.tiny | untrained | n=2: 110, 111 | 0.0±.0 |")
+    # a card the paper does not report: both of the paper's cards, as it labels its rows
+    assert "| GPT-2 M (paper) | LoRA | paper | 46.7 | 62.1 | 55.3 | .38 | .44 | .41 | .46 | .33 | .39 |" in lines
+    assert "| GPT-2 L (paper) | LoRA | paper |" in table
+    report = json.loads((out / "results.json").read_text())
+    assert [row["kind"] for row in report["rows"]] == ["run", "untrained", "paper", "paper"]
+    assert report["subsets"] == ["unseen", "seen", "all"]
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "not plotted: GPT-2 M LoRA; GPT-2 L LoRA" in captured.err  # the paper prints no size here
+
+
+def test_runs_refusals_name_the_file(make_run, tmp_path, capsys):
+    good = {"BLEU": 45.0, "METEOR": 0.38, "TER": 0.47}
+    a, b = make_run("a", 110, all=good), make_run("b", 111, all=good)
+    out = ["--md", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json")]
+
+    def refused(*runs, message: str, dataset: str = "dart") -> None:
+        assert cli_main(["results", dataset, "--runs", *map(str, runs), *out]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and re.search("^nlg results: error: .*" + message, err), err
+        assert not (tmp_path / "r.md").exists() and not (tmp_path / "r.json").exists()
+
+    (tmp_path / "unfinished").mkdir()
+    refused(a, tmp_path / "unfinished", message=r"unfinished/run\.json: no such file \(the run has not finished")
+    (b / "scores_all.json").unlink()
+    refused(a, b, message=r"b/run\.json: subsets\.all\.scores: .*b/scores_all\.json: no such file")
+    refused(a, make_run("c", 110, all=good), message=r"a and .*c: both seed 110 of one setting")
+    refused(a, a, message=r"--runs .*a: given twice")
+    refused(a, message=r"a/run\.json: a run of dart, not of webnlg", dataset="webnlg")
+    refused(a, make_run("d", 112, all=good, seen=good),
+            message=r"d/run\.json: subsets\.seen: not a subset the paper reports \(all\)")
+    bad_seed = make_run("e", 113, all=good)
+    (bad_seed / "run.json").write_text((bad_seed / "run.json").read_text().replace('"seed": 113', '"seed": "113"'))
+    refused(bad_seed, message=r"e/run\.json: seed is '113', expected an integer")
+    refused(make_run("f", 114, all={**good, "BLEU": float("nan")}), message=r"scores_all\.json: BLEU is NaN, not a finite number or null")
+    refused(make_run("g", 115, all={**good, "TER": True}), message=r"scores_all\.json: TER is true, not a finite number or null")
+    with pytest.raises(SystemExit):
+        main(["dart", "--runs", str(a), "--card", "gpt2.md", *out])
+    assert "give no --card" in capsys.readouterr().err
+
+
+# ---- issue 23 case 1: a scores file is checked against what it claims to be --------------------
+
+def test_scores_of_another_suite_dataset_or_kind_are_refused(write, tmp_path, capsys):
+    """Each refusal run as a user would: one line naming the file and key, exit 2, nothing written."""
+    out = ["--md", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json")]
+    webnlg = {"BLEU": 55.3, "METEOR": 0.41, "TER": 0.39}
+    e2e = {"BLEU": 0.0087, "NIST": 1.0, "METEOR": 0.1, "ROUGE_L": 0.2, "CIDEr": 0.1}
+
+    def refused(dataset: str, content: str, message: str) -> None:
+        path = write(tmp_path / "scores.json", content)
+        assert cli_main(["results", dataset, "--card", "gpt2.md", "--scores", f"all={path}", *out]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and re.search(r"^nlg results: error: .*scores\.json: " + message, err), err
+        assert not (tmp_path / "r.md").exists() and not (tmp_path / "r.json").exists()
+
+    # an E2E file in the WebNLG table (it showed BLEU 0.87), a WebNLG file in the E2E table (3446.66)
+    refused("webnlg", scores_json(e2e, "e2e"), r"scored\.suite is 'e2e'; webnlg is scored with the webnlg suite")
+    refused("e2e", scores_json(webnlg, "webnlg"), r"scored\.suite is 'webnlg'; e2e is scored with the e2e suite")
+    # same suite, other dataset
+    refused("dart", scores_json(webnlg, "webnlg"), r"scored\.dataset is 'webnlg', not 'dart'")
+    # not finite numbers: NaN, Infinity, true, a string
+    for bad, shown in (("NaN", "NaN"), ("Infinity", "Infinity"), ("-Infinity", "-Infinity"), ("true", "true"),
+                       ('"55.3"', '"55.3"')):
+        content = scores_json(webnlg, "webnlg").replace('"BLEU": 55.3', f'"BLEU": {bad}')
+        refused("webnlg", content, f"BLEU is {re.escape(shown)}, not a finite number or null")
+    # a metric that is not the suite's, and a record that disagrees with the metrics held
+    refused("webnlg", scores_json({**webnlg, "NIST": 8.0}, "webnlg", suite="webnlg"),
+            r"NIST is not a metric of the webnlg suite \(BLEU, METEOR, chrF\+\+, TER\)")
+    refused("webnlg", scores_json(webnlg, "webnlg", metrics=["BLEU"]),
+            r'scored\.metrics is \["BLEU"\], but the file holds \["BLEU", "METEOR", "TER"\]')
+    # an old flat file without the record: rescore, with the command to do it
+    refused("webnlg", json.dumps(webnlg), r'no "scored" record .*score it again: nlg score REF PRED '
+            r"--dataset webnlg -nr 6 -m bleu,meteor,ter --json")
+    refused("webnlg", "[1, 2]", r"expected the JSON object `nlg score --json` writes")
+
+
+def test_a_file_scored_without_dataset_is_taken_with_a_note_and_results_json_is_strict(write, tmp_path, capsys):
+    path = write(tmp_path / "scores.json", scores_json({"BLEU": 50.0, "METEOR": None, "TER": 0.4}))
+    js = tmp_path / "r.json"
+    assert cli_main(["results", "webnlg", "--card", "gpt2.md", "--scores", f"all={path}",
+                     "--md", str(tmp_path / "r.md"), "--json", str(js)]) == 0
+    assert re.search(r"^note: .*scores\.json: no dataset recorded \(scored without --dataset\); "
+                     "taken as webnlg's$", capsys.readouterr().err, re.MULTILINE)
+    report = json.loads(js.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in results.json"))
+    assert report["this_run"]["all"] == {"BLEU": 50.0, "METEOR": None, "TER": 0.4}
+
+
+def test_paper_rows_by_method_with_their_spread(make_run, monkeypatch):
+    from dataclasses import replace
+
+    from nlg import datasets
+    from nlg.datasets.recipe import PaperResult
+
+    e2e = datasets.get("e2e")
+    percent = frozenset({"BLEU", "METEOR", "ROUGE_L"})
+    names = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
+    baselines = (  # as issue 20 lists Table 3's GPT-2 M rows
+        PaperResult("gpt2.md", "all", dict(zip(names, (66.3, 8.41, 45.0, 69.8, 2.40), strict=True)), percent,
+                    "Table 3", method="adapter-l", params="0.37M", copied=True),
+        PaperResult("gpt2.md", "all", dict(zip(names, (67.3, 8.50, 46.0, 70.7, 2.44), strict=True)), percent,
+                    "Table 3", method="adapter-h", params="11.09M",
+                    spread=dict(zip(names, (0.6, 0.07, 0.2, 0.2, 0.01), strict=True))),
+        PaperResult("gpt2.lg", "all", dict(zip(names, (69.1, 8.68, 46.3, 71.4, 2.49), strict=True)), percent,
+                    "Table 3", method="adapter-l", params="0.88M"),
+    )
+    patched = replace(e2e, recipe=replace(e2e.recipe, paper=e2e.recipe.paper + baselines))
+    monkeypatch.setattr(datasets, "get", lambda name: patched)
+    values = {"BLEU": 0.683, "NIST": 8.6, "METEOR": 0.452, "ROUGE_L": 0.70, "CIDEr": 2.4}
+    runs = [make_run("a", 110, dataset="e2e", method="adapter-h", params=11_090_000, all=values),
+            make_run("b", 111, dataset="e2e", method="adapter-h", params=11_090_000,
+                     all={**values, "BLEU": 0.685, "CIDEr": 2.42})]
+    text, report, _ = runs_results("e2e", runs)
+    lines = text.splitlines()
+    assert lines[2] == "| GPT-2 M | AdapterH 11.09M | n=2: 110, 111 | 68.4±.1 | 8.60±.00 | 45.2±.0 | 70.0±.0 | 2.41±.01 |"
+    assert lines[3:6] == ["| GPT-2 M (paper) | LoRA | paper | 70.4 | 8.85 | 46.8 | 71.8 | 2.53 |",
+                          "| GPT-2 M (paper) | AdapterL* 0.37M | paper | 66.3 | 8.41 | 45.0 | 69.8 | 2.40 |",
+                          "| GPT-2 M (paper) | AdapterH 11.09M | paper | 67.3±.6 | 8.50±.07 | 46.0±.2 | 70.7±.2 | 2.44±.01 |"]
+    assert "GPT-2 L" not in text  # only our card's rows
+    paper = report["rows"][3]
+    assert (paper["label"], paper["copied"], paper["params"]) == ("AdapterH 11.09M", False, "11.09M")
+    assert paper["spread"] == {"all": dict(zip(names, (0.6, 0.07, 0.2, 0.2, 0.01), strict=True))}
+
+
+def test_seeds_of_one_row_must_hold_the_same_subsets(make_run, tmp_path, capsys):
+    good = {"BLEU": 45.0, "METEOR": 0.38, "TER": 0.47}
+    a = make_run("a", 110, dataset="webnlg", all=good, seen=good, unseen=good)
+    b = make_run("b", 111, dataset="webnlg", all=good)
+    out = ["--md", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json")]
+    assert cli_main(["results", "webnlg", "--runs", str(a), str(b), *out]) == 2
+    assert re.search(r"b/run\.json: subsets all; seed 110 of its row has all, seen, unseen\n$",
+                     capsys.readouterr().err)
+
+
+def test_plot_without_matplotlib_is_one_line(make_run, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the plot extra were not installed
+    run = make_run("a", 110, all={"BLEU": 45.0, "METEOR": 0.38, "TER": 0.47})
+    assert cli_main(["results", "dart", "--runs", str(run), "--md", str(tmp_path / "r.md"), "--json",
+                     str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")]) == 2
+    assert capsys.readouterr().err == "nlg results: error: --plot needs matplotlib: pip install 'nlg[plot]'\n"
+    assert not (tmp_path / "r.md").exists()
+
+
+def test_seeds_scored_against_other_references_are_refused(make_run, write, tmp_path, capsys):
+    good = {"BLEU": 45.0, "METEOR": 0.38, "TER": 0.47}
+    a, b = make_run("a", 110, all=good), make_run("b", 111, all=good)
+    write(b / "scores_all.json", scores_json(good, "dart", references_sha256="2" * 64))
+    out = ["--md", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json")]
+    assert cli_main(["results", "dart", "--runs", str(a), str(b), *out]) == 2
+    assert re.search(r"b/scores_all\.json: scored against other references than .*a/scores_all\.json "
+                     r"\(references_sha256 differs\): not seeds of one test set\n$", capsys.readouterr().err)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from nlg.cli import main
@@ -34,9 +35,44 @@ def test_webnlg_json_is_flat_and_keeps_the_metrics_asked_for(tmp_path, capsys):
     out = tmp_path / "scores.json"
     args = ["score", str(tmp_path), str(tmp_path / "hyp"), "-m", "ter,bleu", "--json", str(out)]
     assert main(args) == 0
-    assert json.loads(out.read_text()) == {"BLEU": 100.0, "TER": 0.0}
+    saved = json.loads(out.read_text())
+    assert {k: v for k, v in saved.items() if k != "scored"} == {"BLEU": 100.0, "TER": 0.0}
+    assert list(saved) == ["BLEU", "TER", "scored"]  # the metrics first, as before
+    # what was scored: the suite, no dataset (none given), one instance and the texts' hashes
+    ref_hash = hashlib.sha256(b'[["a b c d"]]').hexdigest()
+    assert saved["scored"] == {"suite": "webnlg", "dataset": None, "metrics": ["BLEU", "TER"],
+                               "instances": 1, "references_sha256": ref_hash,
+                               "predictions_sha256": hashlib.sha256(b'["a b c d"]').hexdigest(),
+                               "options": {"metrics": "ter,bleu"}}
     assert capsys.readouterr().out.splitlines()[:3] == [
         "  BLEU     TER",
         "------  ------",
         "100.00  0.0000",
     ]
+
+
+def test_dataset_is_recorded_and_must_fit_the_suite(tmp_path, capsys):
+    (tmp_path / "reference0").write_text("a b c d\n")
+    (tmp_path / "hyp").write_text("a b c\n")
+    out = tmp_path / "scores.json"
+    args = ["score", str(tmp_path), str(tmp_path / "hyp"), "-m", "bleu", "--json", str(out)]
+    assert main([*args, "--dataset", "dart", "-nr", "1"]) == 0
+    record = json.loads(out.read_text())["scored"]
+    assert (record["suite"], record["dataset"], record["options"]) == ("webnlg", "dart", {"num_refs": 1, "metrics": "bleu"})
+    capsys.readouterr()
+    assert main([*args, "--dataset", "e2e", "--suite", "webnlg"]) == 2
+    assert capsys.readouterr().err == "nlg score: error: --suite webnlg: e2e is scored with the e2e suite\n"
+
+
+def test_scores_file_feeds_nlg_results_and_another_datasets_is_refused(tmp_path, capsys):
+    (tmp_path / "reference0").write_text("a b c d\n")
+    (tmp_path / "hyp").write_text("a b c d\n")
+    out = tmp_path / "scores.json"
+    assert main(["score", str(tmp_path), str(tmp_path / "hyp"), "-m", "bleu,ter", "--dataset", "webnlg",
+                 "--json", str(out)]) == 0
+    tables = ["--md", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json")]
+    assert main(["results", "webnlg", "--card", "gpt2.md", "--scores", f"all={out}", *tables]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["this_run"]["all"]["BLEU"] == 100.0
+    capsys.readouterr()
+    assert main(["results", "dart", "--card", "gpt2.md", "--scores", f"all={out}", *tables]) == 2
+    assert capsys.readouterr().err.endswith("scores.json: scored.dataset is 'webnlg', not 'dart'\n")

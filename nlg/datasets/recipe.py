@@ -120,10 +120,13 @@ class ScoringRecipe:
 
     def score_args(self) -> list[str]:
         """`nlg score` flags as the paper scored (references and predictions not included):
-        E2E's `-p` where it ran the official script so; GenerationEval's `-nr N -m METRICS`."""
+        `--dataset` (ref_type names the dataset whose references these are; the scores file
+        records it, `nlg results` checks it), then E2E's `-p` where it ran the official script
+        so, or GenerationEval's `-nr N -m METRICS`."""
+        dataset = ["--dataset", self.ref_type]
         if self.suite == "e2e":
-            return ["-p"] if self.pymteval else []
-        return ["-nr", str(self.ref_num), "-m", ",".join(metric.lower() for metric in self.metrics)]
+            return dataset + (["-p"] if self.pymteval else [])
+        return dataset + ["-nr", str(self.ref_num), "-m", ",".join(m.lower() for m in self.metrics)]
 
 
 @dataclass(frozen=True)

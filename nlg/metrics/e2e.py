@@ -204,18 +204,17 @@ def read_files(ref_path: str | Path, pred_path: str | Path) -> tuple[list[list[s
 
     A CSV/TSV system output names each output's MR: its references are every row of the
     reference table with that MR (in table order, wherever they are), so outputs may come in
-    any order; an MR without references is an error. Otherwise outputs are taken in the order
-    of the reference groups (consecutive rows with one MR, or blank-line groups)."""
+    any order. Unlike the official scorer, which scores whatever MRs it is given, the output
+    must hold each MR of the reference table exactly once (`check_system_mrs`): an MR without
+    references, a repeated MR and a missing one are errors. Otherwise outputs are taken in the
+    order of the reference groups (consecutive rows with one MR, or blank-line groups)."""
     outputs = read_table(pred_path, HEADER_SYS) if is_table(pred_path) else []
     if is_table(ref_path) and any(mr for _, mr, _ in outputs):  # else the order is all we have
+        ref_rows = read_table(ref_path, HEADER_REF)
         by_mr: dict[str, list[str]] = {}
-        for _, mr, ref in read_table(ref_path, HEADER_REF):
+        for _, mr, ref in ref_rows:
             by_mr.setdefault(mr, []).append(ref)
-        for number, mr, _ in outputs:
-            if mr not in by_mr:
-                raise InputError(
-                    f"{pred_path}:{number}: no reference in {ref_path} has the MR {mr!r}"
-                )
+        check_system_mrs(ref_rows, outputs, ref_path, pred_path)
         references = [by_mr[mr] for _, mr, _ in outputs]
         predictions = [output for _, _, output in outputs]
     else:
@@ -223,6 +222,39 @@ def read_files(ref_path: str | Path, pred_path: str | Path) -> tuple[list[list[s
         predictions = [out for _, _, out in outputs] if outputs else read_predictions(pred_path)
     check_counts(references, predictions, str(ref_path), str(pred_path))
     return references, predictions
+
+
+def check_system_mrs(
+    ref_rows: Sequence[tuple[int, str, str]],
+    outputs: Sequence[tuple[int, str, str]],
+    ref_path: str | Path,
+    pred_path: str | Path,
+) -> None:
+    """A system table holds each MR of the reference table exactly once: scoring 3 of 8 MRs,
+    or one MR twice, gives a corpus score of another test set. Raises InputError naming the
+    first unknown or repeated MR (with both lines), or the count of missing MRs and the first
+    of them (with its line in the reference table). To score a subset on purpose, give a
+    reference table holding only its MRs."""
+    first_ref_line: dict[str, int] = {}
+    for number, mr, _ in ref_rows:
+        first_ref_line.setdefault(mr, number)
+    seen: dict[str, int] = {}
+    for number, mr, _ in outputs:
+        if mr not in first_ref_line:
+            raise InputError(f"{pred_path}:{number}: no reference in {ref_path} has the MR {mr!r}")
+        if mr in seen:
+            raise InputError(
+                f"{pred_path}:{number}: the MR {mr!r} has an output at line {seen[mr]} already "
+                "(a system output holds each MR once)"
+            )
+        seen[mr] = number
+    missing = [mr for mr in first_ref_line if mr not in seen]
+    if missing:
+        raise InputError(
+            f"{pred_path}: no output for {len(missing)} of the {len(first_ref_line)} MRs of "
+            f"{ref_path}, the first {missing[0]!r} ({ref_path}:{first_ref_line[missing[0]]}); "
+            "to score a subset, give references holding only its MRs"
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ taking it for the newline).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -59,29 +60,51 @@ READ_OPTIONS = ("num_refs",)
 
 def reference_files(ref: str | Path, num_refs: int | None = None) -> list[Path]:
     """The reference files of `ref`: a folder holding reference0.., a prefix PREFIX with PREFIX0..,
-    or (one reference) the file itself. `num_refs` None: as many as exist, from 0 on."""
+    or (one reference) the file itself.
+
+    The numbered files present must be PREFIX0 .. PREFIX{K-1} without a gap: a missing number
+    below the highest present is an error naming the folder, the missing name and what is
+    there (reading on from PREFIX0 would silently drop every file after the gap). `num_refs`
+    None takes all K; `num_refs` N takes the first N, and N larger than K is an error naming
+    the files missing below N, as GenerationEval fails to open them."""
+    if num_refs is not None and num_refs < 1:
+        raise InputError(f"-nr must be at least 1, not {num_refs}")
     ref = Path(ref)
     prefix = ref / "reference" if ref.is_dir() else ref
     if num_refs == 1 and ref.is_file():
         return [ref]
-    if num_refs is None:
-        count = 0
-        while Path(f"{prefix}{count}").is_file():
-            count += 1
-        if count == 0:
-            if ref.is_file():
-                return [ref]
-            raise InputError(
-                f"{prefix}0: no such file (the references are {prefix}0, {prefix}1, ...)"
-            )
-        return [Path(f"{prefix}{i}") for i in range(count)]
-    files = [Path(f"{prefix}{i}") for i in range(num_refs)]
-    for path in files:
-        if not path.is_file():
-            raise InputError(
-                f"{path}: no such file (-nr {num_refs} needs {files[0]} to {files[-1]})"
-            )
-    return files
+    present = numbered_files(prefix)
+    if not present and num_refs is None and ref.is_file():
+        return [ref]
+    if not present and num_refs is None:
+        raise InputError(f"{prefix}0: no such file (the references are {prefix}0, {prefix}1, ...)")
+    wanted = len(present) if num_refs is None else num_refs
+    highest = max(present, default=-1)
+    gaps = [k for k in range(max(wanted, highest + 1)) if k not in present]
+    if gaps:
+        folder, stem = prefix.parent, prefix.name
+        missing = ", ".join(f"{stem}{k}" for k in gaps[:3]) + (", ..." if len(gaps) > 3 else "")
+        there = ", ".join(f"{stem}{k}" for k in sorted(present)[:6]) or "none"
+        if len(present) > 6:
+            there += f", ... ({len(present)} files)"
+        need = f"-nr {num_refs} needs" if num_refs is not None and wanted > highest else "need"
+        raise InputError(
+            f"{folder}: {missing} missing ({need} {stem}0 to {stem}{max(wanted, highest + 1) - 1} "
+            f"without a gap; present: {there})"
+        )
+    return [Path(f"{prefix}{k}") for k in range(wanted)]
+
+
+def numbered_files(prefix: Path) -> set[int]:
+    """The numbers k of the files PREFIX<k> (k written without leading zeros) that exist."""
+    if not prefix.parent.is_dir():
+        return set()
+    pattern = re.compile(re.escape(prefix.name) + r"(0|[1-9][0-9]*)")
+    return {
+        int(match[1])
+        for path in prefix.parent.iterdir()
+        if (match := pattern.fullmatch(path.name)) and path.is_file()
+    }
 
 
 def read_files(

@@ -91,8 +91,9 @@ def test_data_and_decode_never_import_torch():
 
 def test_score_args_are_the_papers_scoring_commands():
     e2e, webnlg, dart = (datasets.get(name).recipe.scoring for name in NAMES)
-    assert e2e.score_args() == ["-p"]
-    assert webnlg.score_args() == dart.score_args() == ["-nr", "6", "-m", "bleu,meteor,ter"]
+    assert e2e.score_args() == ["--dataset", "e2e", "-p"]
+    assert webnlg.score_args() == ["--dataset", "webnlg", "-nr", "6", "-m", "bleu,meteor,ter"]
+    assert dart.score_args() == ["--dataset", "dart", "-nr", "6", "-m", "bleu,meteor,ter"]
 
 
 def test_settings_name_every_train_and_beam_field_once():
@@ -111,7 +112,7 @@ def test_settings_are_the_recipes_values():
     values = {s.name: s.value for s in settings(datasets.get("dart").recipe)}
     assert (values["WEIGHT_DECAY"], values["LORA_DROPOUT"], values["LABEL_SMOOTH"]) == ("0.0", "0.0", "0.0")
     assert (values["LR"], values["LORA_TARGETS"], values["EOS_IDS"], values["EVAL_LEN"]) == ("0.0002", "q,v", "628", "64")
-    assert (values["SUBSETS"], values["SCORE_ARGS"]) == ("all", "-nr 6 -m bleu,meteor,ter")
+    assert (values["SUBSETS"], values["SCORE_ARGS"]) == ("all", "--dataset dart -nr 6 -m bleu,meteor,ter")
     assert values["DECODE_ARGS"] == "--ref_type dart --ref_num 6 --tokenize --lower"
     webnlg = {s.name: s.value for s in settings(datasets.get("webnlg").recipe)}
     assert webnlg["SUBSETS"] == "all seen unseen" and webnlg["WEIGHT_DECAY"] == "0.01"

@@ -1,9 +1,16 @@
-"""nlg.datasets.triples: the reference folder's padding and cutting, and what it refuses to replace."""
+"""nlg.datasets.triples: the reference folder's padding and cutting, what it refuses to replace, and
+how XML text is read."""
 
 import pytest
 
 from nlg.datasets import Decoded
-from nlg.datasets.triples import context_text, reference_columns, write_reference_folder
+from nlg.datasets.triples import (
+    context_text,
+    reference_columns,
+    write_reference_folder,
+    xml_name,
+    xml_text,
+)
 from nlg.files import InputError
 
 
@@ -44,3 +51,26 @@ def test_context_text():
     triples = (("Mars Hill College", "JOINED", "1973"), ("A", "B_c", "C"))
     assert context_text(triples) == "Mars Hill College : JOINED : 1973 | A : B_c : C"
     assert context_text(triples, lower_property=True) == "Mars Hill College : joined : 1973 | A : b_c : C"
+
+
+# Issue 23, case 7: XML text as the release means it, whatever the file's layout
+
+@pytest.mark.parametrize("raw, text", [
+    ("Bacon is food.", "Bacon is food."),
+    ("\n        Bacon is food.\n      ", "Bacon is food."),  # an indented file
+    ("Bacon\n   is \t\n  food.", "Bacon is food."),  # a run holding a line break is one space
+    ("\n  \n", ""),
+    (None, ""),
+    # runs within one line are data, as the releases and their json forms hold them
+    ('Bakewell_pudding | served | "Warm  or cold"', 'Bakewell_pudding | served | "Warm  or cold"'),
+    ("New York\t it 8.713", "New York\t it 8.713"),
+    (" piece of my heart  | DIRECTED_BY | mark tinker", " piece of my heart  | DIRECTED_BY | mark tinker"),
+    ("\n  Warm  or\u00a0cold\n", "Warm  or\u00a0cold"),  # only XML's white space is layout
+])
+def test_xml_text_drops_layout_only(raw, text):
+    assert xml_text(raw) == text
+
+
+def test_xml_names_lose_every_surrounding_and_repeated_space():
+    assert xml_name("  Airport \t") == "Airport" and xml_name("Id 7") == "Id 7"
+    assert xml_name("Written   Work") == "Written Work" and xml_name(None) is None

@@ -169,7 +169,9 @@ def test_e2e_all_five_metrics_match_official(write, e2e_test, tmp_path):
         "ROUGE_L": 0.6396479784807168,
         "CIDEr": 1.9924632949075767,
     }
-    assert json.loads(outputs[0][0]) == pytest.approx(official, rel=1e-12)
+    scores = json.loads(outputs[0][0])
+    assert scores.pop("scored")["suite"] == "e2e"
+    assert scores == pytest.approx(official, rel=1e-12)
     rows = [json.loads(line) for line in outputs[0][1].splitlines()]
     assert len(rows) == 632 and [rows[0]["line"], rows[-1]["line"]] == [1, 632]
     assert rows[0]["prediction"] == preds[0] and rows[0]["references"] == refs[0]

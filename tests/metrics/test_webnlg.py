@@ -106,7 +106,7 @@ def test_final_newline_ends_the_last_line(tmp_path):
     (tmp_path / "h").write_text("a b\nb\n\n", encoding="utf-8")  # a third, empty, instance
     with pytest.raises(InputError, match=r"r0 has 2 lines but .*h has 3"):
         webnlg.read_files(tmp_path / "r", tmp_path / "h")
-    with pytest.raises(InputError, match=r"r2: no such file \(-nr 3 needs"):
+    with pytest.raises(InputError, match=r": r2 missing \(-nr 3 needs r0 to r2 without a gap; present: r0, r1\)"):
         webnlg.read_files(tmp_path / "r", tmp_path / "h", num_refs=3)
 
 
