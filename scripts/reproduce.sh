@@ -713,13 +713,8 @@ for run in "${RUN_DIRS[@]}"; do run_chain "$run"; done
 # ---- seeds: one table over the run directories (`nlg results --runs`) --------------------------
 if [ -n "$SEEDS" ]; then
   if [ "$SCORED" -gt 0 ] || [ ! -f "$WORK_DIR/results.md" ]; then
-    if $NLG results --help 2>/dev/null | grep -q -- '--runs'; then
-      log "results: $DATASET over seeds $SEEDS"
-      $NLG results "$DATASET" --runs "${RUN_DIRS[@]}" --md "$WORK_DIR/results.md" --json "$WORK_DIR/results.json"
-    else
-      echo "(this nlg results has no --runs: each seed's table is its run directory's results.md)" >&2
-      for run in "${RUN_DIRS[@]}"; do printf -- '-- %s\n' "$run"; cat "$run/results.md"; done
-    fi
+    log "results: $DATASET over seeds $SEEDS"
+    $NLG results "$DATASET" --runs "${RUN_DIRS[@]}" --md "$WORK_DIR/results.md" --json "$WORK_DIR/results.json"
   else
     cat "$WORK_DIR/results.md"
   fi

@@ -469,8 +469,11 @@ def test_dart_demo_runs_two_seeds_with_darts_recipe_one_resumed(tmp_path, toy_en
     assert stages_run(again.stderr)[:4] == ["seed", "seed", "score", "score"]
     assert (work / "seed-110" / "run.json").stat().st_mtime_ns == before
     assert (work / "seed-111" / "scores.json").is_file()
-    if "--runs" in subprocess.run([sys.executable, "-m", "nlg", "results", "--help"], capture_output=True,
-                                  text=True, cwd=REPO).stdout:
-        assert (work / "results.md").is_file() and (work / "results.json").is_file()
-    else:  # until `nlg results --runs` exists: each seed's own table
-        assert "no --runs" in again.stderr and f"-- {work}/seed-111" in again.stdout
+    # the seeds' table, made again since seed 111 was scored again: one row of two seeds
+    assert stages_run(again.stderr)[-1] == "results"
+    table = json.loads((work / "results.json").read_text())
+    (row,) = [row for row in table["rows"] if row["kind"] == "run"]
+    assert row["seeds"] == [110, 111] and row["params"] == records[110]["params"]
+    assert sorted(run["seed"] for run in row["runs"]) == [110, 111]
+    assert "| gpt2.tiny | untrained | n=2: 110, 111 |" in (work / "results.md").read_text()
+    assert (work / "results.md").read_text() in again.stdout
