@@ -36,7 +36,9 @@ options:
                  15 minutes on 2 cores for its 1,862 test contexts. e2e trains on its valid split
                  (4,672 pairs) and dart on its dev split (6,980 pairs; their train splits are not
                  on the development machines), so neither validates and both decode their last
-                 checkpoint: e2e about 15 minutes (630 test contexts), dart about 21 (4,159).
+                 checkpoint: e2e about 13 minutes (630 test contexts; per-step times measured
+                 on 2 cores, README; 44 minutes when the machine was 4 times overloaded), dart
+                 about 21 (4,159).
                  Demo settings below apply where the environment sets none.
   --method NAME  fine-tuning method (METHOD; default lora): its settings come from
                  `nlg recipe DATASET --method NAME`, `nlg train` gets --method NAME (and
