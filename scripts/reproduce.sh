@@ -193,7 +193,8 @@ if [ "$DEMO" = 1 ]; then
     e2e) SEQ_LEN=${SEQ_LEN:-128} VALID_SPLIT=${VALID_SPLIT-} TRAIN_SPLIT=${TRAIN_SPLIT:-valid} ;;
     dart) VALID_SPLIT=${VALID_SPLIT-} TRAIN_SPLIT=${TRAIN_SPLIT:-valid} ;;
     # WebNLG validates on its dev split at both checkpoints (150, 300) and decodes the better.
-    webnlg) TRAIN_SPLIT=${TRAIN_SPLIT:-train} SAVE_INTERVAL=${SAVE_INTERVAL:-150} EVAL_INTERVAL=${EVAL_INTERVAL:-150} ;;
+    webnlg) TRAIN_SPLIT=${TRAIN_SPLIT:-train} SAVE_INTERVAL=${SAVE_INTERVAL:-150}
+            EVAL_INTERVAL=${EVAL_INTERVAL:-$SAVE_INTERVAL} ;;
   esac
   # 1,000 pre-training steps of 8 pairs are 3 epochs of E2E's valid split or DART's dev split,
   # 0.44 of WebNLG's train split.
