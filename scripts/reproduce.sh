@@ -98,12 +98,13 @@ RECIPE_TABLE
 
   --demo (where unset): MODEL_CARD=gpt2.tiny TRAIN_SPLIT=valid (webnlg: train)
     LoRA scaled to a tiny model: LORA_DIM=8 LORA_ALPHA=16 LORA_TARGETS=q,v,o,fc LR=2e-3
-    LABEL_SMOOTH=0.0 BATCH=8 WARMUP=50 EPOCHS=1 MAX_STEP=300 SAVE_INTERVAL=200 EVAL_INTERVAL=200
+    LABEL_SMOOTH=0.0 BATCH=8 WARMUP=50 EPOCHS=1 MAX_STEP=300 SAVE_INTERVAL=200
+    EVAL_INTERVAL=SAVE_INTERVAL
     BEAM=5 EVAL_LEN=48 BEAM_BATCH=64
     pre-training: PRETRAIN_LR=3e-3 PRETRAIN_STEPS=1000 PRETRAIN_EPOCHS=3 (webnlg: 1)
     PRETRAIN_SEED=SEED (shared by every seed)
     e2e: SEQ_LEN=128 VALID_SPLIT= (so SELECT=last); dart: VALID_SPLIT=
-    webnlg: SAVE_INTERVAL=150 EVAL_INTERVAL=150 (SELECT=valid_loss over steps 150 and 300)
+    webnlg: SAVE_INTERVAL=150 (SELECT=valid_loss over steps 150 and 300)
 
 outputs (in WORK_DIR, or each WORK_DIR/seed-SEED): lora/ (checkpoint-*/ with adapter + training
   state, metrics.jsonl, loss.png), selection.json (and select/checkpoint-N/ with valid_metric),
@@ -171,7 +172,7 @@ if [ -n "$SEED_COUNT" ]; then
 fi
 
 # ---- settings: the environment, then the demo's, then the paper's recipe ---------------------
-select_given=${SELECT:+set} eval_interval_given=${EVAL_INTERVAL:+set}
+select_given=${SELECT:+set}
 if [ "$DEMO" = 1 ]; then
   MODEL_CARD=${MODEL_CARD:-gpt2.tiny}
   WORK_DIR=${WORK_DIR:-runs/$DATASET-demo$([ "$METHOD" = lora ] || printf -- '-%s' "$METHOD")}
@@ -193,14 +194,15 @@ if [ "$DEMO" = 1 ]; then
     e2e) SEQ_LEN=${SEQ_LEN:-128} VALID_SPLIT=${VALID_SPLIT-} TRAIN_SPLIT=${TRAIN_SPLIT:-valid} ;;
     dart) VALID_SPLIT=${VALID_SPLIT-} TRAIN_SPLIT=${TRAIN_SPLIT:-valid} ;;
     # WebNLG validates on its dev split at both checkpoints (150, 300) and decodes the better.
-    webnlg) TRAIN_SPLIT=${TRAIN_SPLIT:-train} SAVE_INTERVAL=${SAVE_INTERVAL:-150}
-            EVAL_INTERVAL=${EVAL_INTERVAL:-$SAVE_INTERVAL} ;;
+    webnlg) TRAIN_SPLIT=${TRAIN_SPLIT:-train} SAVE_INTERVAL=${SAVE_INTERVAL:-150} ;;
   esac
   # 1,000 pre-training steps of 8 pairs are 3 epochs of E2E's valid split or DART's dev split,
   # 0.44 of WebNLG's train split.
   [ "$DATASET" = webnlg ] && PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-1}
   PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-3}
-  SAVE_INTERVAL=${SAVE_INTERVAL:-200} EVAL_INTERVAL=${EVAL_INTERVAL:-200}
+  # validation (where there is any) at every checkpoint, as SELECT=valid_loss needs
+  SAVE_INTERVAL=${SAVE_INTERVAL:-200}
+  EVAL_INTERVAL=${EVAL_INTERVAL:-$SAVE_INTERVAL}
 fi
 # One NAME=value line per setting of the paper's recipe; a variable already set keeps its value.
 METHOD_ARGS=()
