@@ -127,6 +127,26 @@ def test_numeric_settings_are_checked(pair, problem):
     assert check([pair]) == ([problem] if problem else [])
 
 
+def test_subset_of_a_split_refuses_files_that_do_not_pair(tmp_path):
+    encoded, formatted = tmp_path / "test.jsonl", tmp_path / "test_formatted.jsonl"
+    encoded.write_text('{"context": [1], "completion": [2]}\n' * 3)
+    formatted.write_text('{"context": "a", "completion": "x"}\n' * 2)
+    out = [tmp_path / "sub.jsonl", tmp_path / "sub_formatted.jsonl"]
+    command = [sys.executable, "-m", "nlg.pipeline", "subset", str(encoded), str(formatted), "1", *map(str, out)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2 and result.stderr == (
+        f"reproduce.sh: error: {encoded} has 3 lines, {formatted} 2; they are one split's two files, "
+        "line for line (rerun `nlg data`)\n")
+    formatted.write_text('{"context": "a", "completion": "x"}\n' * 2 + '{"completion": "y"}\n')
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2 and f'{formatted}:3: no "context" string' in result.stderr
+    assert not any(path.exists() for path in out)
+    formatted.write_text('{"context": "a", "completion": "x"}\n' + '{"context": "b", "completion": "y"}\n' * 2)
+    assert subprocess.run(command, cwd=REPO).returncode == 0
+    assert out[1].read_text() == '{"context": "a", "completion": "x"}\n'
+    assert out[0].read_text() == '{"context": [1], "completion": [2]}\n'
+
+
 def test_subset_keeps_contexts_spread_over_the_split():
     contexts = ["a", "a", "b", "c", "c", "c", "d", "e"]
     assert spread_contexts(contexts, 2) == [0, 1, 3, 4, 5]  # distinct 0 and 2 of a..e
