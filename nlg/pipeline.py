@@ -18,7 +18,7 @@ and `nlg compare`:
      "selection", "subsets", "untrained"}
 
 paths relative to RUN_DIR; `method` and `params` come from RUN_DIR/lora/train_config.json
-(`method`, default "lora"; `trainable_parameters`, else null); `settings` are the script's
+(`method`, default "lora"; `trainable_params` or `trainable_parameters`, else null); `settings` are the script's
 NAME=value lines from the score stage's record (every setting that shapes the result, after
 overrides), less the locations of files (DATA_DIR, RAW_DIR, NLG_VOCAB_DIR) and the recorded
 input identities (lower-case names); `selection` is selection.json (`nlg select`) less its
@@ -202,7 +202,8 @@ def run_record(run_dir: Path, dataset: str, card: str, seed: int, settings_file:
         chosen = read_json(selection_file)
         if chosen.get("criterion") != "last":
             selection = {key: chosen.get(key) for key in ("criterion", "metric", "chosen_step", "candidates")}
-    params = config.get("trainable_parameters")
+    # `nlg train` writes trainable_parameters; the run-record contract names trainable_params
+    params = config.get("trainable_params", config.get("trainable_parameters"))
     return {
         "dataset": dataset, "model_card": card, "method": config.get("method") or "lora", "seed": seed,
         "params": params if isinstance(params, int) else None,
