@@ -18,10 +18,10 @@ and `nlg compare`:
      "selection", "subsets", "untrained"}
 
 paths relative to RUN_DIR; `method` and `params` come from RUN_DIR/lora/train_config.json
-(`method`, default "lora"; `trainable_params` or `trainable_parameters`, else null); `settings` are the script's
-NAME=value lines from the score stage's record (every setting that shapes the result, after
-overrides), less the locations of files (DATA_DIR, RAW_DIR, NLG_VOCAB_DIR) and the recorded
-input identities (lower-case names); `selection` is selection.json (`nlg select`) less its
+(`method`, default "lora"; `trainable_params` or `trainable_parameters`, else null);
+`settings` are the script's NAME=value lines from the score stage's record (every setting that
+shapes the result, after overrides), less the locations of files (DATA_DIR, RAW_DIR,
+NLG_VOCAB_DIR) and the recorded input identities (lower-case names); `selection` is selection.json (`nlg select`) less its
 checkpoint path, null when the criterion was `last`; `untrained` is null outside the demos.
 Nothing here imports torch.
 """
