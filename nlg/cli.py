@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "recipe": ("nlg.datasets.recipe", "the paper's settings for a dataset, as the pipeline script reads them"),
     "results": ("nlg.results", "a run's scores beside the paper's: results.md and results.json"),
+    "select": ("nlg.select", "choose the checkpoint to decode by validation (last, loss or a metric)"),
     "analyze": ("nlg.analyze", "spectral analysis of a LoRA adapter"),
     "plot": ("nlg.plot", "plot training/validation loss curves from a run's metrics log"),
 }

@@ -168,6 +168,21 @@ BASELINE_KEYS = ("full", "top2", "adapter-0.1%", "adapter-3%")
 
 
 @dataclass(frozen=True)
+class SelectionRecipe:
+    """Which checkpoint of a run is decoded on test, chosen on validation only (`nlg select`).
+
+    criterion  last | valid_loss | valid_metric: the newest checkpoint, the lowest validation
+               loss logged at a checkpoint, or the best `metric` of a beam search of the
+               validation split with each checkpoint. The paper reports each seed's best epoch
+               (its appendix D.3) without saying by what; the validation loss is the cheap choice.
+    metric     what valid_metric compares (as the suite names it; TER: lowest wins)
+    """
+
+    criterion: str = "valid_loss"
+    metric: str = "BLEU"
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Everything the paper did with one dataset after making its files."""
 
@@ -176,6 +191,7 @@ class Recipe:
     scoring: ScoringRecipe
     paper: tuple[PaperResult, ...] = field(default=())
     baselines: Mapping[str, Baseline] = field(default_factory=dict)  # by BASELINE_KEYS
+    selection: SelectionRecipe = field(default=SelectionRecipe())
 
     def method_train(self, method: str, adapter_dim: int | None = None) -> TrainRecipe:
         """The `nlg train` settings of `method` (with that adapter width) on this dataset: the
@@ -248,7 +264,8 @@ def _word(value: object) -> str:
 
 def settings(recipe: Recipe) -> list[Setting]:
     """The recipe as the script's settings: the train and beam flags one by one, then the
-    subsets to decode and score, and the decode and score flags as the paper ran them."""
+    subsets to decode and score, the decode and score flags as the paper ran them, and how the
+    checkpoint decoded on test is chosen."""
     scoring = recipe.scoring
     return [
         *(Setting(name, f"nlg train --{field}", _word(getattr(recipe.train, field)))
@@ -258,6 +275,8 @@ def settings(recipe: Recipe) -> list[Setting]:
         Setting("SUBSETS", "nlg decode --filter, one run each", " ".join(scoring.subsets)),
         Setting("DECODE_ARGS", "nlg decode flags", " ".join(scoring.decode_args("all"))),
         Setting("SCORE_ARGS", "nlg score flags", " ".join(scoring.score_args())),
+        Setting("SELECT", "nlg select --criterion", recipe.selection.criterion),
+        Setting("SELECT_METRIC", "nlg select --metric", recipe.selection.metric),
     ]
 
 
