@@ -282,6 +282,15 @@ def check_data_fits(model: GPT, config: TrainConfig, data: TrainData) -> None:
         if top >= model.config.vocab_size:
             raise InputError(f"{path}: token id {top} is outside the model's vocabulary "
                              f"({model.config.vocab_size} ids)")
+    if model.prefix is not None:  # prefix tuning: the prefix's positions come before every pair
+        n = model.prefix.length
+        longest, where = max((len(e.tokens), path) for path, examples in
+                             ((config.train_data, data.train), (config.valid_data, data.valid)) for e in examples)
+        if config.compile in ("static", "graphs", "inductor") and config.seq_len - 1 > longest:  # static shapes pad to seq_len - 1
+            longest, where = config.seq_len - 1, "--seq_len less one (static shapes)"
+        if n + longest > model.config.n_positions:
+            raise InputError(f"--prefix_len {n}: with the longest pair ({longest} tokens, {where}) it needs "
+                             f"{n + longest} positions; the model has n_positions {model.config.n_positions}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,6 +563,8 @@ class Trainer:
         log(rt, f"model: {model.config.n_layer} layers, width {model.config.n_embd}, "
                 f"{model.num_parameters():,} parameters, {trainable:,} trainable ({what}, "
                 f"{100 * trainable / model.num_parameters():.3f}%)")
+        if hasattr(method, "note"):  # prefix tuning: trained and stored counts differ
+            log(rt, method.note(methods.Shape.of(model.config), methods.settings_of(config.method, config.to_json())))
         d = self.data
         log(rt, f"data: {len(d.train)} training pairs ({d.n_cut} cut to --seq_len {config.seq_len}, "
                 f"{d.n_empty} with no completion token left), {len(d.valid)} validation pairs "
