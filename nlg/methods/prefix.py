@@ -6,7 +6,8 @@
                   with E an (n, d) embedding and h = --prefix_hidden (512)
                   trained: n·d + d·h + h + h·2·L·d + 2·L·d     stored: n·2·L·d (the folded past)
     prefix-embed  n trainable input embeddings before the context (no infix: the paper's l_i
-                  tokens between context and completion are left out)   trained = stored: n·d
+                  tokens between context and completion are left out)   trained = stored: n·d;
+                  folded for decoding into the keys and values the frozen blocks give them
 
 Every real token attends to the whole prefix; the real tokens sit at positions n, n+1, ... (as
 transformers' GPT-2 places them after a past of length n, and as PEFT computes). The model's own
@@ -326,6 +327,17 @@ class PreEmbed(_Prefixes):
                              f"model's prefix has {model.prefix.length} (--prefix_len)")
         with torch.no_grad():
             model.prefix.weight.copy_(tensor.to(model.prefix.weight.dtype))
+
+    def prepare_inference(self, model) -> None:
+        """Fold: the prompt's keys and values, computed once (they do not depend on the context)."""
+        import torch
+
+        from nlg.methods.prefix_layers import FoldedPrefix, PromptEmbeds, join_past
+
+        if isinstance(model.prefix, PromptEmbeds):
+            with torch.no_grad():
+                flat = join_past(model.prefix.past(model))
+            model.prefix = FoldedPrefix(model.config.n_layer, model.config.n_head, flat)
 
     def recognizes(self, directory: Path) -> PromptSettings | None:
         config = self.recognized_type(directory)

@@ -28,6 +28,12 @@ def split_past(flat: Tensor, n_layer: int, n_head: int) -> list[tuple[Tensor, Te
     return [(per[2 * layer].unsqueeze(0), per[2 * layer + 1].unsqueeze(0)) for layer in range(n_layer)]
 
 
+def join_past(past: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """split_past's inverse: per layer (key, value) (1, n_head, n, head_dim) -> (n, L·2·d)."""
+    per = torch.stack([t[0] for kv in past for t in kv])  # (L·2, nh, n, hs)
+    return per.permute(2, 0, 1, 3).reshape(per.shape[2], -1)
+
+
 class PrefixMLP(nn.Module):
     """Li & Liang's reparametrisation: the past is MLP(embedding), retrained end to end."""
 

@@ -223,3 +223,19 @@ def test_bad_prefix_input_is_one_line_exit_2(files, tmp_path, capsys) -> None:
     assert code == 2 and "holds a checkpoint of method prefix, not LoRA" in err
     code, err = run(["analyze", str(tmp_path / "peft")], capsys)
     assert code == 2 and err.count("\n") == 0 and "method PEFT PREFIX_TUNING; nlg analyze reads LoRA" in err
+
+
+@pytest.mark.parametrize("name", PREFIXES)
+def test_folding_for_decoding_keeps_the_logits(name: str) -> None:
+    """prepare_inference folds PreLayer's MLP and PreEmbed's prompt into the past itself."""
+    from nlg.methods.prefix_layers import FoldedPrefix, join_past, split_past
+
+    flat = torch.randn(3, 2 * 2 * 64)
+    assert torch.equal(join_past(split_past(flat, 2, 4)), flat)
+    model = trained(name)
+    x = torch.randint(0, 300, (2, 7))
+    with torch.no_grad():
+        before = model(x)
+        methods.get(name).prepare_inference(model)
+        assert isinstance(model.prefix, FoldedPrefix)
+        torch.testing.assert_close(model(x), before, atol=1e-6, rtol=0)
