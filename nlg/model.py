@@ -262,6 +262,10 @@ class GPT(nn.Module):
             left-padded batches it keeps real tokens from attending to pads.
         return_hidden: return the final layer norm's output (B, T, C) instead, so a caller that
             needs logits at a few positions runs the vocabulary-wide `lm_head` only there.
+
+        With a prefix (`self.prefix`, prefix tuning) its n keys and values come before every
+        token's in each layer: prepended without a cache, in the first n slots of a fresh cache
+        (widened by n). Callers' positions and key_mask stay as without one; they are shifted here.
         """
         B, T = input_ids.shape
         prefix_kv, offset = None, 0
