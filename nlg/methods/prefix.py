@@ -63,6 +63,17 @@ def paper_formula(shape: Shape, prefix_len: int, infix_len: int = 0) -> int:
     return shape.n_layer * shape.n_embd * (prefix_len + infix_len)
 
 
+def _paper_figure(shape: Shape) -> str:
+    """'; the paper prints 0.35M (GPT-2 M)' when `shape` is a card the paper has a PreLayer row for."""
+    from nlg.methods import CARD_SHAPES
+    from nlg.methods.counts import PAPER_COUNTS
+
+    for row in PAPER_COUNTS:
+        if row.method == "prefix" and CARD_SHAPES[row.card] == shape:
+            return f"; the paper prints {row.paper} for {row.card} (nlg recipe --params says why they differ)"
+    return ""
+
+
 def _dropout_off(model) -> None:
     """Li & Liang train the prefix on the frozen GPT-2 with its dropout off."""
     from torch import nn
@@ -199,7 +210,8 @@ class PreLayer(_Prefixes):
         return (f"prefix: trains {self.count(shape, settings):,} (embedding n·d + MLP), stores "
                 f"n·2·L·d = {self.stored(shape, settings):,} (the folded keys and values); the paper's "
                 f"|Θ| = L·d·(l_p + l_i) = {paper_formula(shape, n):,} at l_p={n}, l_i=0 counts one vector "
-                "per layer and position, not a key and a value, and not the MLP that only trains")
+                "per layer and position, not a key and a value, and not the MLP that only trains"
+                + _paper_figure(shape))
 
     def module(self, config, settings: PrefixSettings):
         from nlg.methods.prefix_layers import PrefixMLP

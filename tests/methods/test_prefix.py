@@ -239,3 +239,12 @@ def test_folding_for_decoding_keeps_the_logits(name: str) -> None:
         methods.get(name).prepare_inference(model)
         assert isinstance(model.prefix, FoldedPrefix)
         torch.testing.assert_close(model(x), before, atol=1e-6, rtol=0)
+
+
+def test_the_runs_count_line_puts_trained_and_stored_beside_the_papers() -> None:
+    card = methods.CARD_SHAPES
+    note = methods.get("prefix").note(card["gpt2.md"], methods.settings_of("prefix", {"prefix_len": 5}))
+    assert "trains 25,744,896" in note and "stores n·2·L·d = 245,760" in note
+    assert "L·d·(l_p + l_i) = 122,880 at l_p=5" in note and "the paper prints 0.35M for gpt2.md" in note
+    note = methods.get("prefix").note(card["gpt2.lg"], methods.settings_of("prefix", {"prefix_len": 5}))
+    assert "stores n·2·L·d = 460,800" in note and "the paper prints 0.77M for gpt2.lg" in note
