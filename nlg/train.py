@@ -1,7 +1,8 @@
 """Fine-tuning of GPT-2 on encoded (context, completion) pairs: one CPU, one GPU or many.
 
 --method (nlg.methods) chooses what trains: lora (default), full (--full_finetune), top2
-(--top_layers), adapter-l / adapter-h (--adapter_dim); the run prints its trainable count.
+(--top_layers), adapter-l / adapter-h (--adapter_dim), prefix / prefix-embed (--prefix_len,
+--prefix_hidden); the run prints its trainable count (prefix tuning: also what it stores).
 
     nlg train --train_data data/e2e/train.jsonl --valid_data data/e2e/valid.jsonl \\
         --model_card gpt2.md --init_checkpoint gpt2-medium-pytorch_model.bin --work_dir runs/e2e

@@ -55,7 +55,7 @@ class TrainConfig:
     lora_alpha: float = 32.0
     lora_dropout: float = 0.1
     lora_targets: tuple[str, ...] = ("q", "v")
-    # lora | full | top2 | adapter-l | adapter-h (nlg.methods), owning the flags below; None only
+    # lora | full | top2 | adapter-l | adapter-h | prefix | prefix-embed (nlg.methods), owning the flags below; None only
     # with --resume and no method flag: the checkpoint's method and settings (nlg.train resolves it)
     method: str | None = "lora"
     top_layers: int | None = None  # top2: blocks trained (default 2); None for other methods
