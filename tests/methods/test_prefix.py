@@ -248,3 +248,23 @@ def test_the_runs_count_line_puts_trained_and_stored_beside_the_papers() -> None
     assert "L·d·(l_p + l_i) = 122,880 at l_p=5" in note and "the paper prints 0.35M for gpt2.md" in note
     note = methods.get("prefix").note(card["gpt2.lg"], methods.settings_of("prefix", {"prefix_len": 5}))
     assert "stores n·2·L·d = 460,800" in note and "the paper prints 0.77M for gpt2.lg" in note
+
+
+def test_beam_leaves_the_prefix_its_positions(tmp_path, capsys) -> None:
+    """A context budget counts the prefix's positions: one line naming both when none is left."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    base = save_pretrained(GPT(replace(CONFIG, vocab_size=50257)), tmp_path / "base")  # nlg beam's eos 50256
+    model = from_pretrained(base)
+    settings = methods.settings_of("prefix", {"prefix_len": 6})
+    methods.get("prefix").apply(model, settings)
+    methods.get("prefix").save(model, tmp_path / "prefix", settings, base_model=str(base))
+    data = tmp_path / "test.jsonl"
+    data.write_text(json.dumps({"context": [11, 12, 0], "completion": [13, 0]}) + "\n")
+    out = tmp_path / "out.jsonl"
+    beam = ["beam", "--data", str(data), "--init_checkpoint", str(base), "--checkpoint", str(tmp_path / "prefix"), "--output_file", str(out), "--no_progress", "--beam", "2"]
+    code, err = run([*beam, "--eval_len", "26"], capsys)  # 6 + 26 = 32: no position left for a context
+    assert code == 2 and err.count("\n") == 0 and not out.exists()
+    assert "eval_len 26 and the prefix's 6 positions leave no room for a context" in err
+    assert run([*beam, "--eval_len", "4"], capsys)[0] == 0 and out.exists()
