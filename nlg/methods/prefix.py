@@ -248,7 +248,11 @@ class PreLayer(_Prefixes):
         from nlg.model import CheckpointError, read_state_dict
 
         config, flat = self.read(model, directory)
-        if isinstance(model.prefix, PrefixMLP) and (directory / REPARAM_FILE).is_file():
+        if isinstance(model.prefix, PrefixMLP) and not (directory / REPARAM_FILE).is_file():
+            # A run that trains the MLP cannot continue from the folded past alone.
+            raise InputError(f"{directory}: no {REPARAM_FILE}, only the folded prefix (PEFT's file); "
+                             "it decodes with nlg beam --checkpoint but cannot resume the MLP's training")
+        if isinstance(model.prefix, PrefixMLP):
             state = read_state_dict(directory / REPARAM_FILE)
             expected = model.prefix.state_dict()
             if set(state) != set(expected) or any(state[k].shape != v.shape for k, v in expected.items()):

@@ -268,3 +268,14 @@ def test_beam_leaves_the_prefix_its_positions(tmp_path, capsys) -> None:
     assert code == 2 and err.count("\n") == 0 and not out.exists()
     assert "eval_len 26 and the prefix's 6 positions leave no room for a context" in err
     assert run([*beam, "--eval_len", "4"], capsys)[0] == 0 and out.exists()
+
+
+def test_a_folded_prefix_decodes_but_does_not_resume_the_mlp(tmp_path) -> None:
+    model = trained("prefix")
+    settings = methods.settings_of("prefix", METHOD_SETTINGS["prefix"])
+    methods.get("prefix").save(model, tmp_path, settings, base_model=None)
+    (tmp_path / REPARAM_FILE).unlink()  # as PEFT writes it
+    again = GPT(tiny_config())
+    methods.get("prefix").apply(again, settings)
+    with pytest.raises(InputError, match=f"no {REPARAM_FILE}, only the folded prefix"):
+        methods.get("prefix").load(again, tmp_path, settings)
