@@ -21,6 +21,13 @@ run go the full eval_len; early stopping cannot help, as with a model that never
             bans also see the context, its own stopping rule), so only speed is compared.
 
 Reported: contexts/s of each and ours' speed-up ratios over both, measured in the same run.
+
+    python bench/beam_throughput.py --methods lora,prefix --prefix_len 5
+
+compares fine-tuning methods instead: ours' search with each (same random base, the method's
+weights moved off their initialisation and made ready to decode as `nlg beam` does: LoRA merged,
+the prefix folded into the first --prefix_len slots of every row's cache), timed in turn
+--rounds times, each keeping its fastest; contexts/s and each one's time relative to the first.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from nlg import methods
 from nlg.beam import BeamConfig, beam_search, distinct_contexts, generate
 from nlg.datasets.e2e import read_raw
 from nlg.model import GPT, card_config, to_transformers
@@ -78,6 +86,40 @@ def timed(fn, device):
     return result, time.perf_counter() - start
 
 
+def method_model(name: str, card: str, prefix_len: int, device, dtype) -> GPT:
+    """The random base with method `name` (its defaults; --prefix_len for the prefixes), its
+    weights moved as training would, ready to decode."""
+    torch.manual_seed(0)
+    model = GPT(card_config(card))
+    method = methods.get(name)
+    method.apply(model, methods.settings_of(name, {"prefix_len": prefix_len}))
+    with torch.no_grad():
+        for param in method.trainable(model).values():
+            param.add_(torch.randn_like(param) * 0.02)
+    method.prepare_inference(model)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def compare_methods(args, contexts: list[list[int]], cfg: BeamConfig, device, dtype) -> None:
+    """Contexts/s of ours' search with each of --methods, interleaved rounds, fastest kept."""
+    names = args.methods.split(",")
+    models = {name: method_model(name, args.card, args.prefix_len, device, dtype) for name in names}
+    short = replace(cfg, eval_len=2)
+    for model in models.values():
+        generate(model, contexts[:2], short, args.batch_size)  # warm-up
+    best = dict.fromkeys(names, float("inf"))
+    for round_ in range(args.rounds):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            _, seconds = timed(lambda model=models[name]: generate(model, contexts, cfg, args.batch_size), device)
+            best[name] = min(best[name], seconds)
+        print(f"round {round_ + 1}: " + ", ".join(f"{n} {t:.1f}s" for n, t in best.items()) + " (best so far)",
+              flush=True)
+    first = names[0]
+    for name in names:
+        print(f"{name:<13} {len(contexts)} contexts, batch {args.batch_size}: {best[name]:.1f}s -> "
+              f"{len(contexts) / best[name]:.3f} contexts/s, {best[name] / best[first]:.3f}x {first}'s time")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--card", default="gpt2.sm")
@@ -95,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--data", default=str(SHARED / "data" / "e2e" / "test.txt"))
     parser.add_argument("--vocab", default=os.environ.get("NLG_VOCAB_DIR", str(SHARED / "vocab" / "gpt2")))
+    parser.add_argument("--methods", default=None,
+                        help="e.g. lora,prefix: time ours with each fine-tuning method instead (no paper, no hf)")
+    parser.add_argument("--prefix_len", type=int, default=5, help="with --methods: the prefixes' length")
     args = parser.parse_args(argv)
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
@@ -107,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     step = max(1, len(lines) // args.sample_lines)
     sample = [lines[i] for i in range(0, len(lines), step)][:args.sample_lines]
 
+    if args.methods:
+        print(f"{args.card} random weights on {device} ({args.dtype}, {torch.get_num_threads()} threads), "
+              f"beam {args.beam}, eval_len {args.eval_len}, methods {args.methods}", flush=True)
+        compare_methods(args, contexts, BeamConfig(beam=args.beam, eval_len=args.eval_len, length_penalty=0.8,
+                                                   no_repeat_ngram_size=4, eos_ids=(EOS_ID, BLANK_LINE_ID)),
+                        device, dtype)
+        return 0
     torch.manual_seed(0)
     model = GPT(card_config(args.card)).to(device=device, dtype=dtype).eval()
     hf = to_transformers(model).to(device=device, dtype=dtype)

@@ -5,6 +5,8 @@ weights) at batch × length 32 × 512, 16 × 256 and 1 × 128, for
     lora          LoRA r=4 on q and v, not merged (two extra small matmuls per adapted projection)
     adapter-l     one bottleneck adapter per block (nlg.methods.adapters), unmerged by nature
     adapter-h     two per block
+    prefix        prefix-layer tuning, 5 positions, folded as for decoding: every token attends to
+                  5 more keys per layer (not in the paper's Table 1)
 
 with the adapters at the paper's sizes: |Θ| 0.5M at 32 × 512 and 11M at the two others (r chosen
 so that the count is nearest; `adapter_width`). Each setting runs --trials timed passes per
@@ -37,7 +39,7 @@ from nlg.model import GPT, card_config
 PAPER_SHAPES = ((32, 512, 0.5e6), (16, 256, 11e6), (1, 128, 11e6))
 PAPER_MS = {"base": (1449.4, 338.0, 19.8), "adapter-l": (1482.0, 354.8, 23.9), "adapter-h": (1492.2, 366.3, 25.8)}
 CPU_SHAPES = ((2, 64, 0.5e6), (1, 32, 11e6), (1, 16, 11e6))
-VARIANTS = ("base", "lora", "adapter-l", "adapter-h")
+VARIANTS = ("base", "lora", "adapter-l", "adapter-h", "prefix")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -60,13 +62,15 @@ def build(variant: str, card: str, params: float, device: torch.device, dtype: t
         model = GPT(card_config(card))
     added = 0
     if variant != "base":
-        values = {} if variant == "lora" else {"adapter_dim": adapter_width(variant, card, params)}
+        values = {} if variant in ("lora", "prefix") else {"adapter_dim": adapter_width(variant, card, params)}
         method = methods.get(variant)
         settings = methods.settings_of(variant, values)
         method.apply(model, settings)
         with torch.no_grad():  # nonzero, as trained (an untrained up-projection is zero, not free)
             for param in method.trainable(model).values():
                 param.normal_(0, 0.02)
+        if variant == "prefix":
+            method.prepare_inference(model)  # folded: the past, no MLP (as decoding runs it)
         added = sum(p.numel() for p in method.trainable(model).values())
     return model.to(dtype=dtype).eval(), added
 

@@ -518,9 +518,11 @@ def context_budget(model: GPT, pairs: list, config: BeamConfig, data: str, seq_l
         if max(pair.context) >= V:
             raise InputError(f"{data}:{pair.line}: token id {max(pair.context)} outside the model's "
                              f"vocabulary of {V}")
-    budget = min(seq_len, n_positions) - config.eval_len
+    prefix = model.prefix.length if model.prefix is not None else 0  # prefix tuning's positions
+    budget = min(seq_len, n_positions - prefix) - config.eval_len
     if budget < 1:
-        raise InputError(f"eval_len {config.eval_len} leaves no room for a context in "
+        what = f" and the prefix's {prefix} positions leave" if prefix else " leaves"
+        raise InputError(f"eval_len {config.eval_len}{what} no room for a context in "
                          f"min(seq_len, n_positions) = {min(seq_len, n_positions)} positions")
     return budget
 

@@ -64,7 +64,8 @@ _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 # Settings a resumed run must share with the checkpoint, or the data order / model differ.
 RESUME_MUST_MATCH = ("train_batch_size", "grad_acc", "seq_len", "random_seed", "group_by_length",
-                     "obj", "lora_dim", "lora_alpha", "lora_targets", "method", "top_layers", "adapter_dim")
+                     "obj", "lora_dim", "lora_alpha", "lora_targets", "method", "top_layers", "adapter_dim",
+                     "prefix_len", "prefix_hidden")
 
 
 def checkpoint_dir(work_dir: Path, step: int) -> Path:

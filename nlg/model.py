@@ -119,6 +119,20 @@ class KVCache:
                 store[layer] = new
 
 
+def _fill_cache(cache: KVCache, kv: list[tuple[Tensor, Tensor]], batch: int) -> None:
+    """Widen a fresh cache by the prefix's n slots and put the prefix's keys and values
+    (1, nh, n, hs) per layer in its first n slots of every row."""
+    n = kv[0][0].shape[2]
+    for layer, (k, v) in enumerate(kv):
+        for store, value in ((cache.keys, k), (cache.values, v)):
+            old = store[layer]
+            new = old.new_empty((old.shape[0], old.shape[1], cache.max_len + n, old.shape[3]))
+            new[:, :, :n] = value.to(old.dtype).expand(batch, -1, -1, -1)
+            store[layer] = new
+    cache.max_len += n
+    cache.length = n
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -128,7 +142,9 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.dropout = config.dropout
 
-    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | None, layer: int) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | None, layer: int,
+                past: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """past: keys and values (1, nh, n, hs) before the tokens, without a cache (a prefix)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -140,6 +156,9 @@ class CausalSelfAttention(nn.Module):
             cache.values[layer][:, :, start : start + T] = v
             k = cache.keys[layer][:, :, : start + T]  # (B, nh, S, hs)
             v = cache.values[layer][:, :, : start + T]
+        elif past is not None:
+            k = torch.cat([past[0].expand(B, -1, -1, -1), k], dim=2)
+            v = torch.cat([past[1].expand(B, -1, -1, -1), v], dim=2)
         dropout = self.dropout if self.training else 0.0
         if mask is None:
             # Without a cache, T == S and plain causal attention is right; with a cache and
@@ -185,8 +204,9 @@ class Block(nn.Module):
         self.attn_residual: nn.Module = Residual()  # parameter-free: state dicts are unchanged
         self.mlp_residual: nn.Module = Residual()
 
-    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | None, layer: int) -> Tensor:
-        x = self.attn_residual(self.resid_dropout(self.attn(self.ln_1(x), mask, cache, layer)), x)
+    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | None, layer: int,
+                past: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        x = self.attn_residual(self.resid_dropout(self.attn(self.ln_1(x), mask, cache, layer, past)), x)
         return self.mlp_residual(self.resid_dropout(self.mlp(self.ln_2(x))), x)
 
 
@@ -207,6 +227,9 @@ class GPT(nn.Module):
         )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
+        # A prefix method's module (nlg.methods.prefix_layers): `length` and `past(model)`, the
+        # keys and values every token sees before its own. None: no prefix.
+        self.prefix: nn.Module | None = None
         self.apply(self._init_weights)
         # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer) at initialisation.
         for name, param in self.named_parameters():
@@ -239,9 +262,28 @@ class GPT(nn.Module):
             left-padded batches it keeps real tokens from attending to pads.
         return_hidden: return the final layer norm's output (B, T, C) instead, so a caller that
             needs logits at a few positions runs the vocabulary-wide `lm_head` only there.
+
+        With a prefix (`self.prefix`, prefix tuning) its n keys and values come before every
+        token's in each layer: prepended without a cache, in the first n slots of a fresh cache
+        (widened by n). Callers' positions and key_mask stay as without one; they are shifted here.
         """
         B, T = input_ids.shape
-        past = cache.length if cache is not None else 0
+        prefix_kv, offset = None, 0
+        if self.prefix is not None:
+            # The prefix's n positions come first, invisible to the caller: its positions and
+            # key_mask count real tokens from 0, and are shifted here by n (real tokens sit at
+            # positions n, n+1, ... as transformers places them after a past of length n).
+            offset = self.prefix.length
+            if cache is None or cache.length == 0:
+                prefix_kv = self.prefix.past(self)
+            if cache is not None and cache.length == 0:
+                _fill_cache(cache, prefix_kv, B)
+                prefix_kv = None
+            if position_ids is not None:
+                position_ids = position_ids + offset
+            if key_mask is not None:
+                key_mask = torch.cat([key_mask.new_ones(key_mask.shape[0], offset), key_mask.bool()], dim=1)
+        past = cache.length if cache is not None else offset
         if past + T > self.config.n_positions:
             raise ValueError(f"sequence of {past + T} tokens exceeds n_positions={self.config.n_positions}")
         if cache is not None and past + T > cache.max_len:
@@ -258,7 +300,7 @@ class GPT(nn.Module):
             mask = self._attention_mask(key_mask, past, T)
         with sdpa_kernel(ATTENTION_BACKENDS):  # the backward pass keeps the forward's choice
             for layer, block in enumerate(self.transformer.h):
-                x = block(x, mask, cache, layer)
+                x = block(x, mask, cache, layer, None if prefix_kv is None else prefix_kv[layer])
         if cache is not None:
             cache.length = past + T
         hidden = self.transformer.ln_f(x)
@@ -302,7 +344,7 @@ def published_layout(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 # Names of the parameters a fine-tuning method adds (nlg.methods): LoRA's A and B, the adapters
 # that replace a block's residual hooks. They are no part of a published GPT-2.
-METHOD_PARAMETER_MARKS = (".lora_", "_residual.")
+METHOD_PARAMETER_MARKS = (".lora_", "_residual.", "prefix.")
 
 
 def is_method_parameter(name: str) -> bool:

@@ -41,7 +41,8 @@ RESUME_MAY_DIFFER = ("resume", "allow_changed", "work_dir", "log_interval", "eva
                      "save_interval", "valid_batch_size", "device", "compile", "dist_timeout")
 INPUT_SETTINGS = ("train_data", "valid_data", "init_checkpoint")
 RESUME_FIXED = ("train_batch_size", "grad_acc", "seq_len", "random_seed", "group_by_length", "obj",
-                "lora_dim", "lora_alpha", "lora_targets", "method", "top_layers", "adapter_dim")
+                "lora_dim", "lora_alpha", "lora_targets", "method", "top_layers", "adapter_dim",
+                "prefix_len", "prefix_hidden")
 
 
 def file_identity(path: Path, name: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Fine-tuning of GPT-2 on encoded (context, completion) pairs: one CPU, one GPU or many.
 
 --method (nlg.methods) chooses what trains: lora (default), full (--full_finetune), top2
-(--top_layers), adapter-l / adapter-h (--adapter_dim); the run prints its trainable count.
+(--top_layers), adapter-l / adapter-h (--adapter_dim), prefix / prefix-embed (--prefix_len,
+--prefix_hidden); the run prints its trainable count (prefix tuning: also what it stores).
 
     nlg train --train_data data/e2e/train.jsonl --valid_data data/e2e/valid.jsonl \\
         --model_card gpt2.md --init_checkpoint gpt2-medium-pytorch_model.bin --work_dir runs/e2e
@@ -282,6 +283,15 @@ def check_data_fits(model: GPT, config: TrainConfig, data: TrainData) -> None:
         if top >= model.config.vocab_size:
             raise InputError(f"{path}: token id {top} is outside the model's vocabulary "
                              f"({model.config.vocab_size} ids)")
+    if model.prefix is not None:  # prefix tuning: the prefix's positions come before every pair
+        n = model.prefix.length
+        longest, where = max((len(e.tokens), path) for path, examples in
+                             ((config.train_data, data.train), (config.valid_data, data.valid)) for e in examples)
+        if config.compile in ("static", "graphs", "inductor") and config.seq_len - 1 > longest:  # static shapes pad to seq_len - 1
+            longest, where = config.seq_len - 1, "--seq_len less one (static shapes)"
+        if n + longest > model.config.n_positions:
+            raise InputError(f"--prefix_len {n}: with the longest pair ({longest} tokens, {where}) it needs "
+                             f"{n + longest} positions; the model has n_positions {model.config.n_positions}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,6 +564,8 @@ class Trainer:
         log(rt, f"model: {model.config.n_layer} layers, width {model.config.n_embd}, "
                 f"{model.num_parameters():,} parameters, {trainable:,} trainable ({what}, "
                 f"{100 * trainable / model.num_parameters():.3f}%)")
+        if hasattr(method, "note"):  # prefix tuning: trained and stored counts differ
+            log(rt, method.note(methods.Shape.of(model.config), methods.settings_of(config.method, config.to_json())))
         d = self.data
         log(rt, f"data: {len(d.train)} training pairs ({d.n_cut} cut to --seq_len {config.seq_len}, "
                 f"{d.n_empty} with no completion token left), {len(d.valid)} validation pairs "

@@ -55,11 +55,13 @@ class TrainConfig:
     lora_alpha: float = 32.0
     lora_dropout: float = 0.1
     lora_targets: tuple[str, ...] = ("q", "v")
-    # lora | full | top2 | adapter-l | adapter-h (nlg.methods), owning the flags below; None only
+    # lora | full | top2 | adapter-l | adapter-h | prefix | prefix-embed (nlg.methods), owning the flags below; None only
     # with --resume and no method flag: the checkpoint's method and settings (nlg.train resolves it)
     method: str | None = "lora"
     top_layers: int | None = None  # top2: blocks trained (default 2); None for other methods
     adapter_dim: int | None = None  # adapter-l/-h: bottleneck width r; None for other methods
+    prefix_len: int | None = None  # prefix/prefix-embed: prefix positions; None for other methods
+    prefix_hidden: int | None = None  # prefix: the reparametrisation MLP's width (default 512)
     label_smooth: float = 0.1
     obj: str = "clm"  # clm: loss on completion tokens; jlm: on every token
     group_by_length: bool = False
@@ -149,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("top_layers", type=int, default=None, help="--method top2: how many top blocks train (default 2)")
     add("adapter_dim", type=int, default=None,
         help="--method adapter-l/adapter-h: bottleneck width r (default 6 for adapter-l, 112 for adapter-h)")
+    add("prefix_len", type=int, default=None,
+        help="--method prefix/prefix-embed: prefix positions (default 5; Li & Liang: 5 E2E/WebNLG, 10 DART)")
+    add("prefix_hidden", type=int, default=None,
+        help="--method prefix: width of the reparametrisation MLP (default 512, Li & Liang's)")
     add("label_smooth", type=float, default=d.label_smooth)
     add("obj", default=d.obj, choices=["clm", "jlm"],
         help="clm: loss on completion tokens only; jlm: on every token (the paper's joint LM)")
@@ -240,7 +246,7 @@ def check_config(c: TrainConfig) -> list[str]:
     if problems:  # NaN passes every comparison below (and inf most): nothing else is worth checking
         return problems
     for name in ("train_batch_size", "valid_batch_size", "grad_acc", "lora_dim", "save_interval",
-                 "eval_interval", "log_interval", "top_layers", "adapter_dim"):
+                 "eval_interval", "log_interval", "top_layers", "adapter_dim", "prefix_len", "prefix_hidden"):
         if getattr(c, name) is not None and getattr(c, name) < 1:
             problems.append(f"--{name} must be >= 1")
     if c.seq_len < 2:

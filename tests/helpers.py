@@ -99,6 +99,8 @@ METHOD_SETTINGS: dict[str, dict] = {
     "top2": {"top_layers": 1},
     "adapter-l": {"adapter_dim": 3},
     "adapter-h": {"adapter_dim": 5},
+    "prefix": {"prefix_len": 3, "prefix_hidden": 16},
+    "prefix-embed": {"prefix_len": 6},
 }
 
 

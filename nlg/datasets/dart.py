@@ -84,6 +84,7 @@ PAPER += tuple(
         ("gpt2.md", "adapter-l", "11M", 45.2, 0.38, 0.46), ("gpt2.md", "top2", "25.19M", 41.0, 0.34, 0.56),
         ("gpt2.lg", "full", "774.03M", 47.0, 0.39, 0.46), ("gpt2.lg", "adapter-l", "0.88M", 45.7, 0.38, 0.46),
         ("gpt2.lg", "adapter-l", "23M", 47.1, 0.39, 0.45),
+        ("gpt2.md", "prefix", "0.35M", 46.4, 0.38, 0.46), ("gpt2.lg", "prefix", "0.77M", 46.7, 0.38, 0.45),
     )
 )
 
@@ -92,6 +93,7 @@ PAPER += tuple(
 RECIPE = Recipe(train=TrainRecipe(weight_decay=0.0, lora_dropout=0.0, label_smooth=0.0), beam=BeamRecipe(),
                 scoring=triples.generation_eval("dart"), paper=PAPER,
                 baselines={"full": Baseline(1e-5, 10, 6), "top2": Baseline(5e-5, 5, 5),
-                           "adapter-3%": Baseline(5e-5, 5, 5), "adapter-0.1%": Baseline(8e-5, 5, 5)})
+                           "adapter-3%": Baseline(5e-5, 5, 5), "adapter-0.1%": Baseline(8e-5, 5, 5),
+                           "prefix": Baseline(5e-5, 10, 5, prefix_len=10)})
 
 DATASET = FORMAT.dataset("dart", "DART v1.1.1", RAW_ENV, RECIPE)

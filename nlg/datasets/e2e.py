@@ -132,11 +132,14 @@ PAPER = (
     _row("gpt2.lg", "full", "774.03M", (68.5, 8.78, 46.0, 69.9, 2.45), copied=True),
     _row("gpt2.lg", "adapter-l", "0.88M", (69.1, 8.68, 46.3, 71.4, 2.49), (0.1, 0.03, 0.0, 0.2, 0.0)),
     _row("gpt2.lg", "adapter-l", "23.00M", (68.9, 8.70, 46.1, 71.3, 2.45), (0.3, 0.04, 0.1, 0.2, 0.02)),
+    _row("gpt2.md", "prefix", "0.35M", (69.7, 8.81, 46.1, 71.4, 2.49), copied=True),
+    _row("gpt2.lg", "prefix", "0.77M", (70.3, 8.85, 46.2, 71.7, 2.47), copied=True),
 )
 
 # The baselines' training, Li & Liang's (lr, epochs, batch), as the LoRA paper took it.
 BASELINES = {"full": Baseline(5e-5, 5, 10), "top2": Baseline(5e-5, 5, 10),
-             "adapter-3%": Baseline(5e-5, 5, 5), "adapter-0.1%": Baseline(8e-5, 10, 5)}
+             "adapter-3%": Baseline(5e-5, 5, 5), "adapter-0.1%": Baseline(8e-5, 10, 5),
+             "prefix": Baseline(8e-5, 5, 10, prefix_len=5)}
 
 # Length penalty 0.8 is what the paper's published E2E command uses (examples/NLG/README.md);
 # its hyperparameter table prints 0.9 for E2E.

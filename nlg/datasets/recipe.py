@@ -161,10 +161,12 @@ class Baseline:
     lr: float
     max_epoch: int
     train_batch_size: int
+    prefix_len: int | None = None  # prefix tuning: Li & Liang's prefix length for the dataset
 
 
 # Keys of Recipe.baselines: a method, or the adapters at Li & Liang's two sizes (`adapter_size`).
-BASELINE_KEYS = ("full", "top2", "adapter-0.1%", "adapter-3%")
+# prefix-embed takes prefix's settings (Li & Liang print none of its own for table-to-text).
+BASELINE_KEYS = ("full", "top2", "adapter-0.1%", "adapter-3%", "prefix")
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,7 @@ class Recipe:
         if method == "lora":
             return self.train
         key = adapter_size(method, adapter_dim) if "adapter_dim" in methods.get(method).flags else method
+        key = "prefix" if key == "prefix-embed" else key
         if key not in self.baselines:
             raise InputError(f"no recipe for --method {method} ({key}): the paper gives none")
         b = self.baselines[key]
@@ -296,12 +299,13 @@ def method_settings(recipe: Recipe, method: str, adapter_dim: int | None = None)
         from nlg.files import InputError
 
         raise InputError(f"--adapter_dim is a setting of the adapter methods, not of --method {method}")
-    values = methods.flag_values(method, {"adapter_dim": adapter_dim})
+    prefix_len = recipe.baselines["prefix"].prefix_len if "prefix_len" in found.flags and "prefix" in recipe.baselines else None
+    values = methods.flag_values(method, {"adapter_dim": adapter_dim, "prefix_len": prefix_len})
     lines = settings(replace(recipe, train=recipe.method_train(method, values.get("adapter_dim"))))
     if method != "lora":
         lines = [s for s in lines if s.name not in LORA_ONLY]
     own = [Setting(flag.upper(), f"nlg train --{flag}", _word(value)) for flag, value in values.items()
-           if flag in ("top_layers", "adapter_dim")]
+           if flag in ("top_layers", "adapter_dim", "prefix_len")]
     return [*lines, Setting("METHOD", "nlg train --method", method), *own]
 
 
@@ -341,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dataset", nargs="?", choices=datasets.names())
     parser.add_argument("--method", default=None,
                         help="a fine-tuning method (nlg.methods: lora, full, top2, adapter-l, "
-                             "adapter-h): its training settings (Li & Liang's for the baselines), "
+                             "adapter-h, prefix, prefix-embed): its training settings (Li & Liang's for the baselines), "
                              "METHOD=name and its own flags; without it, LoRA's as before")
     parser.add_argument("--adapter_dim", "--adapter-dim", dest="adapter_dim", type=int, default=None,
                         help="adapter width r (adapter-l default 6, adapter-h 112); picks Li & "

@@ -118,6 +118,8 @@ _BASELINES = (
     ("gpt2.lg", "full", "774.03M", (43.1, 65.3, 55.5), (0.38, 0.46, 0.42), (0.53, 0.33, 0.42)),
     ("gpt2.lg", "adapter-l", "0.88M", (49.8, 61.1, 56.0), (0.38, 0.43, 0.41), (0.44, 0.35, 0.39)),
     ("gpt2.lg", "adapter-l", "23M", (49.2, 64.7, 57.7), (0.39, 0.46, 0.43), (0.46, 0.33, 0.39)),
+    ("gpt2.md", "prefix", "0.35M", (45.6, 62.9, 55.1), (0.38, 0.44, 0.41), (0.49, 0.35, 0.40)),
+    ("gpt2.lg", "prefix", "0.77M", (47.7, 63.4, 56.3), (0.39, 0.45, 0.42), (0.48, 0.34, 0.40)),
 )
 PAPER += tuple(
     replace(triples.generation_eval_result(card, subset, bleu[i], meteor[i], ter[i], "LoRA paper, Table 14 (WebNLG)"),
@@ -131,6 +133,7 @@ PAPER += tuple(
 RECIPE = Recipe(train=TrainRecipe(), beam=BeamRecipe(),
                 scoring=triples.generation_eval("webnlg", ("all", "seen", "unseen")), paper=PAPER,
                 baselines={"full": Baseline(1e-5, 10, 6), "top2": Baseline(5e-5, 10, 9),
-                           "adapter-3%": Baseline(5e-5, 5, 5), "adapter-0.1%": Baseline(5e-5, 10, 5)})
+                           "adapter-3%": Baseline(5e-5, 5, 5), "adapter-0.1%": Baseline(5e-5, 10, 5),
+                           "prefix": Baseline(5e-5, 5, 5, prefix_len=5)})
 
 DATASET = FORMAT.dataset("webnlg", "WebNLG 2017", RAW_ENV, RECIPE)

@@ -5,6 +5,8 @@
     top2        nlg.methods.top_layers  the last --top_layers blocks and ln_f train (FT-Top2)
     adapter-l   nlg.methods.adapters    one bottleneck adapter per block (Lin et al., 2020)
     adapter-h   nlg.methods.adapters    two per block (Houlsby et al., 2019); AdapterHub's files
+    prefix      nlg.methods.prefix      keys and values of n positions per layer (Li & Liang, 2021)
+    prefix-embed nlg.methods.prefix     n input embeddings before the context; PEFT's files
 
 A method owns some of `nlg train`'s flags (its `flags`, TrainConfig fields) and says:
 
@@ -24,9 +26,8 @@ transformers) is recognised by its files (`detect`).
 
 Where methods act on the model: LoRA replaces projections (nlg.lora.LoRALinear), adapters the
 blocks' residual hooks (nlg.model.Residual: `attn_residual`, `mlp_residual`), full and top2 only
-choose what trains. Prefix tuning (issue 21) has its place in the same interface: its `apply`
-adds the prefix parameters, and the model's KVCache, which already holds keys and values before
-the new tokens, is where its past goes (a method hook that fills the first cache slots).
+choose what trains. Prefix tuning puts a module in the model's `prefix` hook (nlg.model.GPT):
+its keys and values come before every token's, in the first slots of the KVCache when decoding.
 
 This package imports no torch at import time: `nlg recipe` prints counts without it.
 """
@@ -133,10 +134,10 @@ def register(method: Method) -> Method:
 
 def _load_modules() -> None:
     # Each module registers its method(s) on import; none imports torch at module level.
-    from nlg.methods import adapters, full, lora, top_layers  # noqa: F401
+    from nlg.methods import adapters, full, lora, prefix, top_layers  # noqa: F401
 
 
-ORDER = ("lora", "full", "top2", "adapter-l", "adapter-h")  # as tables and messages list them
+ORDER = ("lora", "full", "top2", "adapter-l", "adapter-h", "prefix", "prefix-embed")  # as tables and messages list them
 
 
 def names() -> list[str]:
@@ -265,5 +266,7 @@ def require_lora(directory: str | os.PathLike, command: str) -> None:
             return  # the command's reader names the line
         if isinstance(config, dict) and "peft_type" not in config and isinstance(config.get("config"), dict):
             name = "adapter-l/adapter-h (AdapterHub's layout)"
+        elif isinstance(config, dict) and config.get("peft_type", "LORA") != "LORA":
+            name = f"PEFT {config['peft_type']}"
     if name is not None and name != "lora":
         raise InputError(f"{directory}: a checkpoint of method {name}; {command} reads LoRA adapters only")

@@ -38,6 +38,14 @@ PAPER_COUNTS = (
                "two adapters per block and no layer norms: 48·(2·1024·r + r + 1024) steps by 98,352 per "
                "unit of r, so no r gives 11.09M (r=112: 11.06M, r=113: 11.16M); the paper prints "
                "AdapterL's figure"),
+    PaperCount("prefix", {"prefix_len": 5}, "gpt2.md", "0.35M",
+               "ours is what trains: the embedding 5·1024 and Li & Liang's MLP 1024->512->49,152; "
+               "stored (folded) are 5·2·24·1024 = 245,760 (0.25M) keys and values. The paper's "
+               "|Θ| = L·d·(l_p + l_i) = 24,576·(l_p + l_i) reaches 0.35M at no integer l_p + l_i "
+               "(14.2), and 0.35M is the LoRA row's printed count"),
+    PaperCount("prefix", {"prefix_len": 5}, "gpt2.lg", "0.77M",
+               "trains embedding + MLP; stores 5·2·36·1280 = 460,800 (0.46M); L·d·(l_p + l_i) = "
+               "46,080·(l_p + l_i) reaches 0.77M at no integer (16.7), and 0.77M is the LoRA row's"),
 )
 
 

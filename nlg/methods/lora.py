@@ -82,8 +82,9 @@ class LoRA(Method):
         if not is_adapter_dir(directory):
             return None
         try:
-            if "peft_type" not in read_json(directory / "adapter_config.json"):
-                return None  # AdapterHub's adapter_config.json has no peft_type
+            kind = read_json(directory / "adapter_config.json").get("peft_type")
+            if kind is None or kind != "LORA":
+                return None  # AdapterHub's has no peft_type; PEFT's prefix and prompt tuning other ones
         except (InputError, TypeError):
             pass  # read_adapter names the bad line
         config, tensors, metadata = read_adapter(directory)

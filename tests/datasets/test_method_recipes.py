@@ -20,6 +20,8 @@ EXPECTED = {
     ("dart", "adapter-h", 112): (5e-5, 5, 5),
     ("e2e", "adapter-l", 6): (8e-5, 10, 5), ("webnlg", "adapter-l", 6): (5e-5, 10, 5),
     ("dart", "adapter-l", 8): (8e-5, 5, 5),
+    ("e2e", "prefix", None): (8e-5, 5, 10), ("webnlg", "prefix", None): (5e-5, 5, 5),
+    ("dart", "prefix", None): (5e-5, 10, 5), ("dart", "prefix-embed", None): (5e-5, 10, 5),
 }
 
 
@@ -40,7 +42,7 @@ def test_adapter_sizes_pick_the_papers_rows() -> None:
     assert adapter_size("adapter-h", None) == "adapter-3%"  # its default r=112: the paper's 11M row
 
 
-@pytest.mark.parametrize("method", ["lora", "full", "top2", "adapter-l", "adapter-h"])
+@pytest.mark.parametrize("method", ["lora", "full", "top2", "adapter-l", "adapter-h", "prefix", "prefix-embed"])
 def test_method_settings_are_what_nlg_train_parses(method: str) -> None:
     """The pipeline passes every `nlg train` setting as its flag: no flag of another method,
     and the run gets the recipe's values and the method."""
@@ -57,6 +59,15 @@ def test_method_settings_are_what_nlg_train_parses(method: str) -> None:
     assert ("LORA_DIM" in names) == (method == "lora")
     assert ("TOP_LAYERS" in names) == (method == "top2")
     assert ("ADAPTER_DIM" in names) == method.startswith("adapter")
+    assert ("PREFIX_LEN" in names) == method.startswith("prefix")
+
+
+@pytest.mark.parametrize(("name", "length"), [("e2e", "5"), ("webnlg", "5"), ("dart", "10")])
+def test_prefix_recipes_carry_li_and_liangs_prefix_length(name: str, length: str) -> None:
+    for method in ("prefix", "prefix-embed"):
+        lines = {s.name: s for s in method_settings(datasets.get(name).recipe, method)}
+        assert (lines["PREFIX_LEN"].value, lines["PREFIX_LEN"].sets) == (length, "nlg train --prefix_len")
+        assert lines["METHOD"].value == method and "LORA_DROPOUT" not in lines
 
 
 def test_nlg_recipe_prints_a_methods_settings_without_torch() -> None:
@@ -74,6 +85,8 @@ def test_nlg_recipe_prints_a_methods_settings_without_torch() -> None:
     assert rows[("adapter-l", "adapter_dim=224", "gpt2.md")].split()[3:] == ["11,089,152", "11.09M", "11.09M", "(same)"]
     lora_md = next(line for line in table.splitlines() if line.startswith("lora") and "gpt2.md" in line)
     assert "393,216" in lora_md and "0.35M" in lora_md and "microsoft/LoRA#148" in lora_md
+    assert rows[("prefix", "prefix_len=5", "gpt2.md")].split()[3:6] == ["25,744,896", "25.74M", "0.35M"]
+    assert "245,760" in rows[("prefix", "prefix_len=5", "gpt2.md")]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -103,6 +116,10 @@ def test_the_papers_baseline_rows() -> None:
     dart = datasets.get("dart").recipe
     assert dart.paper_result("gpt2.md", method="top2").scores == {"BLEU": 41.0, "METEOR": 0.34, "TER": 0.56}
     counts = {name: len(datasets.get(name).recipe.paper) for name in ("e2e", "webnlg", "dart")}
-    assert counts == {"e2e": 10, "webnlg": 6 + 7 * 3, "dart": 2 + 7}
+    assert counts == {"e2e": 12, "webnlg": 6 + 9 * 3, "dart": 2 + 9}
+    prefix = e2e.paper_result("gpt2.lg", method="prefix")
+    assert (prefix.params, prefix.scores["BLEU"], prefix.scores["CIDEr"], prefix.copied) == ("0.77M", 70.3, 2.47, True)
+    assert webnlg.paper_result("gpt2.md", "unseen", "prefix").scores == {"BLEU": 45.6, "METEOR": 0.38, "TER": 0.49}
+    assert dart.paper_result("gpt2.lg", method="prefix").scores == {"BLEU": 46.7, "METEOR": 0.38, "TER": 0.45}
     # LoRA's rows still come first, so paper_result's default finds them.
     assert e2e.paper_result("gpt2.md").scores["BLEU"] == 70.4

@@ -41,6 +41,6 @@ def test_a_tiny_cpu_run_reports_every_variant_and_says_it_is_not_the_papers(late
     report = json.loads(out.read_text())
     assert not report["paper_setting"]
     assert [(r["batch"], r["variant"]) for r in report["rows"]] == [
-        (b, v) for b in (2, 1) for v in ("base", "lora", "adapter-l", "adapter-h")]
+        (b, v) for b in (2, 1) for v in ("base", "lora", "adapter-l", "adapter-h", "prefix")]
     for row in report["rows"]:
         assert row["mean_ms"] > 0 and (row["added_params"] > 0) == (row["variant"] != "base")

@@ -32,7 +32,8 @@ from nlg.train_args import parse_args
 
 ALL = list(METHOD_SETTINGS)
 CONFIG = tiny_config(vocab_size=128, n_positions=32)
-LR = {"lora": "5e-2", "full": "3e-3"}  # what moves the loss of each within a few steps
+LR = {"lora": "5e-2", "full": "3e-3", "prefix": "3e-2", "prefix-embed": "3e-1"}  # what moves the loss of each within a few steps
+SEQ_LEN = {"prefix": "24", "prefix-embed": "24"}  # room for the prefix in the base's 32 positions
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +49,14 @@ def train_args(files: dict, work: Path, name: str, *extra, with_method: bool = T
     """A few-step run of method `name` (its flags left out with with_method=False)."""
     flags = method_flags(name) if with_method else []
     return ["--train_data", str(files["train"]), "--init_checkpoint", str(files["base"]),
-            "--work_dir", str(work), "--train_batch_size", "8", "--seq_len", "32", "--warmup_step", "0",
+            "--work_dir", str(work), "--train_batch_size", "8", "--seq_len", SEQ_LEN.get(name, "32"), "--warmup_step", "0",
             "--lr", LR.get(name, "1e-2"), "--label_smooth", "0", "--log_interval", "1", "--save_interval", "3",
             "--eval_interval", "1000", "--device", "cpu", *flags, *map(str, extra)]
 
 
-@pytest.mark.parametrize("name", ALL)
+# A prompt before the context cannot teach a random tiny model to copy: prefix-embed's loss falls
+# on a task it can learn, in tests/methods/test_prefix.py.
+@pytest.mark.parametrize("name", [n for n in ALL if n != "prefix-embed"])
 def test_training_moves_exactly_the_methods_parameters(files, tmp_path, capsys, name: str) -> None:
     work = tmp_path / "run"
     config = parse_args(train_args(files, work, name, "--max_step", 9))
