@@ -75,7 +75,7 @@ NUMBERS: dict[str, Number] = {
     **dict.fromkeys(("BATCH", "GRAD_ACC", "SEQ_LEN", "EPOCHS", "LORA_DIM", "SAVE_INTERVAL",
                      "EVAL_INTERVAL", "BEAM_BATCH", "BEAM", "EVAL_LEN", "BEAM_SEQ_LEN",
                      "PRETRAIN_EPOCHS", "NPROC"), POSITIVE),
-    **dict.fromkeys(("ADAPTER_DIM", "TOP_LAYERS"), Number("int", 1, empty=True)),
+    **dict.fromkeys(("ADAPTER_DIM", "TOP_LAYERS", "PREFIX_LEN"), Number("int", 1, empty=True)),
     "SEEDS": Number("ints", 0, empty=True),
     "EOS_IDS": Number("ints", 0),
     **dict.fromkeys(("LR", "PRETRAIN_LR", "LORA_ALPHA", "REPETITION_PENALTY"), Number("float", 0, strict=True)),

@@ -42,7 +42,7 @@ options:
                  Demo settings below apply where the environment sets none.
   --method NAME  fine-tuning method (METHOD; default lora): its settings come from
                  `nlg recipe DATASET --method NAME`, `nlg train` gets --method NAME (and
-                 --adapter_dim, --top_layers when ADAPTER_DIM, TOP_LAYERS are set); the run
+                 --adapter_dim, --top_layers, --prefix_len when ADAPTER_DIM, TOP_LAYERS, PREFIX_LEN are set); the run
                  directory gets -NAME appended (runs/DATASET-<card>-NAME) unless it is lora
   --seeds N      run the whole chain once per seed, SEED, SEED+1, ... (or SEEDS="110 111 112"),
                  each in WORK_DIR/seed-SEED/; data and the demo's pre-training are shared
@@ -59,7 +59,7 @@ options:
 settings (environment variables):
   MODEL_CARD=gpt2.md        gpt2.sm | gpt2.md | gpt2.lg (gpt2.tiny in --demo)
   METHOD=lora               as --method
-  ADAPTER_DIM= TOP_LAYERS=  the method's sizes, passed to nlg train when set (not for lora)
+  ADAPTER_DIM= TOP_LAYERS= PREFIX_LEN=  the method's sizes, passed to nlg train when set (not for lora)
   SEEDS=                    seeds to run, space-separated (as --seeds); empty: one run, SEED
   INIT_CHECKPOINT=          pretrained GPT-2 (HF directory or .bin); default
                             PRETRAINED_DIR/<card>, downloaded from huggingface.co when missing
@@ -221,7 +221,7 @@ WORK_DIR=${WORK_DIR:-runs/$DATASET-$MODEL_CARD$([ "$METHOD" = lora ] || printf -
 DATA_DIR=${DATA_DIR:-data/$DATASET}
 PRETRAINED_DIR=${PRETRAINED_DIR:-pretrained}
 TRAIN_SPLIT=${TRAIN_SPLIT:-train} VALID_SPLIT=${VALID_SPLIT-valid}
-ADAPTER_DIM=${ADAPTER_DIM:-} TOP_LAYERS=${TOP_LAYERS:-}
+ADAPTER_DIM=${ADAPTER_DIM:-} TOP_LAYERS=${TOP_LAYERS:-} PREFIX_LEN=${PREFIX_LEN:-}
 # The recipe's SELECT needs a validation split; without one the last checkpoint is decoded.
 if [ -z "$select_given" ] && [ -z "$VALID_SPLIT" ] && [ "$SELECT" = valid_loss ]; then SELECT=last; fi
 SELECT_SPLIT=${SELECT_SPLIT-$VALID_SPLIT} VALID_LIMIT=${VALID_LIMIT:-0}
@@ -247,7 +247,7 @@ SEEDS=${SEEDS:-}
 # ---- every numeric setting checked before any work: one line naming it, exit 2 ---------------
 NUMERIC=(MAX_STEP TEST_LIMIT VALID_LIMIT WARMUP SEED PRETRAIN_SEED NO_REPEAT_NGRAM PRETRAIN_STEPS
          BATCH GRAD_ACC SEQ_LEN EPOCHS LORA_DIM SAVE_INTERVAL EVAL_INTERVAL BEAM_BATCH BEAM EVAL_LEN
-         BEAM_SEQ_LEN PRETRAIN_EPOCHS NPROC ADAPTER_DIM TOP_LAYERS SEEDS EOS_IDS LR PRETRAIN_LR
+         BEAM_SEQ_LEN PRETRAIN_EPOCHS NPROC ADAPTER_DIM TOP_LAYERS PREFIX_LEN SEEDS EOS_IDS LR PRETRAIN_LR
          LORA_ALPHA REPETITION_PENALTY WEIGHT_DECAY CLIP LENGTH_PENALTY ADAM_BETA2 LORA_DROPOUT
          LABEL_SMOOTH)
 pairs=()
@@ -274,8 +274,8 @@ fi
 if [ "$SELECT" = valid_metric ] && [ -z "$SELECT_SPLIT" ]; then
   refuse "SELECT=valid_metric needs a split to beam-search, and SELECT_SPLIT (default VALID_SPLIT) is empty"
 fi
-if [ "$METHOD" = lora ] && [ -n "$ADAPTER_DIM$TOP_LAYERS" ]; then
-  refuse "ADAPTER_DIM and TOP_LAYERS are settings of other methods than lora (--method NAME)"
+if [ "$METHOD" = lora ] && [ -n "$ADAPTER_DIM$TOP_LAYERS$PREFIX_LEN" ]; then
+  refuse "ADAPTER_DIM, TOP_LAYERS and PREFIX_LEN are settings of other methods than lora (--method NAME)"
 fi
 
 # ---- run directories: WORK_DIR, or WORK_DIR/seed-SEED for each of SEEDS -----------------------
@@ -310,7 +310,7 @@ stage_names() {  # the settings a stage adds to those of the stages before it
                    PRETRAIN_SEED SAVE_INTERVAL ;;
     train) echo METHOD MODEL_CARD INIT_CHECKPOINT TRAIN_SPLIT VALID_SPLIT BATCH GRAD_ACC SEQ_LEN LR \
                 WEIGHT_DECAY ADAM_BETA2 SCHEDULER WARMUP EPOCHS MAX_STEP CLIP LORA_DIM LORA_ALPHA \
-                LORA_DROPOUT LORA_TARGETS ADAPTER_DIM TOP_LAYERS LABEL_SMOOTH SEED SAVE_INTERVAL \
+                LORA_DROPOUT LORA_TARGETS ADAPTER_DIM TOP_LAYERS PREFIX_LEN LABEL_SMOOTH SEED SAVE_INTERVAL \
                 EVAL_INTERVAL NPROC ;;
     select) echo SELECT SELECT_METRIC
             if [ "$SELECT" = valid_metric ]; then
@@ -536,6 +536,7 @@ else
   METHOD_TRAIN_ARGS=(--method "$METHOD")
   [ -z "$ADAPTER_DIM" ] || METHOD_TRAIN_ARGS+=(--adapter_dim "$ADAPTER_DIM")
   [ -z "$TOP_LAYERS" ] || METHOD_TRAIN_ARGS+=(--top_layers "$TOP_LAYERS")
+  [ -z "$PREFIX_LEN" ] || METHOD_TRAIN_ARGS+=(--prefix_len "$PREFIX_LEN")
 fi
 BEAM_ARGS=(--beam "$BEAM" --length_penalty "$LENGTH_PENALTY" --no_repeat_ngram_size "$NO_REPEAT_NGRAM"
            --repetition_penalty "$REPETITION_PENALTY" --eval_len "$EVAL_LEN" --seq_len "$BEAM_SEQ_LEN"

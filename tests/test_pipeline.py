@@ -255,7 +255,7 @@ def test_e2e_demo_runs_every_stage_to_a_results_table(e2e_demo):
     assert re.search(r"^test\.jsonl=\d+ bytes, sha256 [0-9a-f]{16}$", (run / ".done-beam").read_text(), re.MULTILINE)
 
 
-@pytest.mark.parametrize("method", ["full", "top2", "adapter-l", "adapter-h"])
+@pytest.mark.parametrize("method", ["full", "adapter-h", "prefix"])  # top2, adapter-l, prefix-embed: tests/methods
 def test_every_method_runs_the_whole_chain(method, tmp_path, toy_env, e2e_demo):
     """`reproduce.sh e2e --demo --method NAME` at toy size, from the E2E demo's data and
     pre-trained model: the method's recipe trains (its own flags, its own run directory), its
