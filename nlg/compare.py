@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from nlg.cli import run_main, spellings
-from nlg.files import Failure, InputError, atomic_files, check_outputs, read_text, sha256_file
+from nlg.files import Failure, InputError, atomic_files, check_outputs, read_json, sha256_file
 from nlg.metrics import SUITES, suite
 from nlg.metrics.resample import resamplers
 from nlg.score import add_webnlg_options, infer_suite, suite_options
@@ -176,10 +176,7 @@ def read_run(folder: Path) -> dict:
             f"{path}: no such file (a run directory of scripts/reproduce.sh holds run.json, "
             "written when its score stage ends)"
         )
-    try:
-        record = json.loads(read_text(path))
-    except (json.JSONDecodeError, RecursionError, ValueError) as error:
-        raise InputError(f"{path}: not valid JSON ({error})") from None
+    record = read_json(path)
     if not isinstance(record, dict) or not isinstance(record.get("dataset"), str):
         raise InputError(f"{path}: needs \"dataset\" (a name) and \"subsets\" (an object)")
     subset_files(folder, record, "subsets")
@@ -295,17 +292,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The scoring options a scores file records ("scored"."options", nlg score) -> compare's flags.
+RECORDED_FLAGS = {"pymteval": "pymteval", "num_refs": "num_refs", "metrics": "metrics",
+                  "char_order": "ncorder", "word_order": "nworder", "beta": "beta"}
+
+
+def recorded_options(folders: Sequence[Path]) -> dict | None:
+    """The scoring options (-p, -nr, -m, chrF++'s orders) that the runs' scores files were made
+    with, read from each file's "scored" record, so that comparing run directories computes the
+    very numbers their scores files hold (E2E runs are scored with -p, which changes NIST).
+    None when no scores file records them (the runs are then read and checked as usual); files
+    scored with different options cannot all be matched: refused, naming two of them."""
+    found: dict[Path, dict] = {}
+    for folder in folders:
+        record = read_run(folder)
+        for key in ("subsets", "untrained"):
+            entries = record.get(key)
+            for entry in entries.values() if isinstance(entries, dict) else ():
+                scores = entry.get("scores") if isinstance(entry, dict) else None
+                if not isinstance(scores, str) or not (folder / scores).is_file():
+                    continue
+                scored = read_json(folder / scores)
+                scored = scored.get("scored") if isinstance(scored, dict) else None
+                if isinstance(scored, dict) and isinstance(scored.get("options"), dict):
+                    found[folder / scores] = scored["options"]
+    distinct = {json.dumps(options, sort_keys=True): path for path, options in found.items()}
+    if len(distinct) > 1:
+        (first, a), (second, b) = list(distinct.items())[:2]
+        raise InputError(f"{a} was scored with {first} but {b} with {second}: give the scoring "
+                         "options to compare with (-p, -nr, -m, ...)")
+    return next(iter(found.values()), None)
+
+
+def take_recorded_options(args: argparse.Namespace, folders: Sequence[Path]) -> bool:
+    """Unless the command line gives scoring options itself, use those the runs were scored
+    with (`recorded_options`). False when there were none to take."""
+    if any(getattr(args, flag, None) not in (None, False) for flag in RECORDED_FLAGS.values()):
+        return True
+    recorded = recorded_options(folders)
+    for option, value in (recorded or {}).items():
+        if option in RECORDED_FLAGS:
+            setattr(args, RECORDED_FLAGS[option], value)
+    return recorded is not None
+
+
+NO_RECORD = "note: no scores file of these runs records its scoring options; comparing with the defaults"
+
+
 def corpora_of(args: argparse.Namespace) -> tuple[list[Corpus], str]:
     """What to compare, from the positional arguments, and the suite."""
     paths = [Path(p) for p in args.inputs]
+    runs = len(paths) in (1, 2) and all(path.is_dir() for path in paths)
+    recorded = take_recorded_options(args, paths) if runs else True
     read_options = {"num_refs": args.num_refs} if args.num_refs is not None else {}
     if len(paths) == 1 and paths[0].is_dir():  # one run: its untrained model against it
         corpora = trained_against_untrained(paths[0], read_options)
-        return corpora, corpora[0].suite
-    if len(paths) == 2 and paths[1].is_dir():  # PRED_A is never a folder: two runs
+    elif len(paths) == 2 and paths[1].is_dir():  # PRED_A is never a folder: two runs
         if not paths[0].is_dir():
             raise InputError(f"{paths[0]}: not a run directory (the second is {paths[1]})")
         corpora = two_runs(paths[0], paths[1], read_options)
+    if runs:
+        if not recorded:
+            print(NO_RECORD, file=sys.stderr)
         return corpora, corpora[0].suite
     if len(paths) not in (2, 3):
         raise InputError(

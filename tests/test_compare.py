@@ -267,3 +267,23 @@ def test_refusals(tmp_path, webnlg_xml_dir):
 
     one_line_error(run_cli(ref, pred, "--resamples", 0), "--resamples")
     one_line_error(run_cli(ref, pred, pred, "--json", pred), pred)  # never over an input
+
+
+def test_run_directories_are_compared_with_the_options_they_were_scored_with(tmp_path, webnlg_xml_dir):
+    """Comparing runs without scoring flags takes the ones their scores files record (here -m
+    bleu,ter; the E2E recipe's -p changes NIST alike), so each system's score is its scores file's."""
+    refs, hyps = webnlg_corpus(webnlg_xml_dir, 20)
+    a = make_run(tmp_path / "a", refs, hyps)
+    b = make_run(tmp_path / "b", refs, hyps[::-1])
+    for run in (a, b):
+        assert nlg("score", run, run / "hypothesis", "-m", "bleu,ter", "--json", run / "scores.json") == 0
+    assert nlg("compare", a, b, "--resamples", 20, "--json", tmp_path / "o.json") == 0
+    comparison = json.loads((tmp_path / "o.json").read_text())["comparisons"][0]
+    assert set(comparison["metrics"]) == {"BLEU", "TER"}
+    for k, run in enumerate((a, b)):
+        scores = json.loads((run / "scores.json").read_text())
+        assert comparison["metrics"]["BLEU"]["systems"][k]["score"] == scores["BLEU"]
+    # runs scored with other options cannot both be matched
+    assert nlg("score", b, b / "hypothesis", "-m", "bleu", "--json", b / "scores.json") == 0
+    one_line_error(run_cli(a, b), a / "scores.json", b / "scores.json", "scored with")
+    assert nlg("compare", a, b, "-m", "bleu", "--resamples", 20) == 0  # unless the options are given
