@@ -98,9 +98,17 @@ def entries(triples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-def blocks(idx: np.ndarray):
+def blocks(idx: np.ndarray) -> Iterator[np.ndarray]:
+    """The resamples BLOCK at a time (a block's (rows, n) count matrix stays small)."""
     for start in range(0, idx.shape[0], BLOCK):
         yield idx[start : start + BLOCK]
+
+
+def summed_rows(table: np.ndarray, idx: np.ndarray) -> Iterator[list[int]]:
+    """Per resample, in order, the column sums of the integer `table` (one row per instance)
+    over its draws: each row weighted by how often the resample draws that instance."""
+    for block in blocks(idx):
+        yield from (counts(block, len(table)).astype(np.int64) @ table).tolist()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,15 +245,9 @@ class MultiBleuResampler:
         self.table = np.array(multi_bleu_counts(references, hypotheses), dtype=np.int64)
 
     def values(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        out = np.empty(idx.shape[0])
-        row = 0
-        for block in blocks(idx):
-            sums = counts(block, len(self.table)).astype(np.int64) @ self.table
-            for total in sums.tolist():
-                matches, totals = total[2 : 2 + BLEU_N], total[2 + BLEU_N :]
-                out[row] = multi_bleu_totals(matches, totals, total[0], total[1]).bleu
-                row += 1
-        return {"BLEU": out}
+        bleu = [multi_bleu_totals(t[2 : 2 + BLEU_N], t[2 + BLEU_N :], t[0], t[1]).bleu
+                for t in summed_rows(self.table, idx)]
+        return {"BLEU": np.array(bleu, dtype=np.float64)}
 
 
 class ChrfResampler:
@@ -269,15 +271,11 @@ class ChrfResampler:
         )
 
     def values(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        out = np.empty(idx.shape[0])
-        row = 0
-        for block in blocks(idx):
-            sums = counts(block, len(self.table)).astype(np.int64) @ self.table
-            for total in sums.tolist():
-                stats = [total[1 + 3 * k : 4 + 3 * k] for k in range((len(total) - 1) // 3)]
-                out[row] = chrf_totals(stats, total[0] > 0, self.char_order, self.beta)
-                row += 1
-        return {"chrF++": out}
+        chrf = []
+        for total in summed_rows(self.table, idx):
+            stats = [total[1 + 3 * k : 4 + 3 * k] for k in range((len(total) - 1) // 3)]
+            chrf.append(chrf_totals(stats, total[0] > 0, self.char_order, self.beta))
+        return {"chrF++": np.array(chrf, dtype=np.float64)}
 
 
 # ---------------------------------------------------------------------------------------------
