@@ -7,7 +7,8 @@ Files: a Hugging Face GPT-2 directory holding only what trained (config.json +
 model.safetensors with `transformer.h.{L-k..L-1}.*` and `transformer.ln_f.*`, in the published
 Conv1D layout); config.json adds `nlg_top_layers` and `nlg_base_model`, the base it needs.
 `nlg beam --init_checkpoint BASE --checkpoint DIR` rebuilds the whole model, and so does
-REBUILD, a one-liner with transformers (tensors not in the file keep the base's values):
+REBUILD, a one-liner with transformers (tensors not in the file keep the base's values; a
+tensor the model does not have stops it, so nothing is dropped silently):
 
     python -c "import sys; from transformers import GPT2LMHeadModel as M; from safetensors.torch
     import load_file; ..." BASE DIR WHOLE        (the whole line: REBUILD, and the README)
@@ -27,7 +28,8 @@ TOP_KEY = "nlg_top_layers"
 # BASE (a Hugging Face GPT-2) + DIR (a top2 checkpoint) -> WHOLE, a complete Hugging Face GPT-2.
 REBUILD = ("python -c \"import sys; from transformers import GPT2LMHeadModel as M; "
            "from safetensors.torch import load_file; m = M.from_pretrained(sys.argv[1]); "
-           "m.load_state_dict(load_file(sys.argv[2] + '/model.safetensors'), strict=False); "
+           "r = m.load_state_dict(load_file(sys.argv[2] + '/model.safetensors'), strict=False); "
+           "assert not r.unexpected_keys, r.unexpected_keys; "
            "m.save_pretrained(sys.argv[3])\" BASE DIR WHOLE")
 
 
