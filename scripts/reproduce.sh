@@ -14,7 +14,9 @@ Reproduce one of the LoRA paper's GPT-2 tables: encode the dataset, fine-tune GP
 (torchrun), choose the checkpoint on validation, beam-search every distinct test context once,
 decode the predictions into the scorer's files (WebNLG: once per category set, all / seen /
 unseen, from the same predictions) and score each, ending with results.md, results.json and
-run.json beside the paper's numbers for GPT-2 M and L. The paper's settings come from the
+run.json beside the paper's numbers for GPT-2 M and L (LoRA's rows; a run of another method
+is labelled by method and size beside every row of the paper's table, as `nlg results --runs`
+prints it). The paper's settings come from the
 dataset's module (`nlg recipe DATASET`); stages whose outputs exist are skipped, so re-running
 resumes, and interrupted training continues from its latest checkpoint.
 
@@ -705,12 +707,16 @@ run_chain() {  # run_chain RUN: every per-run stage in RUN, seeded with RUN's se
       mapfile -t -O "${#results_args[@]}" results_args < <(scores_args "$RUN/untrained")
       mapfile -t -O "${#record_args[@]}" record_args < <(record_files --untrained "$RUN/untrained")
     fi
-    $NLG results "$DATASET" --card "$MODEL_CARD" "${results_args[@]}" \
-      --md "$RUN/results.md" --json "$RUN/results.json"
     stage_record score >"$RUN/.record-score.tmp"
     python -m nlg.pipeline record "$RUN" --dataset "$DATASET" --card "$MODEL_CARD" --seed "$SEED" \
       --settings "$RUN/.record-score.tmp" --checkpoint "$CHECKPOINT" "${record_args[@]}"
     rm -f "$RUN/.record-score.tmp"
+    if [ "$METHOD" = lora ]; then  # the run beside the paper's LoRA rows
+      $NLG results "$DATASET" --card "$MODEL_CARD" "${results_args[@]}" \
+        --md "$RUN/results.md" --json "$RUN/results.json"
+    else  # another method: labelled by method and size, beside every row of the paper's table
+      $NLG results "$DATASET" --runs "$RUN" --md "$RUN/results.md" --json "$RUN/results.json"
+    fi
     mark_done score "$RUN"
     SCORED=$((SCORED + 1))
   elif [ -z "$SEEDS" ]; then

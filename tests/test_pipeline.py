@@ -273,6 +273,11 @@ def test_every_method_runs_the_whole_chain(method, tmp_path, toy_env, e2e_demo):
     assert json.loads((run / method / "checkpoint-20" / "method.json").read_text())["method"] == method
     assert len((run / "e2e_pred.txt").read_text().splitlines()) == 6
     assert isinstance(json.loads((run / "scores.json").read_text())["BLEU"], float)
+    # its table: the run labelled by method and size, beside the paper's rows of every method
+    label = {"full": "FT", "adapter-h": "AdapterH", "prefix": "PreLayer"}[method]
+    table = (run / "results.md").read_text()
+    assert re.search(rf"^\| gpt2\.tiny \| {label} [0-9.]+M \| n=1: 110 \|", table, re.MULTILINE), table
+    assert "| GPT-2 M (paper) | LoRA 0.35M |" in table and "| GPT-2 M (paper) | AdapterH 11.09M |" in table
 
 
 def test_e2e_rerun_skips_finished_stages_and_from_reruns(e2e_demo):
