@@ -216,7 +216,8 @@ SEED_SETTING = "SEED"  # the pipeline setting that varies between the seeds of o
 CONFIDENCE = 0.95
 # The paper's name for each method of nlg.methods (its tables' row labels).
 METHOD_LABELS = {"lora": "LoRA", "full": "FT", "top2": "FT-Top2", "adapter-l": "AdapterL",
-                 "adapter-h": "AdapterH", "prefix": "PreLayer", "untrained": "untrained"}
+                 "adapter-h": "AdapterH", "prefix": "PreLayer", "prefix-embed": "PreEmbed",
+                 "untrained": "untrained"}
 
 
 def _t_two_sided(t: float, df: int) -> float:
