@@ -108,3 +108,15 @@ def fresh_dynamo():
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Torch on one thread for a module: tiny models gain nothing from threads, and on a busy
+    shared CPU they lose a lot. Modules ask for it with pytest.mark.usefixtures."""
+    import torch  # here, not at the top: conftest stays importable without torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -339,3 +339,15 @@ def reference_beam(model: GPT, context: list[int], cfg) -> list[int]:
         if score > -math.inf:
             offer(tokens, score)
     return best_tokens
+
+
+def cli_result(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    """`nlg ARGV`'s exit status and stderr, run in this process (argparse-level errors exit
+    through SystemExit)."""
+    from nlg.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err.strip()

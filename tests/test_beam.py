@@ -31,13 +31,7 @@ V = 64  # small vocabulary: the reference below loops over it
 EOS = 7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy shared CPU they lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_model(eos_pull: float = 7.0, seed: int = 0) -> GPT:

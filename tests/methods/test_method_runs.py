@@ -14,6 +14,7 @@ import pytest
 import torch
 from helpers import (
     METHOD_SETTINGS,
+    cli_result,
     killed_run,
     method_flags,
     metrics,
@@ -125,25 +126,16 @@ def test_beam_reads_the_method_from_the_checkpoint(files, tmp_path, name: str) -
     assert got == beam_search(model, contexts, cfg)
 
 
-def run(argv: list[str], capsys) -> tuple[int, str]:
-    """`nlg ARGV`'s exit status and stderr (argparse-level errors exit through SystemExit)."""
-    try:
-        code = nlg(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err.strip()
-
-
 def test_bad_method_input_is_one_line_exit_2_nothing_written(files, tmp_path, capsys) -> None:
     work = tmp_path / "never"
-    code, err = run(["train", *train_args(files, work, "full"), "--method", "prefix-x"], capsys)
+    code, err = cli_result(["train", *train_args(files, work, "full"), "--method", "prefix-x"], capsys)
     assert code == 2 and err.count("\n") == 0 and "--method prefix-x: unknown method; choose one of lora" in err
-    code, err = run(["train", *train_args(files, work, "lora"), "--adapter_dim", "4"], capsys)
+    code, err = cli_result(["train", *train_args(files, work, "lora"), "--adapter_dim", "4"], capsys)
     assert code == 2 and "--adapter_dim is a setting of --method adapter-l, not of --method lora" in err
-    code, err = run(["train", *train_args(files, work, "adapter-h"), "--top_layers", "1"], capsys)
+    code, err = cli_result(["train", *train_args(files, work, "adapter-h"), "--top_layers", "1"], capsys)
     assert code == 2 and "--top_layers is a setting of --method top2, not of --method adapter-h" in err
     assert not work.exists()
-    code, err = run(["train", *train_args(files, work, "full"), "--method", "top2", "--top_layers", "3"], capsys)
+    code, err = cli_result(["train", *train_args(files, work, "full"), "--method", "top2", "--top_layers", "3"], capsys)
     assert code == 2 and err.count("\n") == 0 and "--top_layers 3: the model has 2 blocks" in err
     assert not list(work.glob("checkpoint-*")) and not (work / "train_config.json").exists()
 
@@ -151,14 +143,14 @@ def test_bad_method_input_is_one_line_exit_2_nothing_written(files, tmp_path, ca
     lora = tmp_path / "lora"
     assert nlg(["train", *train_args(files, lora, "lora", "--max_step", 3)]) == 0
     before = sorted(p.name for p in lora.iterdir())
-    code, err = run(["train", *train_args(files, lora, "adapter-h", "--max_step", 6, "--resume", "latest")], capsys)
+    code, err = cli_result(["train", *train_args(files, lora, "adapter-h", "--max_step", 6, "--resume", "latest")], capsys)
     assert code == 2 and err.count("\n") == 0
     assert "method: checkpoint 'lora', now 'adapter-h'" in err
     assert sorted(p.name for p in lora.iterdir()) == before
 
     # Decoding it on a model of another size: both shapes named, no output.
     out = tmp_path / "x.jsonl"
-    code, err = run(["beam", "--data", str(files["test"]), "--model_card", "gpt2.tiny", "--checkpoint",
+    code, err = cli_result(["beam", "--data", str(files["test"]), "--model_card", "gpt2.tiny", "--checkpoint",
                      str(lora / "checkpoint-3"), "--output_file", str(out)], capsys)
     assert code == 2 and err.count("\n") == 0
     assert "n_embd 64" in err and "n_embd 128" in err and not out.exists()
@@ -169,10 +161,10 @@ def test_lora_only_commands_refuse_other_methods_by_name(files, tmp_path, capsys
     assert nlg(["train", *train_args(files, work, "adapter-l", "--max_step", 1)]) == 0
     checkpoint = work / "checkpoint-1"
     out = tmp_path / "x.jsonl"
-    code, err = run(["beam", "--data", str(files["test"]), "--init_checkpoint", str(files["base"]),
+    code, err = cli_result(["beam", "--data", str(files["test"]), "--init_checkpoint", str(files["base"]),
                      "--lora_checkpoint", str(checkpoint), "--output_file", str(out)], capsys)
     assert code == 2 and "holds a checkpoint of method adapter-l, not LoRA; give it as --checkpoint" in err
-    code, err = run(["analyze", str(checkpoint)], capsys)
+    code, err = cli_result(["analyze", str(checkpoint)], capsys)
     assert code == 2 and err.count("\n") == 0 and "a checkpoint of method adapter-l; nlg analyze reads LoRA adapters only" in err
     assert not out.exists()
 
@@ -181,12 +173,12 @@ def test_a_checkpoint_of_no_known_kind_and_a_foreign_adapterhub_design_are_named
     empty, out = tmp_path / "empty", tmp_path / "x.jsonl"
     empty.mkdir()
     argv = ["beam", "--data", str(files["test"]), "--init_checkpoint", str(files["base"]), "--output_file", str(out)]
-    code, err = run([*argv, "--checkpoint", str(empty)], capsys)
+    code, err = cli_result([*argv, "--checkpoint", str(empty)], capsys)
     assert code == 2 and "neither a checkpoint of `nlg train` (method.json) nor a PEFT, AdapterHub" in err
 
     work = tmp_path / "run"
     assert nlg(["train", *train_args(files, work, "adapter-h", "--max_step", 1)]) == 0
-    code, err = run([*argv, "--checkpoint", str(work)], capsys)  # the work_dir, not a checkpoint of it
+    code, err = cli_result([*argv, "--checkpoint", str(work)], capsys)  # the work_dir, not a checkpoint of it
     assert code == 2 and f"a work_dir? its latest checkpoint is {work / 'checkpoint-1'}" in err
     hub = tmp_path / "hub"
     hub.mkdir()
@@ -195,7 +187,7 @@ def test_a_checkpoint_of_no_known_kind_and_a_foreign_adapterhub_design_are_named
     config = json.loads((hub / "adapter_config.json").read_text())
     config["config"]["use_gating"] = True
     (hub / "adapter_config.json").write_text(json.dumps(config))
-    code, err = run([*argv, "--checkpoint", str(hub)], capsys)
+    code, err = cli_result([*argv, "--checkpoint", str(hub)], capsys)
     assert code == 2 and err.count("\n") == 0
     assert "adapter_config.json: use_gating is True; adapter-h needs False" in err and not out.exists()
 

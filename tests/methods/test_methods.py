@@ -15,12 +15,7 @@ from nlg.model import CARDS, GPT
 ALL = list(METHOD_SETTINGS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def base(seed: int = 0, **changes) -> GPT:

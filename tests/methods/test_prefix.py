@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import METHOD_SETTINGS, metrics, tiny_config, with_method
+from helpers import METHOD_SETTINGS, cli_result, metrics, tiny_config, with_method
 
 from nlg import methods
 from nlg.cli import main as nlg
@@ -50,14 +50,6 @@ def train_argv(files: dict, work: Path, name: str, *extra) -> list[str]:
             "--lr", "3e-1" if name == "prefix-embed" else "3e-2", "--label_smooth", "0", "--log_interval", "1",
             "--save_interval", "9", "--eval_interval", "1000", "--device", "cpu", "--method", name,
             "--prefix_len", "6", *map(str, extra)]
-
-
-def run(argv: list[str], capsys) -> tuple[int, str]:
-    try:
-        code = nlg(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err.strip()
 
 
 @pytest.mark.parametrize("name", PREFIXES)
@@ -197,13 +189,13 @@ def test_another_peft_method_or_model_size_is_named(tmp_path) -> None:
 def test_bad_prefix_input_is_one_line_exit_2(files, tmp_path, capsys) -> None:
     work = tmp_path / "never"
     argv = train_argv(files, work, "prefix", "--max_step", 1)
-    code, err = run([*argv, "--prefix_len", "25"], capsys)  # 25 + the longest pair's 11 > 32
+    code, err = cli_result([*argv, "--prefix_len", "25"], capsys)  # 25 + the longest pair's 11 > 32
     assert code == 2 and err.count("\n") == 0
     assert (f"--prefix_len 25: with the longest pair (11 tokens, {files['train']}) it needs 36 positions; "
             "the model has n_positions 32") in err
-    code, err = run([*argv, "--prefix_len", "40"], capsys)
+    code, err = cli_result([*argv, "--prefix_len", "40"], capsys)
     assert code == 2 and err.count("\n") == 0 and "--prefix_len 40: must be between 1 and the model's n_positions 32" in err
-    code, err = run([*train_argv(files, work, "prefix-embed"), "--prefix_hidden", "8"], capsys)
+    code, err = cli_result([*train_argv(files, work, "prefix-embed"), "--prefix_hidden", "8"], capsys)
     assert code == 2 and "--prefix_hidden is a setting of --method prefix, not of --method prefix-embed" in err
     assert not list(work.glob("checkpoint-*")) and not (work / "train_config.json").exists()
 
@@ -215,13 +207,13 @@ def test_bad_prefix_input_is_one_line_exit_2(files, tmp_path, capsys) -> None:
     out = tmp_path / "out.jsonl"
     beam = ["beam", "--data", str(data), "--init_checkpoint", str(files["base"]), "--output_file", str(out),
             "--no_progress"]
-    code, err = run([*beam, "--checkpoint", str(tmp_path / "peft")], capsys)
+    code, err = cli_result([*beam, "--checkpoint", str(tmp_path / "peft")], capsys)
     assert code == 2 and err.count("\n") == 0 and not out.exists()
     assert "adapter for num_layers 2, token_dim 32" in err and "the model has num_layers 2, token_dim 64" in err
     # A prefix directory given as a LoRA adapter, and to LoRA's analysis: named as a prefix.
-    code, err = run([*beam, "--lora_checkpoint", str(tmp_path / "peft")], capsys)
+    code, err = cli_result([*beam, "--lora_checkpoint", str(tmp_path / "peft")], capsys)
     assert code == 2 and "holds a checkpoint of method prefix, not LoRA" in err
-    code, err = run(["analyze", str(tmp_path / "peft")], capsys)
+    code, err = cli_result(["analyze", str(tmp_path / "peft")], capsys)
     assert code == 2 and err.count("\n") == 0 and "method PEFT PREFIX_TUNING; nlg analyze reads LoRA" in err
 
 
@@ -264,10 +256,10 @@ def test_beam_leaves_the_prefix_its_positions(tmp_path, capsys) -> None:
     data.write_text(json.dumps({"context": [11, 12, 0], "completion": [13, 0]}) + "\n")
     out = tmp_path / "out.jsonl"
     beam = ["beam", "--data", str(data), "--init_checkpoint", str(base), "--checkpoint", str(tmp_path / "prefix"), "--output_file", str(out), "--no_progress", "--beam", "2"]
-    code, err = run([*beam, "--eval_len", "26"], capsys)  # 6 + 26 = 32: no position left for a context
+    code, err = cli_result([*beam, "--eval_len", "26"], capsys)  # 6 + 26 = 32: no position left for a context
     assert code == 2 and err.count("\n") == 0 and not out.exists()
     assert "eval_len 26 and the prefix's 6 positions leave no room for a context" in err
-    assert run([*beam, "--eval_len", "4"], capsys)[0] == 0 and out.exists()
+    assert cli_result([*beam, "--eval_len", "4"], capsys)[0] == 0 and out.exists()
 
 
 def test_a_folded_prefix_decodes_but_does_not_resume_the_mlp(tmp_path) -> None:
