@@ -23,17 +23,17 @@ import torch
 from torch.nn.attention import SDPBackend
 
 import nlg.model
-from nlg.batching import collate, epoch_batches, make_examples
 from nlg.beam import BeamConfig, distinct_contexts, generate
 from nlg.datasets.e2e import read_raw
-from nlg.distributed import Runtime
-from nlg.lora import add_lora, lora_parameters
-from nlg.loss import CompletionLM
+from nlg.methods.lora.layer import add_lora, lora_parameters
 from nlg.model import GPT, card_config
 from nlg.pairs import encode_pairs
 from nlg.tokenizer import BLANK_LINE_ID, EOS_ID, load_tokenizer
-from nlg.train_args import TrainConfig
-from nlg.train_step import Stepper, train_step
+from nlg.training.batching import collate, epoch_batches, make_examples
+from nlg.training.distributed import Runtime
+from nlg.training.loss import CompletionLM
+from nlg.training.settings import TrainConfig
+from nlg.training.step import Stepper, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NLG_SHARED_DIR", REPO.parent / "shared"))

@@ -44,9 +44,10 @@ import torch
 from nlg import methods
 from nlg.beam import BeamConfig, beam_search, distinct_contexts, generate
 from nlg.datasets.e2e import read_raw
-from nlg.model import GPT, card_config, to_transformers
+from nlg.model import GPT, card_config
 from nlg.pairs import encode_pairs
 from nlg.tokenizer import BLANK_LINE_ID, EOS_ID, load_tokenizer
+from nlg.weights import to_transformers
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NLG_SHARED_DIR", REPO.parent / "shared"))

@@ -94,7 +94,8 @@ part() {  # part NAME SECONDS COMMAND...: run under SECONDS x scale (less if the
     test_file=$work/e2e/test.jsonl
     if ((dry)) && [[ -f $test_file ]]; then head -n 200 "$test_file" > "$work/test_small.jsonl"; test_file=$work/test_small.jsonl; fi
     part base 120 "$py" -c "import sys, torch
-from nlg.model import GPT, card_config, save_pretrained
+from nlg.model import GPT, card_config
+from nlg.weights import save_pretrained
 torch.manual_seed(0)
 with torch.device(sys.argv[2]):
     model = GPT(card_config(sys.argv[1]))

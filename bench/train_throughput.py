@@ -11,9 +11,9 @@ with the same random weights (no pretrained weights exist on these machines; spe
 depend on them), with AdamW, label smoothing 0.1 and bf16 autocast on GPU, on the same
 batches of real E2E pairs (the shared valid split, BPE-encoded, shuffled with a fixed seed):
 
-  eager     `nlg.train_step.train_step`, --compile none: each batch padded to its longest
+  eager     `nlg.training.step.train_step`, --compile none: each batch padded to its longest
             pair, the head and softmax only at completion tokens (`nlg train`'s default).
-  static    --compile static: the same on bucketed static shapes (nlg.batching.collate_static).
+  static    --compile static: the same on bucketed static shapes (nlg.training.batching.collate_static).
   graphs    --compile graphs: static, each micro-batch shape a captured CUDA graph (GPU only).
   inductor  --compile inductor: static, forward and backward compiled by torch.compile.
   padded    eager with every batch padded to 512 tokens, as the paper's FT_Dataset pads
@@ -73,17 +73,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from nlg.batching import collate, collate_static, epoch_batches, make_examples
 from nlg.datasets.e2e import read_raw
-from nlg.distributed import Runtime
-from nlg.lora import add_lora, count_trainable, lora_parameters
-from nlg.loss import CompletionLM, autocast
-from nlg.model import GPT, GPTConfig, card_config, to_transformers
+from nlg.methods.lora.layer import add_lora, count_trainable, lora_parameters
+from nlg.model import GPT, GPTConfig, card_config
 from nlg.pairs import encode_pairs
 from nlg.tokenizer import load_tokenizer
-from nlg.train import evaluate
-from nlg.train_args import TrainConfig
-from nlg.train_step import Stepper, build_optimizer, train_step
+from nlg.training.batching import collate, collate_static, epoch_batches, make_examples
+from nlg.training.distributed import Runtime
+from nlg.training.loss import CompletionLM, autocast
+from nlg.training.settings import TrainConfig
+from nlg.training.step import Stepper, build_optimizer, train_step
+from nlg.training.trainer import evaluate
+from nlg.weights import to_transformers
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NLG_SHARED_DIR", REPO.parent / "shared"))
@@ -312,8 +313,8 @@ def cpu_peak_memory(method: str, args) -> int:
 
 def validation_seconds(examples: list, args) -> float:
     """Seconds of one eager validation pass over the E2E valid split (batch 4, as --valid_batch_size),
-    extrapolated from its first --eval_batches batches (longest first, as nlg.train orders them)."""
-    from nlg.train import eval_batches
+    extrapolated from its first --eval_batches batches (longest first, as nlg.training.trainer orders them)."""
+    from nlg.training.trainer import eval_batches
 
     device = torch.device(args.device)
     model = base_model(args.card, device)

@@ -6,7 +6,7 @@
              --eval_len 64 --batch_size 32 --output_file predict.jsonl
     torchrun --nproc_per_node N -m nlg.beam ...     # contexts split over ranks, rank 0 writes
 
-Under torchrun (see nlg.distributed) every rank decodes every N-th distinct context and rank 0
+Under torchrun (see nlg.training.distributed) every rank decodes every N-th distinct context and rank 0
 gathers the results and writes the file; a rank that dies or stops answering makes the others
 fail after --dist_timeout seconds (default $NLG_DIST_TIMEOUT or 600) instead of waiting forever.
 
@@ -89,16 +89,17 @@ from torch import Tensor
 from tqdm import tqdm
 
 from nlg.cli import run_main, spellings
-from nlg.distributed import (
+from nlg.files import InputError, check_outputs, write_jsonl
+from nlg.model import CARDS, GPT, KVCache, card_config
+from nlg.tokenizer import BLANK_LINE_ID, EOS_ID
+from nlg.training.distributed import (
     TIMEOUT_ENV,
     all_gather_objects,
     close_runtime,
     default_timeout,
     init_runtime,
 )
-from nlg.files import InputError, check_outputs, write_jsonl
-from nlg.model import CARDS, GPT, KVCache, card_config, checkpoint_files, from_pretrained
-from nlg.tokenizer import BLANK_LINE_ID, EOS_ID
+from nlg.weights import checkpoint_files, from_pretrained
 
 NEG_INF = float("-inf")
 GPU_CHECK_EVERY = 8  # early-stop checks on a GPU: every 8th step (see the module docstring)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("nlg.data", "encode a raw dataset (e2e, webnlg, dart) into jsonl files"),
-    "train": ("nlg.train", "fine-tune GPT-2 with LoRA (torchrun for several processes)"),
+    "train": ("nlg.train", "fine-tune GPT-2 by a method of nlg.methods (--method; torchrun for several processes)"),
     "beam": ("nlg.beam", "beam-search generation for every distinct context"),
     "decode": ("nlg.decode", "turn predictions into reference/prediction text files"),
     "score": (
@@ -30,8 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "recipe": ("nlg.datasets.recipe", "the paper's settings for a dataset, as the pipeline script reads them"),
     "results": ("nlg.results", "a run's scores beside the paper's: results.md and results.json"),
     "select": ("nlg.select", "choose the checkpoint to decode by validation (last, loss or a metric)"),
-    "analyze": ("nlg.analyze", "spectral analysis of a LoRA adapter"),
-    "plot": ("nlg.plot", "plot training/validation loss curves from a run's metrics log"),
+    "analyze": ("nlg.methods.lora.analyze", "spectral analysis of a LoRA adapter"),
+    "plot": ("nlg.results.plot", "plot training/validation loss curves from a run's metrics log"),
 }
 
 # Packages of the `train` extra; scoring, data and decoding run without them.

@@ -456,6 +456,13 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def file_identity(path: str | os.PathLike) -> dict[str, int | str]:
+    """{"bytes": N, "sha256": HEX} of a file: the one identity every recorded input has
+    (checkpoint manifests, training states, method.json's base model, pipeline stage records).
+    Two files are the same input when both values are equal, wherever they lie."""
+    return {"bytes": Path(path).stat().st_size, "sha256": sha256_file(path)}
+
+
 def write_manifest(folder: str | os.PathLike) -> Path:
     """FOLDER/manifest.json, the size and SHA-256 of every other file directly in FOLDER::
 
@@ -464,7 +471,7 @@ def write_manifest(folder: str | os.PathLike) -> Path:
     Write it last: a folder whose files all match its manifest was written completely, and
     nothing in it has changed since (a cut-short copy, a disk error, an edit)."""
     folder = Path(folder)
-    files = {path.name: {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    files = {path.name: file_identity(path)
              for path in sorted(folder.iterdir()) if path.is_file() and path.name != MANIFEST}
     with atomic_write(folder / MANIFEST) as handle:
         json.dump({"format": MANIFEST_FORMAT, "files": files}, handle, indent=1)

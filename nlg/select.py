@@ -41,7 +41,7 @@ from nlg.files import InputError, atomic_write, check_outputs, read_jsonl, read_
 
 CRITERIA = ("last", "valid_loss", "valid_metric")
 LOWER_IS_BETTER = frozenset({"TER"})  # as nlg.results; every other metric: higher is better
-METRICS_FILE = "metrics.jsonl"  # nlg.train_log.METRICS_FILE, without importing torch
+METRICS_FILE = "metrics.jsonl"  # nlg.training.log.METRICS_FILE, without importing torch
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def candidates(train_dir: Path, verify: str = "all") -> list[tuple[int, Path]]:
     or with verify="last" only the newest (the one `last` takes; full fine-tuning checkpoints are
     whole models, not worth reading when unused). One that fails verification raises InputError
     naming the file."""
-    from nlg.checkpointing import list_checkpoints, verify_checkpoint
+    from nlg.training.checkpoints import list_checkpoints, verify_checkpoint
 
     found = list_checkpoints(train_dir)
     if not found:

@@ -27,7 +27,7 @@ for file in config.json model.safetensors; do
 done
 python - "$dest" "$card" <<'PY'
 import sys
-from nlg.model import from_pretrained
+from nlg.weights import from_pretrained
 from_pretrained(sys.argv[1], card=sys.argv[2])  # strict: every parameter present and shaped
 print(f"{sys.argv[1]}: complete {sys.argv[2]} checkpoint")
 PY

@@ -3,7 +3,7 @@
 Test files import from here, never from each other: tiny model shapes and checkpoints, an
 adapter that looks trained, copy-task data, small training steps in every --compile mode, a
 counter of host reads, ranks started by hand, and the training log's records. (Our model
-as a transformers one is `nlg.model.to_transformers`, in the library: the benchmarks use it too.)
+as a transformers one is `nlg.weights.to_transformers`, in the library: the benchmarks use it too.)
 """
 
 from __future__ import annotations
@@ -22,14 +22,15 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from nlg.batching import Example
-from nlg.distributed import Runtime
-from nlg.lora import add_lora, lora_parameters
-from nlg.loss import CompletionLM
-from nlg.model import GPT, GPTConfig, save_pretrained
-from nlg.train_args import TrainConfig
-from nlg.train_log import METRICS_FILE
-from nlg.train_step import Stepper, train_step
+from nlg.methods.lora.layer import add_lora, lora_parameters
+from nlg.model import GPT, GPTConfig
+from nlg.training.batching import Example
+from nlg.training.distributed import Runtime
+from nlg.training.log import METRICS_FILE
+from nlg.training.loss import CompletionLM
+from nlg.training.settings import TrainConfig
+from nlg.training.step import Stepper, train_step
+from nlg.weights import save_pretrained
 
 # ---------------------------------------------------------------------------------------------
 # Models
@@ -251,7 +252,7 @@ def killed_run(argv: list[str], kill_at: int, monkeypatch: pytest.MonkeyPatch) -
     """`nlg train argv` killed as its `kill_at`-th step starts (a KeyboardInterrupt, as Ctrl-C
     raises: the run ends with exit code 130); the caller then resumes it, or looks at what it
     left."""
-    import nlg.train as train_module
+    import nlg.training.trainer as train_module
 
     real_step, calls = train_module.train_step, []
 
@@ -262,7 +263,9 @@ def killed_run(argv: list[str], kill_at: int, monkeypatch: pytest.MonkeyPatch) -
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "train_step", dies)
-    assert train_module.main(argv) == 130
+    from nlg.train import main
+
+    assert main(argv) == 130
     monkeypatch.setattr(train_module, "train_step", real_step)
 
 

@@ -25,7 +25,8 @@ from nlg.beam import (
     load_model,
     main,
 )
-from nlg.model import GPT, GPTConfig, card_config, published_layout
+from nlg.model import GPT, GPTConfig, card_config
+from nlg.weights import published_layout
 
 V = 64  # small vocabulary: the reference below loops over it
 EOS = 7
@@ -248,8 +249,8 @@ def test_cli_one_line_per_distinct_context(tmp_path: Path) -> None:
 
 
 def test_cli_merges_adapter(tmp_path: Path) -> None:
-    from nlg.adapter_files import save_adapter
-    from nlg.lora import add_lora, lora_parameters, merge
+    from nlg.methods.lora.layer import add_lora, lora_parameters, merge
+    from nlg.methods.lora.peft_files import save_adapter
 
     torch.manual_seed(11)
     base = GPT(card_config("gpt2.tiny"))

@@ -34,8 +34,8 @@ import torch
 from helpers import tiny_config, trainable_base
 
 from nlg import cli
-from nlg.checkpointing import torch_save, verify_checkpoint
 from nlg.files import MANIFEST, InputError, read_jsonl, read_text
+from nlg.training.checkpoints import torch_save, verify_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -996,8 +996,8 @@ def test_a_validation_file_without_completion_tokens_is_refused_too(run, tmp_pat
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_ends_training_with_one_line_and_whole_checkpoints(run, tmp_path, sig, code):
     """A real process, signalled mid-run (a checkpoint every step, so mostly while one is written)."""
-    from nlg.checkpointing import list_checkpoints
     from nlg.files import lock_file
+    from nlg.training.checkpoints import list_checkpoints
 
     work = tmp_path / "work"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -1140,8 +1140,8 @@ def test_every_checkpoint_records_its_inputs(run):
 
 
 def test_a_checkpoint_without_recorded_inputs_resumes_with_a_warning(run, work, capsys):
-    from nlg.checkpointing import torch_save
     from nlg.files import write_manifest
+    from nlg.training.checkpoints import torch_save
 
     checkpoint = work / "checkpoint-3"
     state = torch.load(checkpoint / "training_state.pt", weights_only=True)

@@ -26,11 +26,11 @@ from helpers import (
     write_copy_task,
 )
 
-import nlg.train as train_module
-from nlg.adapter_files import read_adapter
 from nlg.beam import BeamConfig, generate
+from nlg.methods.lora.peft_files import read_adapter
 from nlg.model import GPT, GPTConfig, KVCache
-from nlg.train_step import train_step
+from nlg.train import main as train_main
+from nlg.training.step import train_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -119,13 +119,13 @@ def training_args(tmp_path) -> list[str]:
 def test_cuda_training_learns_in_bf16_and_resumes_exactly(training_args, tmp_path, monkeypatch, mode):
     training_args = [*training_args, "--compile", mode]
     full = tmp_path / "full"
-    assert train_module.main([*training_args, "--work_dir", str(full)]) == 0
+    assert train_main([*training_args, "--work_dir", str(full)]) == 0
     losses = [r["loss"] for r in metrics(full) if "loss" in r]
     assert losses[-1] < 0.7 * losses[0], losses
 
     broken = tmp_path / "broken"
     killed_run([*training_args, "--work_dir", str(broken)], 10, monkeypatch)
-    assert train_module.main([*training_args, "--work_dir", str(broken), "--resume", "latest"]) == 0
+    assert train_main([*training_args, "--work_dir", str(broken), "--resume", "latest"]) == 0
 
     expected, got = read_adapter(full / "checkpoint-24")[1], read_adapter(broken / "checkpoint-24")[1]
     for name in expected:
@@ -137,7 +137,7 @@ def test_graphs_train_as_static_steps_do_and_as_eager_within_bf16_noise(training
     logs = {}
     for mode in ("none", "static", "graphs"):
         work = tmp_path / mode
-        assert train_module.main([*training_args, "--lora_dropout", "0", "--compile", mode,
+        assert train_main([*training_args, "--lora_dropout", "0", "--compile", mode,
                                   "--work_dir", str(work)]) == 0
         logs[mode] = metrics(work)
     # The captured graphs replay the static steps' kernels on the same shapes.

@@ -20,13 +20,9 @@ transformers.logging.set_verbosity_error()
 from safetensors.torch import save_file  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from nlg.model import (  # noqa: E402
-    CARDS,
-    GPT,
+from nlg.model import CARDS, GPT, GPTConfig, KVCache, card_config  # noqa: E402
+from nlg.weights import (  # noqa: E402
     CheckpointError,
-    GPTConfig,
-    KVCache,
-    card_config,
     from_pretrained,
     infer_config,
     load_base_weights,
@@ -533,7 +529,7 @@ def test_unsupported_config_variants_are_refused(tmp_path, key, value):
 
 
 def test_loading_into_a_merged_model_is_refused():
-    from nlg.lora import add_lora, merge
+    from nlg.methods.lora.layer import add_lora, merge
 
     model = merge(add_lora(GPT(tiny_config())))
     with pytest.raises(CheckpointError, match="unmerge first"):
@@ -553,7 +549,7 @@ def test_save_pretrained_round_trips_through_us_and_transformers(tmp_path):
 
 
 def test_to_transformers_gives_our_logits(gpt):
-    from nlg.lora import add_lora
+    from nlg.methods.lora.layer import add_lora
 
     theirs = to_transformers(gpt)
     ids = random_ids(1000)
@@ -563,7 +559,7 @@ def test_to_transformers_gives_our_logits(gpt):
 
 
 def test_save_pretrained_refuses_a_lora_model(tmp_path):
-    from nlg.lora import add_lora
+    from nlg.methods.lora.layer import add_lora
 
     with pytest.raises(ValueError, match="save_adapter"):
         save_pretrained(add_lora(GPT(tiny_config())), tmp_path)

@@ -24,7 +24,7 @@ shape and the trainable count, so `nlg beam --checkpoint`, `nlg analyze` and `--
 them and never need them repeated. A directory without one (written by PEFT, AdapterHub or
 transformers) is recognised by its files (`detect`).
 
-Where methods act on the model: LoRA replaces projections (nlg.lora.LoRALinear), adapters the
+Where methods act on the model: LoRA replaces projections (nlg.methods.lora.layer.LoRALinear), adapters the
 blocks' residual hooks (nlg.model.Residual: `attn_residual`, `mlp_residual`), full and top2 only
 choose what trains. Prefix tuning puts a module in the model's `prefix` hook (nlg.model.GPT):
 its keys and values come before every token's, in the first slots of the KVCache when decoding.
@@ -87,6 +87,7 @@ class Method:
     """The interface; each method module subclasses it and registers one instance."""
 
     name: str = ""
+    label: str = ""  # the row label of the papers' tables (LoRA, FT-Top2, AdapterL, PreLayer, ...)
     summary: str = ""
     flags: tuple[str, ...] = ()  # TrainConfig fields that are this method's settings
     defaults: dict[str, Any] = {}  # their values when the command line leaves them out

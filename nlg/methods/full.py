@@ -1,7 +1,7 @@
 """`--method full` (`--full_finetune`): every parameter trains (the paper's FT).
 
 A checkpoint is the whole model as a Hugging Face GPT-2 directory (config.json +
-model.safetensors; nlg.model.save_pretrained): transformers' GPT2LMHeadModel.from_pretrained
+model.safetensors; nlg.weights.save_pretrained): transformers' GPT2LMHeadModel.from_pretrained
 and `--init_checkpoint` read it, and `nlg beam --checkpoint` needs no base.
 Count: every parameter, `base_count` (GPT-2 M: 354,823,168; the paper prints 354.92M).
 """
@@ -22,6 +22,7 @@ class FullSettings:
 
 class Full(Method):
     name = "full"
+    label = "FT"
     summary = "every parameter trains (FT); checkpoints are whole Hugging Face GPT-2 directories"
     files = ("config.json", "model.safetensors")
     needs_base = False
@@ -40,12 +41,12 @@ class Full(Method):
             param.requires_grad_(True)
 
     def save(self, model, directory: Path, settings: FullSettings, base_model: str | None) -> None:
-        from nlg.model import save_pretrained
+        from nlg.weights import save_pretrained
 
         save_pretrained(model, directory)
 
     def load(self, model, directory: Path, settings: FullSettings | None) -> None:
-        from nlg.model import find_weights_file, load_base_weights, read_state_dict
+        from nlg.weights import find_weights_file, load_base_weights, read_state_dict
 
         weights = find_weights_file(directory)
         load_base_weights(model, read_state_dict(weights), str(weights))

@@ -45,6 +45,7 @@ def trained_prefixes(n_layer: int, k: int) -> tuple[str, ...]:
 
 class TopLayers(Method):
     name = "top2"
+    label = "FT-Top2"
     summary = "the last --top_layers blocks (default 2) and ln_f train (FT-Top2); a partial HF dir"
     flags = ("top_layers",)
     defaults = {"top_layers": 2}
@@ -71,7 +72,7 @@ class TopLayers(Method):
         from safetensors.torch import save
 
         from nlg.files import atomic_write
-        from nlg.model import hf_config, published_layout
+        from nlg.weights import hf_config, published_layout
 
         tensors = published_layout({name: p.detach().cpu() for name, p in self.trainable(model).items()})
         directory.mkdir(parents=True, exist_ok=True)
@@ -86,7 +87,7 @@ class TopLayers(Method):
         the last k blocks and ln_f, each of the model's shape."""
         import torch
 
-        from nlg.model import CheckpointError, published_layout, read_state_dict
+        from nlg.weights import CheckpointError, published_layout, read_state_dict
 
         settings = settings or self.recognizes(directory)
         weights = directory / "model.safetensors"

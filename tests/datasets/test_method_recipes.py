@@ -46,7 +46,7 @@ def test_adapter_sizes_pick_the_papers_rows() -> None:
 def test_method_settings_are_what_nlg_train_parses(method: str) -> None:
     """The pipeline passes every `nlg train` setting as its flag: no flag of another method,
     and the run gets the recipe's values and the method."""
-    from nlg.train_args import parse_args
+    from nlg.training.settings import parse_args
 
     lines = method_settings(datasets.get("webnlg").recipe, method)
     flags = []

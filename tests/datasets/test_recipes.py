@@ -22,7 +22,7 @@ def test_registry():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_train_recipe_is_what_nlg_train_parses(name):
-    from nlg.train import parse_args
+    from nlg.training.settings import parse_args
 
     recipe = datasets.get(name).recipe.train
     config = parse_args(["--train_data", "x.jsonl", *recipe.args()])

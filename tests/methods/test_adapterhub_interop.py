@@ -17,7 +17,8 @@ import torch
 from helpers import tiny_config, with_method
 
 from nlg import methods
-from nlg.model import GPT, save_pretrained
+from nlg.model import GPT
+from nlg.weights import save_pretrained
 
 if os.environ.get("NLG_REQUIRE_ADAPTERS") == "1":
     import adapters  # a missing library fails here instead of skipping

@@ -1,6 +1,6 @@
 """Full and top2 checkpoints in the Hugging Face ecosystem: transformers' GPT2LMHeadModel reads a
 full checkpoint with our logits, and the documented one-liner (top_layers.REBUILD) turns a base
-plus a top2 checkpoint into a whole model with our logits. (LoRA's PEFT files: tests/test_lora.py;
+plus a top2 checkpoint into a whole model with our logits. (LoRA's PEFT files: tests/methods/test_lora_layer.py;
 the adapters' AdapterHub files: test_adapterhub_interop.py.)"""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from helpers import METHOD_SETTINGS, tiny_config, with_method
 
 from nlg import methods
 from nlg.methods.top_layers import REBUILD
-from nlg.model import GPT, from_pretrained, save_pretrained
+from nlg.model import GPT
+from nlg.weights import from_pretrained, save_pretrained
 
 transformers = pytest.importorskip("transformers")
 

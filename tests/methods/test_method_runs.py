@@ -26,10 +26,10 @@ from safetensors.torch import load_file
 
 from nlg import methods
 from nlg.cli import main as nlg
-from nlg.distributed import Runtime
-from nlg.model import from_pretrained
-from nlg.train import Trainer, load_data
-from nlg.train_args import parse_args
+from nlg.training.distributed import Runtime
+from nlg.training.settings import parse_args
+from nlg.training.trainer import Trainer, load_data
+from nlg.weights import from_pretrained
 
 ALL = list(METHOD_SETTINGS)
 CONFIG = tiny_config(vocab_size=128, n_positions=32)

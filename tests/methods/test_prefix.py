@@ -17,7 +17,8 @@ from nlg import methods
 from nlg.cli import main as nlg
 from nlg.files import InputError
 from nlg.methods.prefix import REPARAM_FILE
-from nlg.model import GPT, from_pretrained, save_pretrained, to_transformers
+from nlg.model import GPT
+from nlg.weights import from_pretrained, save_pretrained, to_transformers
 
 CONFIG = tiny_config(vocab_size=128, n_positions=32)
 PREFIXES = ("prefix", "prefix-embed")
@@ -220,7 +221,7 @@ def test_bad_prefix_input_is_one_line_exit_2(files, tmp_path, capsys) -> None:
 @pytest.mark.parametrize("name", PREFIXES)
 def test_folding_for_decoding_keeps_the_logits(name: str) -> None:
     """prepare_inference folds PreLayer's MLP and PreEmbed's prompt into the past itself."""
-    from nlg.methods.prefix_layers import FoldedPrefix, join_past, split_past
+    from nlg.methods.prefix.layers import FoldedPrefix, join_past, split_past
 
     flat = torch.randn(3, 2 * 2 * 64)
     assert torch.equal(join_past(split_past(flat, 2, 4)), flat)

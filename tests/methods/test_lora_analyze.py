@@ -12,8 +12,8 @@ import pytest
 import torch
 from helpers import hf_gpt2_dir, tiny_config, trained_like
 
-from nlg.adapter_files import ADAPTER_WEIGHTS, load_adapter, save_adapter
-from nlg.analyze import (
+from nlg.cli import run_main
+from nlg.methods.lora.analyze import (
     Update,
     amplification,
     effective_rank,
@@ -30,9 +30,10 @@ from nlg.analyze import (
     subspace_similarity_grid,
     top_singular_values,
 )
-from nlg.cli import run_main
-from nlg.lora import add_lora, lora_modules, lora_parameters
-from nlg.model import GPT, from_pretrained, save_pretrained
+from nlg.methods.lora.layer import add_lora, lora_modules, lora_parameters
+from nlg.methods.lora.peft_files import ADAPTER_WEIGHTS, load_adapter, save_adapter
+from nlg.model import GPT
+from nlg.weights import from_pretrained, save_pretrained
 
 
 def orthonormal(rows: int, cols: int, seed: int) -> np.ndarray:

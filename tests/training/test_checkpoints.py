@@ -1,13 +1,13 @@
-"""nlg.checkpointing: which directories count as checkpoints, and training_state.pt's round trip.
+"""nlg.training.checkpoints: which directories count as checkpoints, and training_state.pt's round trip.
 
-Writing, resuming and refusing mismatched settings through a whole run: tests/test_train.py.
+Writing, resuming and refusing mismatched settings through a whole run: tests/training/test_trainer.py.
 """
 
 from __future__ import annotations
 
 import torch
 
-from nlg.checkpointing import (
+from nlg.training.checkpoints import (
     STATE_FILE,
     TrainingState,
     checkpoint_dir,
@@ -15,7 +15,7 @@ from nlg.checkpointing import (
     list_checkpoints,
     load_training_state,
 )
-from nlg.train_log import LossWindow
+from nlg.training.log import LossWindow
 
 
 def test_only_complete_checkpoints_count_in_step_order(tmp_path):

@@ -8,7 +8,8 @@ import pytest
 import torch
 from helpers import hf_gpt2_dir, tiny_config, trained_like
 
-from nlg.adapter_files import (
+from nlg.methods.lora.layer import add_lora, lora_modules, lora_parameters, merge
+from nlg.methods.lora.peft_files import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     AdapterError,
@@ -16,8 +17,8 @@ from nlg.adapter_files import (
     read_adapter,
     save_adapter,
 )
-from nlg.lora import add_lora, lora_modules, lora_parameters, merge
-from nlg.model import GPT, from_pretrained
+from nlg.model import GPT
+from nlg.weights import from_pretrained
 
 TARGET_SETS = [("q", "v"), ("q", "k", "v", "o", "fc", "proj"), ("o",), ("v", "fc"), ("qkv", "proj")]
 

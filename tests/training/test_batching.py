@@ -1,11 +1,12 @@
-"""nlg.batching: truncation to --seq_len, padding to the longest pair or to static shapes, and each
+"""nlg.training.batching: truncation to --seq_len, padding to the longest pair or to static shapes, and each
 epoch's batch plan."""
 
 from __future__ import annotations
 
 import pytest
 
-from nlg.batching import (
+from nlg.pairs import Pair
+from nlg.training.batching import (
     IGNORE_INDEX,
     PAD_ID,
     Example,
@@ -16,7 +17,6 @@ from nlg.batching import (
     epoch_batches,
     make_examples,
 )
-from nlg.pairs import Pair
 
 
 def test_seq_len_truncates_and_counts():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from nlg.cli import spellings
 from nlg.files import InputError, atomic_write, check_outputs, read_jsonl
-from nlg.train_log import METRICS_FILE
+from nlg.training.log import METRICS_FILE
 
 
 @dataclass

@@ -31,7 +31,7 @@ The paper (Table 7: GPT-3, layer 48, W_q, r = 4) reports 0.32 for ΔW's directio
 
 W is the matching slice of the base checkpoint: published GPT-2 files store c_attn, c_proj,
 c_fc as Conv1D weights of shape (in, out), which are transposed to (out, in) here (as
-`nlg.model.load_base_weights` does); q, k, v are then rows [0:d], [d:2d], [2d:3d] of c_attn.
+`nlg.weights.load_base_weights` does); q, k, v are then rows [0:d], [d:2d], [2d:3d] of c_attn.
 
 With `--compare OTHER`, the paper's Section 7.1 normalised subspace similarity between the two
 adapters' matching matrices:
@@ -46,7 +46,7 @@ invertible M gives the same ΔW = (B M)(M⁻¹ A)), so adapters from different t
 fairly. `--subspace A` reproduces the paper's choice exactly. The headline is i = j = min(k1, k2),
 k the numerical ranks; the JSON holds the whole k1 x k2 grid.
 
-Adapter layout (see `nlg.adapter_files`): our q, v slices are one block-structured c_attn adapter
+Adapter layout (see `nlg.methods.lora.peft_files`): our q, v slices are one block-structured c_attn adapter
 of rank 2r; `split_blocks` splits it back into per-slice ΔW_q = s B_q A_q, ΔW_v = s B_v A_v using
 the safetensors metadata. PEFT's own c_attn adapter is one fused matrix, reported as module
 `qkv`. No model is built: every ΔW comes straight from the tensors, and its SVD from the r x r
@@ -69,7 +69,11 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from nlg.adapter_files import (
+from nlg.cli import run_main, spellings
+from nlg.files import InputError, atomic_files, atomic_write, check_outputs
+from nlg.methods import require_lora
+from nlg.methods.lora.layer import TARGETS, LoRAConfig, target_rows
+from nlg.methods.lora.peft_files import (
     AdapterError,
     adapter_lora_config,
     adapter_paths,
@@ -77,12 +81,8 @@ from nlg.adapter_files import (
     read_adapter,
     split_blocks,
 )
-from nlg.checkpointing import checkpoint_step
-from nlg.cli import run_main, spellings
-from nlg.files import InputError, atomic_files, atomic_write, check_outputs
-from nlg.lora import TARGETS, LoRAConfig, target_rows
-from nlg.methods import require_lora
-from nlg.model import checkpoint_files
+from nlg.training.checkpoints import checkpoint_step
+from nlg.weights import checkpoint_files
 
 MODULES = tuple(TARGETS)  # q, k, v, qkv, o, fc, proj
 
@@ -350,7 +350,7 @@ class _LazyCheckpoint(Mapping):
     def __init__(self, path: Path):
         from safetensors import safe_open
 
-        from nlg.model import normalise_keys
+        from nlg.weights import normalise_keys
 
         self._handle = safe_open(str(path), framework="pt")
         # normalise_keys maps our spelling onto the file's: apply it to the names themselves
@@ -368,8 +368,8 @@ class _LazyCheckpoint(Mapping):
 
 def read_base(path: str | os.PathLike) -> tuple[Mapping, str]:
     """({our key spelling: tensor as stored}, the file it came from) of a base checkpoint: an HF
-    directory or a bare .safetensors / .bin file, as `nlg.model.from_pretrained` accepts."""
-    from nlg.model import CheckpointError, find_weights_file, normalise_keys, read_state_dict
+    directory or a bare .safetensors / .bin file, as `nlg.weights.from_pretrained` accepts."""
+    from nlg.weights import CheckpointError, find_weights_file, normalise_keys, read_state_dict
 
     path = Path(path)
     if not path.exists():

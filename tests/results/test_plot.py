@@ -4,7 +4,7 @@ import pytest
 
 from nlg.cli import main as cli
 from nlg.files import InputError
-from nlg.plot import read_curves
+from nlg.results.plot import read_curves
 
 
 def write_metrics(path, records):

@@ -1,10 +1,10 @@
-"""nlg.train_log: the loss record of a window, and a resumed run's log cut back to its step."""
+"""nlg.training.log: the loss record of a window, and a resumed run's log cut back to its step."""
 
 from __future__ import annotations
 
 import json
 
-from nlg.train_log import LossWindow, MetricsLog
+from nlg.training.log import LossWindow, MetricsLog
 
 
 def test_loss_window_record_is_the_token_mean():

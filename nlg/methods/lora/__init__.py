@@ -1,6 +1,6 @@
 """`--method lora`: low-rank updates of chosen projections (Hu et al., 2021), in PEFT's files.
 
-The layer is nlg.lora, the file layout nlg.adapter_files (both as before); this module puts
+The layer is nlg.methods.lora.layer, the file layout nlg.methods.lora.peft_files (both as before); this module puts
 them behind the method interface. Flags: --lora_dim r, --lora_alpha, --lora_dropout,
 --lora_targets (default q,v). Count: r·(in + out) per adapted slice and block, e.g. q and v on
 GPT-2 M: 24 · 2 · 4 · (1024 + 1024) = 393,216 (the paper prints 0.35M; see the README).
@@ -29,6 +29,7 @@ class LoRASettings:
 
 class LoRA(Method):
     name = "lora"
+    label = "LoRA"
     summary = "low-rank updates of q and v (Hu et al., 2021), merged for decoding; PEFT's files"
     flags = ("lora_dim", "lora_alpha", "lora_dropout", "lora_targets")
     defaults = {"lora_dim": 4, "lora_alpha": 32.0, "lora_dropout": 0.1, "lora_targets": ("q", "v")}
@@ -50,34 +51,34 @@ class LoRA(Method):
         return shape.n_layer * per_block
 
     def apply(self, model, settings: LoRASettings) -> None:
-        from nlg.lora import add_lora
+        from nlg.methods.lora.layer import add_lora
 
         add_lora(model, rank=settings.rank, alpha=settings.alpha, dropout=settings.dropout,
                  targets=settings.targets)
 
     def trainable(self, model) -> dict:
-        from nlg.lora import lora_parameters
+        from nlg.methods.lora.layer import lora_parameters
 
         return lora_parameters(model)
 
     def save(self, model, directory: Path, settings: LoRASettings, base_model: str | None) -> None:
-        from nlg.adapter_files import save_adapter
+        from nlg.methods.lora.peft_files import save_adapter
 
         save_adapter(model, directory, base_model=base_model)
 
     def load(self, model, directory: Path, settings: LoRASettings | None) -> None:
-        from nlg.adapter_files import load_adapter
+        from nlg.methods.lora.peft_files import load_adapter
 
         load_adapter(model, directory)
 
     def prepare_inference(self, model) -> None:
-        from nlg.lora import merge
+        from nlg.methods.lora.layer import merge
 
         merge(model)  # zero extra cost per token while decoding
 
     def recognizes(self, directory: Path) -> LoRASettings | None:
-        from nlg.adapter_files import adapter_lora_config, is_adapter_dir, read_adapter
         from nlg.files import InputError, read_json
+        from nlg.methods.lora.peft_files import adapter_lora_config, is_adapter_dir, read_adapter
 
         if not is_adapter_dir(directory):
             return None

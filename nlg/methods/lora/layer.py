@@ -18,7 +18,7 @@ A and B acting on its block of output rows. Targets:
 `merge` folds (alpha/r)·B A into W for inference at the base model's speed; `unmerge` takes
 it out again.
 
-Saving and loading adapters (Hugging Face PEFT's file layout) is `nlg.adapter_files`.
+Saving and loading adapters (Hugging Face PEFT's file layout) is `nlg.methods.lora.peft_files`.
 """
 
 from __future__ import annotations

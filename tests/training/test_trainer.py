@@ -1,4 +1,4 @@
-"""nlg.train: learning, gradient accumulation, DDP equivalence, exact resume and faults.
+"""nlg.training.trainer: learning, gradient accumulation, DDP equivalence, exact resume and faults.
 
 Every run trains a 2-layer, 32-wide GPT on real E2E pairs (a slice of the shared valid split,
 BPE-encoded, then token ids renumbered densely so the vocabulary is ~1k instead of 50257:
@@ -27,15 +27,16 @@ from helpers import (
     without_timing,
 )
 
-from nlg.adapter_files import read_adapter
 from nlg.cli import main as nlg_main
 from nlg.cli import run_main
 from nlg.datasets.e2e import parse_pairs
 from nlg.files import read_lines
+from nlg.methods.lora.peft_files import read_adapter
 from nlg.model import GPTConfig
 from nlg.pairs import encode_pairs
 from nlg.tokenizer import load_tokenizer
-from nlg.train import lr_factor, main
+from nlg.train import main
+from nlg.training.trainer import lr_factor
 
 N_TRAIN, N_VALID = 240, 48
 
@@ -197,7 +198,7 @@ def test_fresh_run_refuses_a_work_dir_with_checkpoints(e2e, base_dir, tmp_path, 
 
 def test_full_finetune_learns_writes_a_model_and_resumes_exactly(e2e, base_dir, tmp_path, capsys):
     """--full_finetune (the CPU demo's pre-training) trains everything and saves whole models."""
-    from nlg.model import from_pretrained
+    from nlg.weights import from_pretrained
 
     settings = ["--full_finetune", "--max_step", 6, "--save_interval", 3, "--lr", "3e-3"]
     full = tmp_path / "full"
@@ -272,7 +273,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(e2e, base_dir, tmp
 
 DYING_RANK = """
 import os, sys
-import nlg.train as train
+import nlg.training.trainer as train
 real_step, calls = train.train_step, []
 
 def dying(*args, **kwargs):  # rank 1 vanishes (no cleanup at all) during its second step
@@ -282,7 +283,8 @@ def dying(*args, **kwargs):  # rank 1 vanishes (no cleanup at all) during its se
     return real_step(*args, **kwargs)
 
 train.train_step = dying
-sys.exit(train.main(sys.argv[1:]))
+import nlg.train
+sys.exit(nlg.train.main(sys.argv[1:]))
 """
 
 

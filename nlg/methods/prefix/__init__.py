@@ -1,5 +1,5 @@
 """`--method prefix` (PreLayer) and `--method prefix-embed` (PreEmbed): prefix tuning (Li & Liang,
-2021) on a frozen GPT-2; the modules are nlg.methods.prefix_layers, the model's hook `model.prefix`.
+2021) on a frozen GPT-2; the modules are nlg.methods.prefix.layers, the model's hook `model.prefix`.
 
     prefix        trainable keys and values of --prefix_len n positions in every layer, trained
                   through Li & Liang's reparametrisation  P = Linear(h, L·2·d)(tanh(Linear(d, h)(E)))
@@ -138,7 +138,7 @@ class _Prefixes(Method):
     def read(self, model, directory: Path):
         """adapter_config.json and the stored tensor, checked against `model`: another PEFT
         method or another model size is an InputError naming both sides."""
-        from nlg.model import read_state_dict
+        from nlg.weights import read_state_dict
 
         path = directory / CONFIG_FILE
         if not path.is_file():
@@ -186,6 +186,7 @@ class _Prefixes(Method):
 
 class PreLayer(_Prefixes):
     name = "prefix"
+    label = "PreLayer"
     summary = "trainable keys and values of --prefix_len positions in every layer (Li & Liang, 2021); PEFT's files"
     flags = ("prefix_len", "prefix_hidden")
     defaults = {"prefix_len": 5, "prefix_hidden": 512}
@@ -214,7 +215,7 @@ class PreLayer(_Prefixes):
                 + _paper_figure(shape))
 
     def module(self, config, settings: PrefixSettings):
-        from nlg.methods.prefix_layers import PrefixMLP
+        from nlg.methods.prefix.layers import PrefixMLP
 
         return PrefixMLP(config.n_layer, config.n_head, config.n_embd, settings.prefix_len, settings.prefix_hidden)
 
@@ -232,7 +233,7 @@ class PreLayer(_Prefixes):
         from safetensors.torch import save
 
         super().save(model, directory, settings, base_model)
-        from nlg.methods.prefix_layers import PrefixMLP
+        from nlg.methods.prefix.layers import PrefixMLP
 
         if isinstance(model.prefix, PrefixMLP):  # the reparametrisation, for an exact --resume
             tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.prefix.state_dict().items()}
@@ -244,8 +245,8 @@ class PreLayer(_Prefixes):
         still the MLP (a resumed run), the MLP's weights, strictly."""
         import torch
 
-        from nlg.methods.prefix_layers import FoldedPrefix, PrefixMLP
-        from nlg.model import CheckpointError, read_state_dict
+        from nlg.methods.prefix.layers import FoldedPrefix, PrefixMLP
+        from nlg.weights import CheckpointError, read_state_dict
 
         config, flat = self.read(model, directory)
         if isinstance(model.prefix, PrefixMLP) and not (directory / REPARAM_FILE).is_file():
@@ -273,7 +274,7 @@ class PreLayer(_Prefixes):
         """Fold the MLP: the past is computed once, and is what PEFT's file holds."""
         import torch
 
-        from nlg.methods.prefix_layers import FoldedPrefix, PrefixMLP
+        from nlg.methods.prefix.layers import FoldedPrefix, PrefixMLP
 
         if isinstance(model.prefix, PrefixMLP):
             with torch.no_grad():
@@ -290,6 +291,7 @@ class PreLayer(_Prefixes):
 
 class PreEmbed(_Prefixes):
     name = "prefix-embed"
+    label = "PreEmbed"
     summary = "trainable input embeddings of --prefix_len positions before the context; PEFT's prompt tuning files"
     flags = ("prefix_len",)
     defaults = {"prefix_len": 5}
@@ -313,7 +315,7 @@ class PreEmbed(_Prefixes):
                 f"PreEmbed |Θ| = d·(l_p + l_i) at l_p={n}, l_i=0 (no infix)")
 
     def module(self, config, settings: PromptSettings):
-        from nlg.methods.prefix_layers import PromptEmbeds
+        from nlg.methods.prefix.layers import PromptEmbeds
 
         return PromptEmbeds(config.n_embd, settings.prefix_len)
 
@@ -326,7 +328,7 @@ class PreEmbed(_Prefixes):
                             "tokenizer_name_or_path": None}.items()))
 
     def stored_tensor(self, model):
-        from nlg.methods.prefix_layers import PromptEmbeds
+        from nlg.methods.prefix.layers import PromptEmbeds
 
         if not isinstance(model.prefix, PromptEmbeds):
             raise ValueError("prefix-embed saves its input embeddings; this model's prefix is folded")
@@ -348,7 +350,7 @@ class PreEmbed(_Prefixes):
         """Fold: the prompt's keys and values, computed once (they do not depend on the context)."""
         import torch
 
-        from nlg.methods.prefix_layers import FoldedPrefix, PromptEmbeds, join_past
+        from nlg.methods.prefix.layers import FoldedPrefix, PromptEmbeds, join_past
 
         if isinstance(model.prefix, PromptEmbeds):
             with torch.no_grad():

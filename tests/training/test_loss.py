@@ -1,4 +1,4 @@
-"""nlg.loss: the label-smoothed completion loss, by hand, the head run only where it is read, and
+"""nlg.training.loss: the label-smoothed completion loss, by hand, the head run only where it is read, and
 static-shape padding that changes nothing."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from helpers import tiny_config, trained_like
 
-from nlg.batching import Example, collate, collate_static
-from nlg.lora import add_lora
-from nlg.loss import CompletionLM, completion_loss
+from nlg.methods.lora.layer import add_lora
 from nlg.model import GPT, GPTConfig
+from nlg.training.batching import Example, collate, collate_static
+from nlg.training.loss import CompletionLM, completion_loss
 
 
 def test_masked_label_smoothed_loss_matches_hand_computation():

@@ -9,7 +9,7 @@
         training_state.pt                                  TrainingState: optimiser, scheduler,
                                                            step, data position, every rank's RNG
                                                            states, the loss window, the config
-                                                           and its inputs' identities (nlg.resume)
+                                                           and its inputs' identities (nlg.training.checkpoints)
         manifest.json                                      size and SHA-256 of each file above,
                                                            written last (nlg.files.write_manifest)
     WORK_DIR/train.lock                                    held by the run's rank 0 (lock_work_dir)
@@ -23,11 +23,44 @@ written (a disk error, a cut-short copy) is skipped, with a warning, for the one
 Checkpoints written before manifests existed still load: for them, verifying means reading
 every tensor and the training state. training_state.pt holds tensors and plain values only and
 is read with torch.load(weights_only=True): a checkpoint cannot run code.
+
+Resuming: what a run was made from, and whether `--resume` may continue a checkpoint.
+
+What a training run was made from, and whether `--resume` may continue a checkpoint.
+
+Every checkpoint's training_state.pt records the run's whole TrainConfig (`config`, as
+TrainConfig.to_json) and the identity of the files it read (`inputs`, `input_identities`):
+
+    {"train_data":      [{"path": "data/e2e/train.jsonl", "file": "", "bytes": N, "sha256": HEX}],
+     "valid_data":      [...] or None,
+     "init_checkpoint": [{"path": ".../gpt2-md/model.safetensors", "file": "model.safetensors",
+                          "bytes": N, "sha256": HEX}, {... config.json ...}] or None}
+
+`file` is the name inside a Hugging Face directory ("" for a file given by itself); two inputs are
+the same when their (file, bytes, sha256) lists are, wherever they lie now (a moved or copied
+file resumes). Hashing reads each file once per run, about 1 GB/s (GPT-2 medium's 1.4 GB: ~1.5 s).
+
+`resume_differences` compares a checkpoint's record with the new run's, field by field over
+TrainConfig, so a setting added to TrainConfig is compared without any change here:
+
+  * RESUME_MAY_DIFFER: how the run is executed or reported, not what it computes: log, eval and
+    save intervals, the validation batch size (the loss is averaged per token), the device and
+    --compile mode (rounding only; the README's GPU section), the collective timeout, the
+    work_dir, --resume and --allow_changed themselves;
+  * INPUT_SETTINGS (--train_data, --valid_data, --init_checkpoint): compared by content;
+  * every other field: compared by value; a field the checkpoint predates is taken at its
+    default (the behaviour the checkpoint was trained with).
+
+A difference is refused unless `--allow_changed` names it; RESUME_FIXED settings (the data
+order, its position within the epoch, the shape of the trained weights) cannot be allowed, as
+no resumed run could mean the same with another value. Checkpoints written before inputs were
+recorded resume after their settings are compared, with a warning that their inputs cannot be.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import random
 import re
@@ -35,14 +68,13 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from nlg import methods
-from nlg.adapter_files import is_adapter_dir, read_adapter
-from nlg.distributed import Runtime, all_gather_objects
+from nlg import files, methods
 from nlg.files import (
     InputError,
     Locked,
@@ -52,10 +84,11 @@ from nlg.files import (
     verify_manifest,
     write_manifest,
 )
-from nlg.model import read_state_dict
-from nlg.resume import RESUME_FIXED, Difference, allow_hint, resume_differences
-from nlg.train_args import TrainConfig
-from nlg.train_log import LossWindow
+from nlg.methods.lora.peft_files import is_adapter_dir, read_adapter
+from nlg.training.distributed import Runtime, all_gather_objects
+from nlg.training.log import LossWindow
+from nlg.training.settings import INPUT_SETTINGS, RESUME_FIXED, RESUME_MAY_DIFFER, TrainConfig
+from nlg.weights import read_state_dict
 
 STATE_FILE = "training_state.pt"
 STATE_FORMAT = 1
@@ -93,7 +126,7 @@ class TrainingState:
     config: dict  # TrainConfig.to_json() of the run
     world_size: int
     n_train: int  # training pairs
-    inputs: dict | None = None  # the files the run read (nlg.resume.input_identities); None before they were recorded
+    inputs: dict | None = None  # the files the run read (nlg.training.checkpoints.input_identities); None before they were recorded
 
     def to_file(self) -> dict:
         """The dict torch.save writes (the loss window as a plain dict)."""
@@ -275,10 +308,10 @@ def load_training_state(path: Path) -> TrainingState:
 def check_resumable(state: TrainingState, config: TrainConfig, world_size: int, n_train: int,
                     path: Path, inputs: dict | None = None) -> list[Difference]:
     """A run resumes exactly only with the checkpoint's settings, inputs, data order and model:
-    one InputError names every difference (nlg.resume) that --allow_changed does not allow.
+    one InputError names every difference (nlg.training.checkpoints) that --allow_changed does not allow.
     Returns the allowed differences, for the run's logs."""
     differences = resume_differences(state.config, state.inputs, config, inputs or {})
-    # --allow_changed cannot allow these (train_args refuses naming nlg.resume.RESUME_FIXED)
+    # --allow_changed cannot allow these (train_args refuses naming nlg.training.settings.RESUME_FIXED)
     fixed = set(RESUME_MUST_MATCH) | set(RESUME_FIXED)
     refused = [d for d in differences if d.name not in config.allow_changed or d.name in fixed]
     problems = [d.text for d in refused]
@@ -329,3 +362,102 @@ def set_rng_state(state: dict) -> None:
 def gather_rng_states(rt: Runtime) -> list[dict]:
     """Every rank's RNG states, by rank (a collective: every rank calls it)."""
     return all_gather_objects(rng_state(), rt)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resuming: the inputs' identities and the settings' differences
+# ---------------------------------------------------------------------------------------------
+def file_identity(path: Path, name: str) -> dict[str, Any]:
+    """{"path", "file" (its name inside an input directory, "" for a bare file), "bytes", "sha256"}."""
+    return {"path": str(path), "file": name, **files.file_identity(path)}
+
+
+def input_identities(config: Any) -> dict[str, list[dict[str, Any]] | None]:
+    """The identity of every file the run reads, by setting (None for one not given). A
+    directory given as --init_checkpoint counts with each model file it holds."""
+    from nlg.weights import checkpoint_files  # torch: only `nlg train` calls this
+
+    identities: dict[str, list[dict[str, Any]] | None] = {}
+    for name in INPUT_SETTINGS:
+        value = getattr(config, name)
+        if value is None:
+            identities[name] = None
+        elif not Path(value).exists():  # said here as the model loader says it, exit 2
+            raise InputError(f"--{name} {value}: no such checkpoint file or directory")
+        elif name == "init_checkpoint" and Path(value).is_dir():
+            identities[name] = [file_identity(path, path.name) for path in checkpoint_files(value)
+                                if path.is_file()]
+        else:
+            identities[name] = [file_identity(Path(value), "")]
+    return identities
+
+
+def _content(identity: list[dict[str, Any]] | None) -> list[tuple] | None:
+    if identity is None:
+        return None
+    return sorted((entry["file"], entry["bytes"], entry["sha256"]) for entry in identity)
+
+
+def _describe(identity: list[dict[str, Any]] | None, other: list[dict[str, Any]] | None) -> str:
+    """One side of an input difference: the first file whose content the other side lacks."""
+    if identity is None:
+        return "none"
+    others = set(_content(other) or [])
+    entry = next((e for e in identity if (e["file"], e["bytes"], e["sha256"]) not in others), identity[0])
+    return f"{entry['path']} ({entry['bytes']:,} bytes, sha256 {entry['sha256'][:12]})"
+
+
+def _defaults(config: Any) -> dict[str, Any]:
+    """Each TrainConfig field's default, as to_json writes it (None for a required one)."""
+    defaults = {}
+    for field in dataclasses.fields(config):
+        value = (field.default if field.default is not dataclasses.MISSING
+                 else field.default_factory() if field.default_factory is not dataclasses.MISSING else None)
+        defaults[field.name] = list(value) if isinstance(value, tuple) else value
+    return defaults
+
+
+@dataclasses.dataclass
+class Difference:
+    """One setting in which a checkpoint and the new run differ, as the user reads it."""
+
+    name: str  # the TrainConfig field
+    before: Any  # the checkpoint's value (for an input: its identity)
+    after: Any
+    text: str  # "--lr: checkpoint 0.0002, now 0.5"
+
+
+def resume_differences(recorded: dict[str, Any], recorded_inputs: dict[str, Any] | None, config: Any,
+                       inputs: dict[str, Any]) -> list[Difference]:
+    """Every setting in which the new run (`config`, `inputs`) differs from a checkpoint's
+    record, in TrainConfig's order; inputs are compared only when the checkpoint recorded them."""
+    current, defaults = config.to_json(), _defaults(config)
+    found = []
+    for name, now in current.items():
+        if name in RESUME_MAY_DIFFER:
+            continue
+        if name in INPUT_SETTINGS:
+            if recorded_inputs is None or name not in recorded_inputs or name not in inputs:
+                continue  # a checkpoint from before inputs were recorded (the caller warns)
+            before = recorded_inputs[name]
+            if _content(before) != _content(inputs[name]):
+                found.append(Difference(name, before, inputs[name], f"--{name}: checkpoint "
+                                        f"{_describe(before, inputs[name])}, now {_describe(inputs[name], before)}"))
+            continue
+        before = recorded.get(name, defaults[name])
+        if before != now:
+            found.append(Difference(name, before, now, f"--{name}: checkpoint {before!r}, now {now!r}"))
+    return found
+
+
+def allow_hint(refused: list[Difference]) -> str:
+    """How to continue anyway, when --allow_changed can allow every refused difference."""
+    names = [d.name for d in refused]
+    if not names or any(name in RESUME_FIXED for name in names):
+        return ""
+    return f" (to continue with the new values, add --allow_changed {','.join(names)})"
+
+
+def changes_record(differences: list[Difference]) -> dict[str, dict[str, Any]]:
+    """{setting: {"checkpoint": value, "now": value}}: the allowed changes, for the run's logs."""
+    return {d.name: {"checkpoint": d.before, "now": d.after} for d in differences}

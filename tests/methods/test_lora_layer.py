@@ -1,6 +1,6 @@
-"""nlg.lora: the adapters compute what the LoRA formula says, on exactly the intended weights.
+"""nlg.methods.lora.layer: the adapters compute what the LoRA formula says, on exactly the intended weights.
 
-The PEFT file round trip (nlg.adapter_files) is tested in tests/test_adapter_files.py.
+The PEFT file round trip (nlg.methods.lora.peft_files) is tested in tests/methods/test_peft_files.py.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from helpers import hf_gpt2_dir, tiny_config
 
-from nlg.lora import (
+from nlg.methods.lora.layer import (
     TARGETS,
     LoRAConfig,
     LoRALinear,
@@ -22,14 +22,8 @@ from nlg.lora import (
     merge,
     unmerge,
 )
-from nlg.model import (
-    GPT,
-    CheckpointError,
-    GPTConfig,
-    card_config,
-    load_base_weights,
-    published_layout,
-)
+from nlg.model import GPT, GPTConfig, card_config
+from nlg.weights import CheckpointError, load_base_weights, published_layout
 
 D = 64  # width of the small model
 SLICES = ("q", "k", "v", "o", "fc", "proj")  # every target, the fused slices separately
@@ -330,7 +324,7 @@ def test_base_weights_load_into_a_model_with_lora():
 def test_from_pretrained_then_add_lora(tmp_path):
     transformers = pytest.importorskip("transformers")
     transformers.logging.set_verbosity_error()
-    from nlg.model import from_pretrained
+    from nlg.weights import from_pretrained
 
     hf_gpt2_dir(tmp_path, tiny_config(n_head=2, n_embd=128, vocab_size=200, n_positions=32))
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()

@@ -10,7 +10,7 @@ ecosystem's common format, so PEFT and spectral tools open ours unchanged::
                                  base_model.model.<module>.lora_B.weight  (out x R)
 
 PEFT adapts the fused c_attn as one matrix, so n separate q/k/v slices of rank r (see
-`nlg.lora`) are written as one c_attn adapter of rank R = n·r: A stacks the slices' A's (r rows
+`nlg.methods.lora.layer`) are written as one c_attn adapter of rank R = n·r: A stacks the slices' A's (r rows
 each, in target order) and B is block-structured (slice i's B in that slice's output rows and in
 columns [i·r, (i+1)·r), zeros elsewhere), with lora_alpha multiplied by n to keep alpha/rank.
 `split_blocks` takes such a pair apart again and refuses a B that is not zero outside its
@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from nlg.files import MANIFEST, InputError, atomic_write, read_json, verify_manifest
-from nlg.lora import TARGETS, LoRAConfig, add_lora, lora_modules
+from nlg.methods.lora.layer import TARGETS, LoRAConfig, add_lora, lora_modules
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

@@ -22,7 +22,7 @@ AdamW reads the flag on the device (GradScaler's `found_inf` mechanism); the sin
 that eager CPU runs keep (for bit-identical results) is skipped by the host, which on a CPU is
 the device, so reading the flag there costs nothing. From the first bad step on no update
 happens, the weights stay those of the last good step, and the host stops at its next read,
-before writing any checkpoint (nlg.train).
+before writing any checkpoint (nlg.training.trainer).
 
 Modes:
 
@@ -45,7 +45,7 @@ Modes:
               be tried on this project's machines is not a safe default.
 
 Static shapes do not change the loss or the gradients beyond float rounding (padded rows and
-slots contribute exact zeros; tests/test_train_step.py), and the batches hold the same pairs in
+slots contribute exact zeros; tests/training/test_step.py), and the batches hold the same pairs in
 the same order. Dropout, though, draws its masks over the padded grid, so with dropout a static
 mode draws other masks than none: the same distribution, other samples. Every mode is
 deterministic and resumes exactly; a run may resume in another mode, correctly but not
@@ -62,12 +62,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from nlg.batching import Batch, Example, collate, collate_static
-from nlg.distributed import Runtime
 from nlg.files import InputError
-from nlg.loss import CompletionLM
-from nlg.train_args import TrainConfig
-from nlg.train_log import LossWindow
+from nlg.training.batching import Batch, Example, collate, collate_static
+from nlg.training.distributed import Runtime
+from nlg.training.log import LossWindow
+from nlg.training.loss import CompletionLM
+from nlg.training.settings import TrainConfig
 
 GPU_DEFAULT = "none"  # becomes "graphs" once bench/gpu_check.sh has verified it on a GPU
 STATIC_MODES = ("static", "graphs", "inductor")

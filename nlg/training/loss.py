@@ -1,4 +1,4 @@
-"""The training loss: label-smoothed cross-entropy on the completion tokens (see nlg.batching
+"""The training loss: label-smoothed cross-entropy on the completion tokens (see nlg.training.batching
 for which positions those are).
 
 Over the N completion tokens of an optimiser step (all micro-batches, all ranks),
@@ -6,7 +6,7 @@ Over the N completion tokens of an optimiser step (all micro-batches, all ranks)
     loss = 1/N · Σ_t [ (1-ε) · (-log p(y_t)) + ε · 1/V · Σ_v (-log p(v)) ]
 
 the paper's label-smoothed NLL, averaged over tokens. `CompletionLM` returns the SUM over a
-batch's tokens; nlg.train divides by the step's token count after all-reducing it, so the
+batch's tokens; nlg.training.trainer divides by the step's token count after all-reducing it, so the
 update does not depend on how the step is split into micro-batches or ranks. Validation uses
 ε = 0: the plain NLL per completion token.
 """
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nlg.batching import IGNORE_INDEX
 from nlg.model import GPT
+from nlg.training.batching import IGNORE_INDEX
 
 
 def autocast(device: torch.device):
@@ -40,7 +40,7 @@ def completion_loss(logits: Tensor, targets: Tensor, label_smooth: float = 0.0) 
     logits: (N, vocab) at the loss positions only; targets: (N,). `F.cross_entropy` with
     `label_smoothing=ε` computes exactly the paper's smoothed term per token. Rows whose target
     is IGNORE_INDEX (-100, cross_entropy's default ignore_index: the padded slots of a
-    static-shape batch, nlg.batching) add nothing to either term, nor to any gradient.
+    static-shape batch, nlg.training.batching) add nothing to either term, nor to any gradient.
     """
     return F.cross_entropy(logits.float(), targets, reduction="sum", label_smoothing=label_smooth,
                            ignore_index=IGNORE_INDEX)

@@ -1,5 +1,5 @@
 """`--method adapter-l` (Lin et al., 2020) and `--method adapter-h` (Houlsby et al., 2019):
-bottleneck adapters of width --adapter_dim r on a frozen GPT-2 (the layers: nlg.methods.bottleneck).
+bottleneck adapters of width --adapter_dim r on a frozen GPT-2 (the layers: nlg.methods.adapters.layers).
 
     adapter-l   one per block, on the block's output, with its own layer norm
                 |Θ| = L·(2·d·r + r + d) + 2·L·d      GPT-2 M r=6: 368,784 (0.37M), r=224: 11.09M
@@ -158,7 +158,7 @@ class Adapters(Method):
         strictly: every tensor of ours, each of its shape, and nothing else."""
         import torch
 
-        from nlg.model import CheckpointError, read_state_dict
+        from nlg.weights import CheckpointError, read_state_dict
 
         found = self.recognizes(directory)
         if found is None:
@@ -208,6 +208,7 @@ class Adapters(Method):
 
 class AdapterL(Adapters):
     name = "adapter-l"
+    label = "AdapterL"
     summary = "one bottleneck adapter per block with its own layer norm (Lin et al., 2020); AdapterHub"
     defaults = {"adapter_dim": 6}
     per_block = ("mlp_residual",)
@@ -216,13 +217,14 @@ class AdapterL(Adapters):
                  "original_ln_after": False, "residual_before_ln": False, "ln_before": True}
 
     def hook(self, d: int, r: int):
-        from nlg.methods.bottleneck import LinResidual
+        from nlg.methods.adapters.layers import LinResidual
 
         return LinResidual(d, r)
 
 
 class AdapterH(Adapters):
     name = "adapter-h"
+    label = "AdapterH"
     summary = "two bottleneck adapters per block, after attention and MLP (Houlsby et al., 2019)"
     defaults = {"adapter_dim": 112}
     per_block = ("attn_residual", "mlp_residual")
@@ -230,7 +232,7 @@ class AdapterH(Adapters):
                  "original_ln_after": True, "residual_before_ln": True, "ln_before": False}
 
     def hook(self, d: int, r: int):
-        from nlg.methods.bottleneck import HoulsbyResidual
+        from nlg.methods.adapters.layers import HoulsbyResidual
 
         return HoulsbyResidual(d, r)
 

@@ -1,7 +1,7 @@
 """`nlg train`'s settings: the TrainConfig dataclass, its command line and its checks.
 
 Flags follow the paper's `gpt2_ft.py` (both `--train_data` and `--train-data` spellings), and
-the defaults are its E2E recipe (see nlg.train). The paper's flags that mean nothing here
+the defaults are its E2E recipe (see nlg.training.trainer). The paper's flags that mean nothing here
 (--platform, --local_rank, --fp16, --roll_*, --i_steps, ...) are accepted and ignored with a
 warning, so its published command runs unchanged.
 """
@@ -16,10 +16,18 @@ from dataclasses import asdict, dataclass, field, fields
 
 from nlg import methods
 from nlg.cli import spellings
-from nlg.distributed import TIMEOUT_ENV, default_timeout
 from nlg.files import InputError
-from nlg.lora import TARGETS
-from nlg.resume import check_allowed
+from nlg.methods.lora.layer import TARGETS
+from nlg.training.distributed import TIMEOUT_ENV, default_timeout
+
+# How --resume treats each setting (nlg.training.checkpoints compares them).
+RESUME_MAY_DIFFER = ("resume", "allow_changed", "work_dir", "log_interval", "eval_interval",
+                     "save_interval", "valid_batch_size", "device", "compile", "dist_timeout")
+INPUT_SETTINGS = ("train_data", "valid_data", "init_checkpoint")
+RESUME_FIXED = ("train_batch_size", "grad_acc", "seq_len", "random_seed", "group_by_length", "obj",
+                "lora_dim", "lora_alpha", "lora_targets", "method", "top_layers", "adapter_dim",
+                "prefix_len", "prefix_hidden")
+
 
 FLOAT32_MAX = 3.4028234663852886e38
 COMPILE_MODES = ("auto", "none", "static", "graphs", "inductor")
@@ -56,7 +64,7 @@ class TrainConfig:
     lora_dropout: float = 0.1
     lora_targets: tuple[str, ...] = ("q", "v")
     # lora | full | top2 | adapter-l | adapter-h | prefix | prefix-embed (nlg.methods), owning the flags below; None only
-    # with --resume and no method flag: the checkpoint's method and settings (nlg.train resolves it)
+    # with --resume and no method flag: the checkpoint's method and settings (nlg.training.trainer resolves it)
     method: str | None = "lora"
     top_layers: int | None = None  # top2: blocks trained (default 2); None for other methods
     adapter_dim: int | None = None  # adapter-l/-h: bottleneck width r; None for other methods
@@ -72,9 +80,9 @@ class TrainConfig:
     random_seed: int = 110
     resume: str | None = None  # "latest" or a checkpoint directory
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    compile: str = "auto"  # how steps run: auto | none | static | graphs | inductor (nlg.train_step)
+    compile: str = "auto"  # how steps run: auto | none | static | graphs | inductor (nlg.training.step)
     dist_timeout: float = field(default_factory=default_timeout)
-    allow_changed: tuple[str, ...] = ()  # settings --resume may find changed (nlg.resume)
+    allow_changed: tuple[str, ...] = ()  # settings --resume may find changed (nlg.training.checkpoints)
 
     def to_json(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -224,7 +232,7 @@ def method_problems(args: dict, given: list[str]) -> list[str]:
     the method's own flags that were left out with its defaults, in place."""
     if args["method"] is None:
         if args.get("resume") is not None and not given:
-            return []  # continue the checkpoint's method and settings (nlg.train.resolve_method)
+            return []  # continue the checkpoint's method and settings (nlg.training.trainer.resolve_method)
         args["method"] = "lora"
     try:
         method = methods.get(args["method"])
@@ -274,4 +282,16 @@ def check_config(c: TrainConfig) -> list[str]:
     if not 0 < c.lora_alpha / max(c.lora_dim, 1) <= FLOAT32_MAX:
         problems.append(f"--lora_alpha {c.lora_alpha}: must be > 0, and --lora_alpha/--lora_dim at "
                         f"most {FLOAT32_MAX:.3g} (float32's largest number)")
+    return problems
+
+
+def check_allowed(names: tuple[str, ...], field_names: list[str]) -> list[str]:
+    """What is wrong with --allow_changed (one phrase per problem, empty when nothing is)."""
+    problems = []
+    for name in names:
+        if name not in field_names:
+            problems.append(f"--allow_changed {name}: not a setting of nlg train")
+        elif name in RESUME_FIXED:
+            problems.append(f"--allow_changed {name}: cannot change on --resume (the checkpoint's data "
+                            "order, its position in the epoch or its weights' shape depend on it)")
     return problems

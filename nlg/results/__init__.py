@@ -669,7 +669,7 @@ def _paper_params(text: str) -> float | None:
     return float(match[1]) * {"M": 1e6, "K": 1e3, "": 1}[match[2]]
 
 
-def plot(rows: list[Row], metrics: tuple[str, ...], subsets: list[str]) -> tuple[bytes, list[str]]:
+def plot_rows(rows: list[Row], metrics: tuple[str, ...], subsets: list[str]) -> tuple[bytes, list[str]]:
     """Each metric against trainable parameters (log axis), on subset `all` (else the first
     shown): our rows as the mean with its 95 % interval as error bars, filled, the paper's
     points hollow, one marker per method. Returns the PNG and the rows left out (no parameter
@@ -790,7 +790,7 @@ def main_runs(args: argparse.Namespace) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise InputError("--plot needs matplotlib: pip install 'nlg[plot]'") from None
-        png, left_out = plot(rows, tuple(report["metrics"]), report["subsets"])
+        png, left_out = plot_rows(rows, tuple(report["metrics"]), report["subsets"])
         if left_out:
             print(f"note: --plot: no parameter count, so not plotted: {'; '.join(left_out)}",
                   file=sys.stderr)

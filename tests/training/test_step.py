@@ -1,4 +1,4 @@
-"""nlg.train_step: the modes' steps against each other, no host read inside a step, non-finite
+"""nlg.training.step: the modes' steps against each other, no host read inside a step, non-finite
 steps skipped on the device for good, and `nlg train --compile` runs (inductor: compiled like
 eager, resumed exactly; faults found at the next read, before any checkpoint).
 
@@ -26,10 +26,10 @@ from helpers import (
     write_examples,
 )
 
-from nlg.adapter_files import read_adapter
 from nlg.cli import run_main
+from nlg.methods.lora.peft_files import read_adapter
 from nlg.train import main
-from nlg.train_step import train_step
+from nlg.training.step import train_step
 
 # ---------------------------------------------------------------------------------------------
 # Steps

@@ -1,10 +1,10 @@
-"""nlg.train_args: both flag spellings, the paper's published command, and refused values."""
+"""nlg.training.settings: both flag spellings, the paper's published command, and refused values."""
 
 from __future__ import annotations
 
 import pytest
 
-from nlg.train_args import TrainConfig, parse_args
+from nlg.training.settings import TrainConfig, parse_args
 
 PAPER_COMMAND = """--train_data ./data/e2e/train.jsonl --valid_data ./data/e2e/valid.jsonl
     --train_batch_size 8 --grad_acc 1 --valid_batch_size 4 --seq_len 512 --model_card gpt2.md
