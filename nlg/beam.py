@@ -395,7 +395,7 @@ def load_model(init_checkpoint: str | None, model_card: str | None, checkpoint: 
     from nlg import methods
 
     method, settings, record = (None, None, None) if checkpoint is None else methods.detect(checkpoint)
-    if method is not None and flag == "--lora_checkpoint" and method.name != "lora":
+    if method is not None and flag == "--lora_checkpoint" and not methods.is_lora(method):
         raise InputError(f"--lora_checkpoint {checkpoint}: holds a checkpoint of method {method.name}, not LoRA; "
                          "give it as --checkpoint")
     if method is not None and not method.needs_base:

@@ -36,13 +36,12 @@ def published_layout(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: (v.t() if k.endswith(_CONV1D) else v).contiguous() for k, v in state.items()}
 
 
-# Names of the parameters a fine-tuning method adds (nlg.methods): LoRA's A and B, the adapters
-# that replace a block's residual hooks. They are no part of a published GPT-2.
-METHOD_PARAMETER_MARKS = (".lora_", "_residual.", "prefix.")
-
-
 def is_method_parameter(name: str) -> bool:
-    return any(mark in name for mark in METHOD_PARAMETER_MARKS)
+    """A parameter a fine-tuning method added (each method names its own: nlg.methods), no part
+    of a published GPT-2."""
+    from nlg.methods import is_added_parameter
+
+    return is_added_parameter(name)
 
 
 class CheckpointError(InputError):

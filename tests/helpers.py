@@ -22,6 +22,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from nlg.methods.lora import LoRASettings
 from nlg.methods.lora.layer import add_lora, lora_parameters
 from nlg.model import GPT, GPTConfig
 from nlg.training.batching import Example
@@ -160,7 +161,7 @@ def tiny_stepper(mode: str, *, device: str = "cpu", config: GPTConfig = STEP_CON
     gpt = GPT(config).to(device)
     add_lora(gpt, rank=4, alpha=32, dropout=dropout, targets=("q", "v"))
     train = TrainConfig(train_data="", train_batch_size=4, grad_acc=grad_acc, seq_len=64, lr=1e-2,
-                        clip=clip, label_smooth=0.1, lora_dropout=dropout)
+                        clip=clip, label_smooth=0.1, method_settings=LoRASettings(dropout=dropout))
     return Stepper(CompletionLM(gpt), list(lora_parameters(gpt).values()), train,
                    Runtime(device=torch.device(device)), lambda step: 1.0, mode=mode)
 

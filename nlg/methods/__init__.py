@@ -35,6 +35,7 @@ This package imports no torch at import time: `nlg recipe` prints counts without
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -89,14 +90,54 @@ class Method:
     name: str = ""
     label: str = ""  # the row label of the papers' tables (LoRA, FT-Top2, AdapterL, PreLayer, ...)
     summary: str = ""
-    flags: tuple[str, ...] = ()  # TrainConfig fields that are this method's settings
+    flags: tuple[str, ...] = ()  # `nlg train` flags that are this method's settings
     defaults: dict[str, Any] = {}  # their values when the command line leaves them out
+    flag_types: dict[str, Any] = {}  # each flag's argparse type (int unless named here)
+    flag_help: dict[str, str] = {}  # each flag's --help text
+    fixed_on_resume: tuple[str, ...] | None = None  # flags --resume may never change (None: all of `flags`)
+    sizes: tuple[str, ...] = ()  # the flags that size it: they pick its recipe row and paper row
+    parameter_marks: tuple[str, ...] = ()  # substrings of the names of the parameters it adds to GPT-2
     files: tuple[str, ...] = ()  # what `save` writes into a checkpoint directory
     needs_base: bool = True  # False: a checkpoint is the whole model (full fine-tuning)
     merges: bool = False  # prepare_inference folds the method into the base weights
 
     def settings(self, values: dict[str, Any]) -> Any:
         raise NotImplementedError
+
+    def values(self, settings: Any) -> dict[str, Any]:
+        """The flags and values of `settings` (the inverse of `settings`): by default the
+        settings dataclass's fields, which are named as the flags."""
+        return {flag: getattr(settings, flag) for flag in self.flags}
+
+    def check(self, values: dict[str, Any]) -> list[str]:
+        """What is wrong with this method's flag values, one phrase per problem: by default
+        every integer flag must be >= 1 and every float flag finite."""
+        problems = []
+        for flag in self.flags:
+            value, kind = values.get(flag), self.flag_types.get(flag, int)
+            if value is None:
+                continue
+            if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+                problems.append(f"--{flag} {value!r}: must be an integer")
+            elif kind is int and value < 1:
+                problems.append(f"--{flag} must be >= 1")
+            elif kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                    or not math.isfinite(value)):
+                problems.append(f"--{flag} {value!r}: not a finite number")
+        return problems
+
+    def note(self, shape: Shape, settings: Any) -> str:
+        """An extra line for the run's log ("" for none): prefix tuning's trained and stored counts."""
+        return ""
+
+    def recipe_key(self, values: dict[str, Any]) -> str | None:
+        """Which of a dataset's baseline recipes (nlg.datasets.recipe.Recipe.baselines) this
+        method of these sizes trains with; None: the dataset's own (LoRA) recipe."""
+        return self.name
+
+    def recipe_values(self, baseline: Any) -> dict[str, Any]:
+        """This method's flag values that a baseline recipe sets (prefix tuning: its length)."""
+        return {}
 
     def describe(self, settings: Any) -> str:
         raise NotImplementedError
@@ -162,6 +203,38 @@ def all_flags() -> dict[str, str]:
         for flag in method.flags:
             owners.setdefault(flag, method.name)
     return owners
+
+
+def flag_owners(flag: str) -> list[Method]:
+    """The methods that have `flag`."""
+    return [method for method in map(get, names()) if flag in method.flags]
+
+
+def resume_fixed() -> tuple[str, ...]:
+    """Every method's flags that --resume may never change, in registry order."""
+    fixed: list[str] = []
+    for method in map(get, names()):
+        for flag in method.flags if method.fixed_on_resume is None else method.fixed_on_resume:
+            if flag not in fixed:
+                fixed.append(flag)
+    return tuple(fixed)
+
+
+def is_added_parameter(name: str) -> bool:
+    """Whether parameter `name` is one a method added to GPT-2 (LoRA's A and B, an adapter, a
+    prefix): no part of a published GPT-2 checkpoint."""
+    return any(mark in name for method in map(get, names()) for mark in method.parameter_marks)
+
+
+def is_lora(method: Method) -> bool:
+    """Whether `method` is LoRA (for commands and flags that only mean something for it)."""
+    return method.name == "lora"
+
+
+def label(name: str) -> str:
+    """The papers' row label of method `name` (the name itself for one not registered)."""
+    _load_modules()
+    return REGISTRY[name].label if name in REGISTRY else name
 
 
 def foreign_flags(name: str, given: list[str]) -> list[str]:

@@ -49,6 +49,8 @@ class TopLayers(Method):
     summary = "the last --top_layers blocks (default 2) and ln_f train (FT-Top2); a partial HF dir"
     flags = ("top_layers",)
     defaults = {"top_layers": 2}
+    flag_help = {"top_layers": "--method top2: how many top blocks train (default 2)"}
+    sizes = ("top_layers",)
     files = ("config.json", "model.safetensors")
 
     def settings(self, values: dict[str, Any]) -> TopSettings:

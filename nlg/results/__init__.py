@@ -41,7 +41,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nlg import datasets
+from nlg import datasets, methods
 from nlg.cli import run_main
 from nlg.datasets.recipe import PaperResult, Recipe
 from nlg.files import InputError, atomic_files, check_outputs, read_json
@@ -215,9 +215,9 @@ def results(dataset_name: str, card: str, run: dict[str, Path], untrained: dict[
 SEED_SETTING = "SEED"  # the pipeline setting that varies between the seeds of one row
 CONFIDENCE = 0.95
 # The paper's name for each method of nlg.methods (its tables' row labels).
-METHOD_LABELS = {"lora": "LoRA", "full": "FT", "top2": "FT-Top2", "adapter-l": "AdapterL",
-                 "adapter-h": "AdapterH", "prefix": "PreLayer", "prefix-embed": "PreEmbed",
-                 "untrained": "untrained"}
+def method_label(name: str) -> str:
+    """The papers' row label of a method (nlg.methods: Method.label); "untrained" stays itself."""
+    return methods.label(name)
 
 
 def _t_two_sided(t: float, df: int) -> float:
@@ -428,7 +428,7 @@ def _group(runs: list[Run]) -> list[list[Run]]:
 
 def _labels(groups: list[list[Run]]) -> list[str]:
     """`LoRA 0.39M`, and where two rows of one card would share it, the settings that differ."""
-    base = [" ".join(filter(None, (METHOD_LABELS.get(g[0].method, g[0].method),
+    base = [" ".join(filter(None, (method_label(g[0].method),
                                    format_params(g[0].params)))) for g in groups]
     labels = list(base)
     for index, group in enumerate(groups):
@@ -495,7 +495,7 @@ def paper_rows(recipe: Recipe, cards: list[str], subsets: list[str]) -> list[Row
             continue
         key = (result.model_card, result.method, result.params, result.copied)
         if key not in rows:
-            name = METHOD_LABELS.get(result.method, result.method) + ("*" if result.copied else "")
+            name = method_label(result.method) + ("*" if result.copied else "")
             rows[key] = Row("paper", result.model_card, result.method,
                             " ".join(filter(None, (name, result.params))))
         rows[key].paper.append(result)

@@ -95,11 +95,6 @@ STATE_FORMAT = 1
 LOCK_FILE = "train.lock"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
-# Settings a resumed run must share with the checkpoint, or the data order / model differ.
-RESUME_MUST_MATCH = ("train_batch_size", "grad_acc", "seq_len", "random_seed", "group_by_length",
-                     "obj", "lora_dim", "lora_alpha", "lora_targets", "method", "top_layers", "adapter_dim",
-                     "prefix_len", "prefix_hidden")
-
 
 def checkpoint_dir(work_dir: Path, step: int) -> Path:
     """WORK_DIR/checkpoint-STEP: where the checkpoint taken after `step` updates goes."""
@@ -311,9 +306,8 @@ def check_resumable(state: TrainingState, config: TrainConfig, world_size: int, 
     one InputError names every difference (nlg.training.checkpoints) that --allow_changed does not allow.
     Returns the allowed differences, for the run's logs."""
     differences = resume_differences(state.config, state.inputs, config, inputs or {})
-    # --allow_changed cannot allow these (train_args refuses naming nlg.training.settings.RESUME_FIXED)
-    fixed = set(RESUME_MUST_MATCH) | set(RESUME_FIXED)
-    refused = [d for d in differences if d.name not in config.allow_changed or d.name in fixed]
+    # --allow_changed cannot allow these (nlg.training.settings.check_allowed refuses naming them)
+    refused = [d for d in differences if d.name not in config.allow_changed or d.name in RESUME_FIXED]
     problems = [d.text for d in refused]
     if state.world_size != world_size:
         problems.append(f"processes: checkpoint {state.world_size}, now {world_size}")
@@ -408,8 +402,10 @@ def _describe(identity: list[dict[str, Any]] | None, other: list[dict[str, Any]]
 
 
 def _defaults(config: Any) -> dict[str, Any]:
-    """Each TrainConfig field's default, as to_json writes it (None for a required one)."""
-    defaults = {}
+    """Each setting's default, as to_json writes it (None for a required one): TrainConfig's
+    fields and the method's own flags."""
+    method = methods.get(config.method) if getattr(config, "method", None) else None
+    defaults = {flag: list(v) if isinstance(v, tuple) else v for flag, v in (method.defaults if method else {}).items()}
     for field in dataclasses.fields(config):
         value = (field.default if field.default is not dataclasses.MISSING
                  else field.default_factory() if field.default_factory is not dataclasses.MISSING else None)

@@ -12,24 +12,22 @@ import argparse
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from nlg import methods
 from nlg.cli import spellings
 from nlg.files import InputError
-from nlg.methods.lora.layer import TARGETS
 from nlg.training.distributed import TIMEOUT_ENV, default_timeout
 
 # How --resume treats each setting (nlg.training.checkpoints compares them).
 RESUME_MAY_DIFFER = ("resume", "allow_changed", "work_dir", "log_interval", "eval_interval",
                      "save_interval", "valid_batch_size", "device", "compile", "dist_timeout")
 INPUT_SETTINGS = ("train_data", "valid_data", "init_checkpoint")
+# The one list of settings --resume never lets change: the data order, its position in the epoch,
+# the method, and each method's own (nlg.methods: Method.fixed_on_resume, e.g. --lora_dim).
 RESUME_FIXED = ("train_batch_size", "grad_acc", "seq_len", "random_seed", "group_by_length", "obj",
-                "lora_dim", "lora_alpha", "lora_targets", "method", "top_layers", "adapter_dim",
-                "prefix_len", "prefix_hidden")
-
-
-FLOAT32_MAX = 3.4028234663852886e38
+                "method", *methods.resume_fixed())
 COMPILE_MODES = ("auto", "none", "static", "graphs", "inductor")
 
 DESCRIPTION = ("Fine-tuning of GPT-2 (LoRA, full, top layers, adapters: --method) on encoded "
@@ -59,17 +57,13 @@ class TrainConfig:
     max_epoch: int | None = None  # default 5 when --max_step is not given either
     max_step: int | None = None
     clip: float = 0.0  # max gradient norm; 0 = off
-    lora_dim: int = 4
-    lora_alpha: float = 32.0
-    lora_dropout: float = 0.1
-    lora_targets: tuple[str, ...] = ("q", "v")
-    # lora | full | top2 | adapter-l | adapter-h | prefix | prefix-embed (nlg.methods), owning the flags below; None only
-    # with --resume and no method flag: the checkpoint's method and settings (nlg.training.trainer resolves it)
+    # A name of nlg.methods (lora by default); None only with --resume and no --method: the
+    # checkpoint's method and settings (nlg.training.trainer.resolve_method)
     method: str | None = "lora"
-    top_layers: int | None = None  # top2: blocks trained (default 2); None for other methods
-    adapter_dim: int | None = None  # adapter-l/-h: bottleneck width r; None for other methods
-    prefix_len: int | None = None  # prefix/prefix-embed: prefix positions; None for other methods
-    prefix_hidden: int | None = None  # prefix: the reparametrisation MLP's width (default 512)
+    # The method's own settings object (nlg.methods: LoRASettings, AdapterSettings, ...); None
+    # for the method's defaults. With method None: a dict of the method flags given, which
+    # resolve_method judges against the checkpoint's method.
+    method_settings: Any = None
     label_smooth: float = 0.1
     obj: str = "clm"  # clm: loss on completion tokens; jlm: on every token
     group_by_length: bool = False
@@ -84,8 +78,23 @@ class TrainConfig:
     dist_timeout: float = field(default_factory=default_timeout)
     allow_changed: tuple[str, ...] = ()  # settings --resume may find changed (nlg.training.checkpoints)
 
+    def __post_init__(self) -> None:
+        if self.method is not None and self.method_settings is None:
+            method = methods.get(self.method)
+            self.method_settings = method.settings(dict(method.defaults))
+
+    def method_values(self) -> dict[str, Any]:
+        """The method's flags and values (flat, as train_config.json and training_state record them)."""
+        if self.method is None:
+            return dict(self.method_settings or {})
+        return methods.get(self.method).values(self.method_settings)
+
     def to_json(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """Every setting by its flag's name: the method's own flags flat beside the others (the
+        form train_config.json and training_state.pt have always had)."""
+        plain = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "method_settings"}
+        plain = {**plain, **self.method_values()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in plain.items()}
 
 
 # Paper flags that have no meaning here: accepted so its commands run, then ignored.
@@ -145,24 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("max_step", type=int, default=None,
         help="optimiser steps; also the schedule's length (default: max_epoch × steps per epoch)")
     add("clip", type=float, default=d.clip, help="max gradient norm, 0 = no clipping")
-    add("lora_dim", type=int, default=d.lora_dim, help="LoRA rank r")
-    add("lora_alpha", type=float, default=d.lora_alpha, help="LoRA alpha (update scaled by alpha/r)")
-    add("lora_dropout", type=float, default=d.lora_dropout)
-    add("lora_targets", default=",".join(d.lora_targets),
-        help=f"comma-separated projections to adapt, from {','.join(TARGETS)}")
     add("method", default=None,
         help="(default lora; with --resume, the checkpoint's) fine-tuning method: "
              f"{', '.join(f'{m.name} ({m.summary})' for m in map(methods.get, methods.names()))}")
-    p.add_argument(*spellings("full_finetune"), dest="method", action="store_const", const="full",
+    p.add_argument(*spellings("full_finetune"), dest="full_finetune", action="store_true",
                    help="the same as --method full: checkpoints are then whole models "
                         "(Hugging Face directories, usable as --init_checkpoint)")
-    add("top_layers", type=int, default=None, help="--method top2: how many top blocks train (default 2)")
-    add("adapter_dim", type=int, default=None,
-        help="--method adapter-l/adapter-h: bottleneck width r (default 6 for adapter-l, 112 for adapter-h)")
-    add("prefix_len", type=int, default=None,
-        help="--method prefix/prefix-embed: prefix positions (default 5; Li & Liang: 5 E2E/WebNLG, 10 DART)")
-    add("prefix_hidden", type=int, default=None,
-        help="--method prefix: width of the reparametrisation MLP (default 512, Li & Liang's)")
+    for flag, owner in methods.all_flags().items():  # each method's own flags, its help and type
+        method = methods.get(owner)
+        add(flag, type=method.flag_types.get(flag, int), default=None, help=method.flag_help.get(flag))
     add("label_smooth", type=float, default=d.label_smooth)
     add("obj", default=d.obj, choices=["clm", "jlm"],
         help="clm: loss on completion tokens only; jlm: on every token (the paper's joint LM)")
@@ -200,61 +200,101 @@ def _add_ignored_flags(parser: argparse.ArgumentParser) -> None:
             ignored.add_argument(*spellings(name), dest=name, default=None, help=why)
 
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    """The run's settings from the command line; a bad value exits with argparse's usage error,
-    an ignored paper flag warns (on rank 0)."""
+class _Refused(Exception):
+    """argparse's error, raised instead of exiting (train_problems collects it)."""
+
+
+def _parse(argv: list[str] | None, warn: bool) -> tuple[TrainConfig | None, list[str], argparse.ArgumentParser]:
+    """(the config or None, every problem found, the parser): parse_args and train_problems alike."""
     parser = build_parser()
-    args = vars(parser.parse_args(argv))
+
+    def refuse(message: str) -> None:
+        raise _Refused(message)
+
+    parser.error = refuse  # type: ignore[method-assign]
+    try:
+        args = vars(parser.parse_args(argv))
+    except _Refused as error:
+        return None, [str(error)], parser
     for name, why in IGNORED_FLAGS.items():
         # torch.distributed.launch adds --local_rank itself: not worth a warning.
-        if args.pop(name) is not None and name != "local_rank" and int(os.environ.get("RANK", 0)) == 0:
+        if args.pop(name) is not None and warn and name != "local_rank" and int(os.environ.get("RANK", 0)) == 0:
             print(f"warning: --{name} is ignored: {why}", file=sys.stderr)
-    for name in ("lora_targets", "allow_changed"):
-        args[name] = tuple(t.strip() for t in args[name].split(",") if t.strip())
-    problems = method_problems(args, given_method_flags(argv))
+    args["allow_changed"] = tuple(t.strip() for t in args["allow_changed"].split(",") if t.strip())
+    given = {flag: args.pop(flag) for flag in methods.all_flags()}
+    given = {flag: value for flag, value in given.items() if value is not None}
+    problems = method_problems(args, given)
+    if problems:
+        return None, problems, parser
     config = TrainConfig(**args)
-    problems += check_config(config)
+    problems = check_config(config)
+    return (None if problems else config), problems, parser
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """The run's settings from the command line; a bad value exits with one line (exit 2), an
+    ignored paper flag warns (on rank 0)."""
+    config, problems, parser = _parse(argv, warn=True)
     if problems:  # one line, as every other failure (argparse's error() would add the long usage)
         parser.exit(2, f"{parser.prog}: error: {'; '.join(problems)}\n")
     return config
 
 
-def given_method_flags(argv: list[str] | None) -> list[str]:
-    """The method-owned flags (nlg.methods) the command line gives, whatever their values."""
-    probe = build_parser()
-    probe.set_defaults(**dict.fromkeys(methods.all_flags()))  # None unless given
-    given = vars(probe.parse_args(argv))
-    return [flag for flag in methods.all_flags() if given[flag] is not None]
+def train_problems(argv: list[str]) -> list[str]:
+    """The one-line problems `nlg train ARGV` would stop on before any work (the checks
+    parse_args makes, without exiting or warning); empty when it would start. The pipeline
+    validates its train command with it."""
+    return _parse(list(argv), warn=False)[1]
 
 
-def method_problems(args: dict, given: list[str]) -> list[str]:
-    """An unknown --method, or a flag of another method (e.g. --adapter_dim with lora); fills
-    the method's own flags that were left out with its defaults, in place."""
+def method_problems(args: dict, given: dict[str, Any]) -> list[str]:
+    """An unknown --method, --full_finetune beside another --method, a flag of another method
+    (e.g. --adapter_dim with lora), or a bad value of the method's own; sets args["method"] and
+    args["method_settings"] (the method's settings object) in place."""
+    full = args.pop("full_finetune", False)
+    if full:
+        whole = next(m.name for m in map(methods.get, methods.names()) if not m.needs_base)
+        if args["method"] not in (None, whole):
+            return [f"--full_finetune is --method {whole}; it conflicts with --method {args['method']}: give one"]
+        args["method"] = whole
+    if args["method"] is None and args.get("resume") is not None:
+        # continue the checkpoint's method (nlg.training.trainer.resolve_method judges `given` against it)
+        problems = [p for flag, value in given.items() for m in methods.flag_owners(flag)[:1]
+                    for p in m.check({flag: value})]
+        args["method_settings"] = dict(given)
+        return problems
     if args["method"] is None:
-        if args.get("resume") is not None and not given:
-            return []  # continue the checkpoint's method and settings (nlg.training.trainer.resolve_method)
-        args["method"] = "lora"
+        args["method"] = methods.names()[0]  # lora, the default
     try:
         method = methods.get(args["method"])
     except InputError as error:
         return [str(error)]
-    owners = methods.all_flags()
-    problems = [f"--{flag} is a setting of --method {owners[flag]}, not of --method {method.name}"
-                for flag in methods.foreign_flags(method.name, given)]
-    for flag in method.flags:
-        if args.get(flag) is None:
-            args[flag] = method.defaults[flag]
+    problems = foreign_problems(method.name, list(given))
+    if problems:
+        return problems
+    values = {**method.defaults, **given}
+    problems = method.check(values)
+    if not problems:
+        args["method_settings"] = method.settings(values)
     return problems
 
 
+def foreign_problems(name: str, given: list[str]) -> list[str]:
+    """Each flag of `given` that is not method `name`'s, as a phrase."""
+    owners = methods.all_flags()
+    return [f"--{flag} is a setting of --method {owners[flag]}, not of --method {name}"
+            for flag in methods.foreign_flags(name, given)]
+
+
 def check_config(c: TrainConfig) -> list[str]:
-    """What is wrong with a config, one phrase per problem (empty when nothing is)."""
+    """What is wrong with a config, one phrase per problem (empty when nothing is); the method's
+    own settings are its own to check (nlg.methods: Method.check)."""
     problems = [f"--{f.name} {getattr(c, f.name)}: not a finite number" for f in fields(c)
                 if isinstance(getattr(c, f.name), float) and not math.isfinite(getattr(c, f.name))]
     if problems:  # NaN passes every comparison below (and inf most): nothing else is worth checking
         return problems
-    for name in ("train_batch_size", "valid_batch_size", "grad_acc", "lora_dim", "save_interval",
-                 "eval_interval", "log_interval", "top_layers", "adapter_dim", "prefix_len", "prefix_hidden"):
+    for name in ("train_batch_size", "valid_batch_size", "grad_acc", "save_interval",
+                 "eval_interval", "log_interval"):
         if getattr(c, name) is not None and getattr(c, name) < 1:
             problems.append(f"--{name} must be >= 1")
     if c.seq_len < 2:
@@ -264,25 +304,23 @@ def check_config(c: TrainConfig) -> list[str]:
             problems.append(f"--{name} must be >= 1")
     if not 0 <= c.label_smooth < 1:
         problems.append("--label_smooth must be in [0, 1)")
-    if not 0 <= c.lora_dropout < 1:
-        problems.append("--lora_dropout must be in [0, 1)")
-    unknown = [t for t in c.lora_targets if t not in TARGETS]
-    if unknown or not c.lora_targets:
-        problems.append(f"--lora_targets: unknown {unknown}; choose from {','.join(TARGETS)}")
-    if c.warmup_step < 0 or c.lr < 0 or c.weight_decay < 0 or c.clip < 0:
-        problems.append("--warmup_step, --lr, --weight_decay and --clip must be >= 0")
+    if c.lr <= 0:
+        problems.append(f"--lr {c.lr:g}: must be > 0 (a run at learning rate 0 cannot learn)")
+    if c.warmup_step < 0 or c.weight_decay < 0 or c.clip < 0:
+        problems.append("--warmup_step, --weight_decay and --clip must be >= 0")
     problems += [f"--{name} must be in [0, 1)" for name in ("adam_beta1", "adam_beta2")
                  if not 0 <= getattr(c, name) < 1]
     if c.adam_epsilon < 0:
         problems.append("--adam_epsilon must be >= 0")
     if c.dist_timeout <= 0:
         problems.append("--dist_timeout must be > 0")
-    problems += check_allowed(c.allow_changed, [f.name for f in fields(c)])
-    # The update is scaled by alpha/r in float32: a scale it cannot hold makes every logit NaN.
-    if not 0 < c.lora_alpha / max(c.lora_dim, 1) <= FLOAT32_MAX:
-        problems.append(f"--lora_alpha {c.lora_alpha}: must be > 0, and --lora_alpha/--lora_dim at "
-                        f"most {FLOAT32_MAX:.3g} (float32's largest number)")
+    problems += check_allowed(c.allow_changed, setting_names())
     return problems
+
+
+def setting_names() -> list[str]:
+    """Every setting of nlg train by its flag's name: TrainConfig's fields and every method's flags."""
+    return [f.name for f in fields(TrainConfig) if f.name != "method_settings"] + list(methods.all_flags())
 
 
 def check_allowed(names: tuple[str, ...], field_names: list[str]) -> list[str]:

@@ -114,7 +114,7 @@ from nlg.training.checkpoints import (
 from nlg.training.distributed import Runtime, all_reduce_sum, barrier, close_runtime, init_runtime
 from nlg.training.log import METRICS_FILE, LossWindow, MetricsLog
 from nlg.training.loss import CompletionLM
-from nlg.training.settings import TrainConfig
+from nlg.training.settings import TrainConfig, foreign_problems
 from nlg.training.step import Stepper, describe, train_step
 from nlg.weights import checkpoint_files, from_pretrained
 
@@ -186,22 +186,34 @@ def stop_signals() -> Iterator[None]:
 
 
 def resolve_method(config: TrainConfig, resume_from: Path | None) -> TrainConfig:
-    """`--resume` without any method flag continues the checkpoint's method and settings (its
-    method.json; training_state.pt for checkpoints older than method.json); a fresh run without
-    one is LoRA's. A method given on the command line stays, and check_resumable compares it."""
+    """`--resume` without --method continues the checkpoint's method (its method.json;
+    training_state.pt for checkpoints older than method.json): a method flag given is judged
+    against that method and takes its value (check_resumable then compares it); a fresh run
+    without one is LoRA's. A method given on the command line stays."""
     if config.method is not None:
         return config
+    given = dict(config.method_settings or {})
     if resume_from is None:
-        return replace(config, method="lora")
-    record = methods.read_record(resume_from)
-    if record is None:
-        saved = load_training_state(resume_from).config
-        name = saved["method"]
-        values = methods.flag_values(name, saved)
+        name = methods.names()[0]
+        values = {}
     else:
-        name, values = record.method, record.settings
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return replace(config, method=name, **values)
+        record = methods.read_record(resume_from)
+        if record is None:
+            saved = load_training_state(resume_from).config
+            name = saved["method"]
+            values = methods.flag_values(name, saved)
+        else:
+            name, values = record.method, record.settings
+    method = methods.get(name)
+    problems = foreign_problems(name, list(given))
+    if problems:
+        where = f" (the method of --resume {resume_from})" if resume_from is not None else ""
+        raise InputError("; ".join(problems) + where)
+    values = {**method.defaults, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, **given}
+    problems = method.check(values)
+    if problems:
+        raise InputError(f"{resume_from}: " + "; ".join(problems))
+    return replace(config, method=name, method_settings=method.settings(values))
 
 
 def check_paths(config: TrainConfig) -> None:
@@ -310,7 +322,7 @@ def build_model(config: TrainConfig) -> GPT:
             raise InputError(f"--init_checkpoint {config.init_checkpoint}: {error}") from None
     else:
         model = GPT(card_config(config.model_card or "gpt2.md"))
-    methods.get(config.method).apply(model, methods.settings_of(config.method, config.to_json()))
+    methods.get(config.method).apply(model, config.method_settings)
     return model
 
 
@@ -561,12 +573,13 @@ class Trainer:
             log(rt, "no --init_checkpoint: training a randomly initialised model (for tests and demos)")
         trainable = sum(p.numel() for p in self.params)
         method = methods.get(config.method)
-        what = method.describe(methods.settings_of(config.method, config.to_json()))
+        what = method.describe(config.method_settings)
         log(rt, f"model: {model.config.n_layer} layers, width {model.config.n_embd}, "
                 f"{model.num_parameters():,} parameters, {trainable:,} trainable ({what}, "
                 f"{100 * trainable / model.num_parameters():.3f}%)")
-        if hasattr(method, "note"):  # prefix tuning: trained and stored counts differ
-            log(rt, method.note(methods.Shape.of(model.config), methods.settings_of(config.method, config.to_json())))
+        note = method.note(methods.Shape.of(model.config), config.method_settings)
+        if note:  # prefix tuning: trained and stored counts differ
+            log(rt, note)
         d = self.data
         log(rt, f"data: {len(d.train)} training pairs ({d.n_cut} cut to --seq_len {config.seq_len}, "
                 f"{d.n_empty} with no completion token left), {len(d.valid)} validation pairs "

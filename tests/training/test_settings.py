@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from nlg.methods.lora import LoRASettings
 from nlg.training.settings import TrainConfig, parse_args
 
 PAPER_COMMAND = """--train_data ./data/e2e/train.jsonl --valid_data ./data/e2e/valid.jsonl
@@ -25,7 +26,7 @@ def test_cli_accepts_both_spellings_and_the_papers_command(capsys):
         init_checkpoint="./pretrained_checkpoints/gpt2-medium-pytorch_model.bin", max_epoch=5,
         work_dir="./trained_models/GPT2_M/e2e", dist_timeout=underscored.dist_timeout)
     assert parse_args(["--train-data", "x", "--adam-epislon", "1e-8", "--lora-targets", "q,k,v"]) == \
-        TrainConfig(train_data="x", adam_epsilon=1e-8, lora_targets=("q", "k", "v"),
+        TrainConfig(train_data="x", adam_epsilon=1e-8, method_settings=LoRASettings(targets=("q", "k", "v")),
                     dist_timeout=underscored.dist_timeout)
     with pytest.raises(SystemExit):
         parse_args(["--train_data", "x", "--lora_targets", "q,zz"])

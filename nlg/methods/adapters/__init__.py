@@ -82,6 +82,10 @@ class Adapters(Method):
     """adapter-l and adapter-h: the same bottleneck, placed differently."""
 
     flags = ("adapter_dim",)
+    flag_help = {"adapter_dim": "--method adapter-l/adapter-h: bottleneck width r (default 6 for "
+                                "adapter-l, 112 for adapter-h); picks Li & Liang's 0.1% or 3% recipe"}
+    sizes = ("adapter_dim",)
+    parameter_marks = ("_residual.",)
     files = (CONFIG_FILE, WEIGHTS_FILE)
     per_block: tuple[str, ...] = ()  # which residual hooks of a block carry an adapter
     layer_norm = False
@@ -89,6 +93,17 @@ class Adapters(Method):
 
     def settings(self, values: dict[str, Any]) -> AdapterSettings:
         return AdapterSettings(int(values["adapter_dim"]))
+
+    def recipe_key(self, values: dict[str, Any]) -> str | None:
+        """Li & Liang's adapter recipe for this width: "adapter-3%" when it trains at least 1 % of
+        GPT-2 M's parameters (their 3 % row, the paper's 11.09M), else "adapter-0.1%" (their
+        0.1 %, the paper's 0.37M and 0.88M)."""
+        from nlg.methods import CARD_SHAPES, base_count
+
+        r = values.get("adapter_dim") or self.defaults["adapter_dim"]
+        shape = CARD_SHAPES["gpt2.md"]
+        share = self.count(shape, AdapterSettings(int(r))) / base_count(shape)
+        return "adapter-3%" if share >= 0.01 else "adapter-0.1%"
 
     def describe(self, settings: AdapterSettings) -> str:
         return f"{self.name} r={settings.adapter_dim}, {len(self.per_block)} adapter(s) per block"

@@ -14,6 +14,9 @@ from typing import Any
 
 from nlg.methods import Method, Shape, register
 
+FLOAT32_MAX = 3.4028234663852886e38
+TARGETS = ("q", "k", "v", "qkv", "o", "fc", "proj")  # as nlg.methods.lora.layer adapts them
+
 # target -> (input width, output rows) in units of the model width d
 _TARGET_SHAPE = {"q": (1, 1), "k": (1, 1), "v": (1, 1), "qkv": (1, 3), "o": (1, 1), "fc": (1, 4),
                  "proj": (4, 1)}
@@ -21,10 +24,16 @@ _TARGET_SHAPE = {"q": (1, 1), "k": (1, 1), "v": (1, 1), "qkv": (1, 3), "o": (1, 
 
 @dataclass(frozen=True)
 class LoRASettings:
+    """LoRA's settings and THE defaults (the paper's: r=4, alpha 32, dropout 0.1 on q and v);
+    the layer's LoRAConfig, the flags and the recipes take theirs from here."""
+
     rank: int = 4
     alpha: float = 32.0
     dropout: float = 0.1
     targets: tuple[str, ...] = ("q", "v")
+
+
+DEFAULTS = LoRASettings()
 
 
 class LoRA(Method):
@@ -32,15 +41,52 @@ class LoRA(Method):
     label = "LoRA"
     summary = "low-rank updates of q and v (Hu et al., 2021), merged for decoding; PEFT's files"
     flags = ("lora_dim", "lora_alpha", "lora_dropout", "lora_targets")
-    defaults = {"lora_dim": 4, "lora_alpha": 32.0, "lora_dropout": 0.1, "lora_targets": ("q", "v")}
+    defaults = {"lora_dim": DEFAULTS.rank, "lora_alpha": DEFAULTS.alpha, "lora_dropout": DEFAULTS.dropout,
+                "lora_targets": DEFAULTS.targets}
+    flag_types = {"lora_dim": int, "lora_alpha": float, "lora_dropout": float, "lora_targets": str}
+    flag_help = {"lora_dim": f"LoRA rank r (default {DEFAULTS.rank})",
+                 "lora_alpha": f"LoRA alpha, the update scaled by alpha/r (default {DEFAULTS.alpha:g})",
+                 "lora_dropout": f"dropout on LoRA's input, in [0, 1) (default {DEFAULTS.dropout})",
+                 "lora_targets": f"comma-separated projections to adapt, from {','.join(TARGETS)} "
+                                 f"(default {','.join(DEFAULTS.targets)})"}
+    fixed_on_resume = ("lora_dim", "lora_alpha", "lora_targets")  # the dropout may change (--allow_changed)
+    parameter_marks = (".lora_",)
     files = ("adapter_config.json", "adapter_model.safetensors")
     merges = True
 
     def settings(self, values: dict[str, Any]) -> LoRASettings:
         targets = values["lora_targets"]
-        targets = tuple(targets.split(",")) if isinstance(targets, str) else tuple(targets)
+        targets = tuple(t.strip() for t in targets.split(",") if t.strip()) if isinstance(targets, str) \
+            else tuple(targets)
         return LoRASettings(int(values["lora_dim"]), float(values["lora_alpha"]),
                             float(values["lora_dropout"]), targets)
+
+    def values(self, settings: LoRASettings) -> dict[str, Any]:
+        return {"lora_dim": settings.rank, "lora_alpha": settings.alpha, "lora_dropout": settings.dropout,
+                "lora_targets": settings.targets}
+
+    def check(self, values: dict[str, Any]) -> list[str]:
+        problems = super().check({k: v for k, v in values.items() if k != "lora_targets"})
+        if problems:
+            return problems
+        dim, alpha, dropout = (values.get(k) for k in ("lora_dim", "lora_alpha", "lora_dropout"))
+        if dropout is not None and not 0 <= dropout < 1:
+            problems.append("--lora_dropout must be in [0, 1)")
+        targets = values.get("lora_targets")
+        if targets is not None:
+            targets = tuple(t.strip() for t in targets.split(",") if t.strip()) if isinstance(targets, str) \
+                else tuple(targets)
+            unknown = [t for t in targets if t not in TARGETS]
+            if unknown or not targets:
+                problems.append(f"--lora_targets: unknown {unknown}; choose from {','.join(TARGETS)}")
+        # The update is scaled by alpha/r in float32: a scale it cannot hold makes every logit NaN.
+        if alpha is not None and not 0 < alpha / max(dim or DEFAULTS.rank, 1) <= FLOAT32_MAX:
+            problems.append(f"--lora_alpha {alpha}: must be > 0, and --lora_alpha/--lora_dim at "
+                            f"most {FLOAT32_MAX:.3g} (float32's largest number)")
+        return problems
+
+    def recipe_key(self, values: dict[str, Any]) -> str | None:
+        return None  # a dataset's own recipe is LoRA's
 
     def describe(self, settings: LoRASettings) -> str:
         return f"LoRA r={settings.rank} alpha={settings.alpha:g} on {','.join(settings.targets)}"

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nlg.methods.lora import DEFAULTS
+
 # target -> (module path inside a Block, index of its slice of the fused c_attn or None)
 TARGETS: dict[str, tuple[str, int | None]] = {
     "q": ("attn.c_attn", 0),
@@ -44,10 +46,10 @@ TARGETS: dict[str, tuple[str, int | None]] = {
 
 @dataclass(frozen=True)
 class LoRAConfig:
-    rank: int = 4
-    alpha: float = 32.0
-    dropout: float = 0.0
-    targets: tuple[str, ...] = ("q", "v")
+    rank: int = DEFAULTS.rank  # one set of defaults: nlg.methods.lora.LoRASettings
+    alpha: float = DEFAULTS.alpha
+    dropout: float = DEFAULTS.dropout
+    targets: tuple[str, ...] = DEFAULTS.targets
 
     def __post_init__(self) -> None:
         if self.rank < 1:
@@ -161,8 +163,9 @@ def _get(module: nn.Module, dotted: str) -> nn.Module:
     return module
 
 
-def add_lora(model: nn.Module, rank: int = 4, alpha: float = 32.0, dropout: float = 0.0,
-             targets: tuple[str, ...] | list[str] = ("q", "v")) -> nn.Module:
+def add_lora(model: nn.Module, rank: int = DEFAULTS.rank, alpha: float = DEFAULTS.alpha,
+             dropout: float = DEFAULTS.dropout,
+             targets: tuple[str, ...] | list[str] = DEFAULTS.targets) -> nn.Module:
     """Put LoRA slices on `targets` of every block and freeze everything else (in place)."""
     config = LoRAConfig(rank=rank, alpha=alpha, dropout=dropout, targets=tuple(targets))
     if lora_modules(model):
@@ -174,7 +177,8 @@ def add_lora(model: nn.Module, rank: int = 4, alpha: float = 32.0, dropout: floa
         for path, slices in plan.items():
             parent_path, _, leaf = path.rpartition(".")
             parent = _get(block, parent_path)
-            setattr(parent, leaf, LoRALinear(getattr(parent, leaf), slices, config))
+            # a layer added to a model in eval mode is in eval mode too (no dropout while decoding)
+            setattr(parent, leaf, LoRALinear(getattr(parent, leaf), slices, config).train(model.training))
     model.lora_config = config
     return model
 

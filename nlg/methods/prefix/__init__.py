@@ -88,6 +88,18 @@ def _dropout_off(model) -> None:
 class _Prefixes(Method):
     peft_type = ""
     files = (CONFIG_FILE, WEIGHTS_FILE)
+    sizes = ("prefix_len",)
+    parameter_marks = ("prefix.",)
+    flag_help = {"prefix_len": "--method prefix/prefix-embed: prefix positions (default 5; Li & Liang: "
+                               "5 E2E/WebNLG, 10 DART)",
+                 "prefix_hidden": "--method prefix: width of the reparametrisation MLP (default 512, Li & Liang's)"}
+
+    def recipe_key(self, values: dict[str, Any]) -> str | None:
+        return "prefix"  # prefix-embed too: Li & Liang print no settings of its own for table-to-text
+
+    def recipe_values(self, baseline: Any) -> dict[str, Any]:
+        length = getattr(baseline, "prefix_len", None)
+        return {} if length is None else {"prefix_len": length}
 
     def stored(self, shape: Shape, settings: Any) -> int:
         raise NotImplementedError
@@ -108,10 +120,6 @@ class _Prefixes(Method):
 
     def trainable(self, model) -> dict:
         return {name: p for name, p in model.named_parameters() if name.startswith("prefix.")}
-
-    def note(self, shape: Shape, settings: Any) -> str:
-        """The run's line on what trains, what is stored and the paper's formula."""
-        raise NotImplementedError
 
     # -- PEFT's files -------------------------------------------------------------------------
 
