@@ -16,6 +16,8 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from nlg.methods.lora import DEFAULTS as LORA  # LoRA's defaults live there (no torch)
+
 SUBSETS = ("all", "seen", "unseen")
 
 
@@ -51,10 +53,10 @@ class TrainRecipe(CommandFlags):
     warmup_step: int = 500
     max_epoch: int = 5
     clip: float = 0.0
-    lora_dim: int = 4
-    lora_alpha: float = 32.0
-    lora_dropout: float = 0.1
-    lora_targets: tuple[str, ...] = ("q", "v")
+    lora_dim: int = LORA.rank
+    lora_alpha: float = LORA.alpha
+    lora_dropout: float = LORA.dropout
+    lora_targets: tuple[str, ...] = LORA.targets
     label_smooth: float = 0.1
     random_seed: int = 110
 
@@ -142,7 +144,7 @@ class PaperResult:
     scores: Mapping[str, float]
     percent: frozenset[str]
     source: str  # where in the paper
-    method: str = "lora"  # a name of nlg.methods: lora | full | top2 | adapter-l | adapter-h | prefix ...
+    method: str = "lora"  # a name of nlg.methods (its rows: Recipe.paper_result)
     params: str = ""  # trainable parameters as the paper prints them ("0.35M"); "" where it prints none
     spread: Mapping[str, float] = field(default_factory=dict)  # the paper's ± per metric (3 seeds)
     copied: bool = False  # marked * in the paper: copied from Li & Liang (2021), not rerun
@@ -164,9 +166,8 @@ class Baseline:
     prefix_len: int | None = None  # prefix tuning: Li & Liang's prefix length for the dataset
 
 
-# Keys of Recipe.baselines: a method, or the adapters at Li & Liang's two sizes (`adapter_size`).
-# prefix-embed takes prefix's settings (Li & Liang print none of its own for table-to-text).
-BASELINE_KEYS = ("full", "top2", "adapter-0.1%", "adapter-3%", "prefix")
+# Keys of Recipe.baselines: what each method's recipe_key says (nlg.methods): a method's name,
+# or an adapter recipe of Li & Liang's two sizes ("adapter-0.1%", "adapter-3%").
 
 
 @dataclass(frozen=True)
@@ -192,43 +193,51 @@ class Recipe:
     beam: BeamRecipe
     scoring: ScoringRecipe
     paper: tuple[PaperResult, ...] = field(default=())
-    baselines: Mapping[str, Baseline] = field(default_factory=dict)  # by BASELINE_KEYS
+    baselines: Mapping[str, Baseline] = field(default_factory=dict)  # by Method.recipe_key
     selection: SelectionRecipe = field(default=SelectionRecipe())
 
-    def method_train(self, method: str, adapter_dim: int | None = None) -> TrainRecipe:
-        """The `nlg train` settings of `method` (with that adapter width) on this dataset: the
-        LoRA recipe with the baseline's lr, epochs and batch size."""
+    def method_train(self, method: str, sizes: Mapping[str, object] | None = None) -> TrainRecipe:
+        """The `nlg train` settings of `method` of these sizes (e.g. {"adapter_dim": 224}) on this
+        dataset: the LoRA recipe with the baseline's lr, epochs and batch size (which baseline:
+        the method says, Method.recipe_key)."""
         from dataclasses import replace
 
         from nlg import methods
         from nlg.files import InputError
 
-        if method == "lora":
+        found = methods.get(method)
+        key = found.recipe_key({**found.defaults, **{k: v for k, v in (sizes or {}).items() if v is not None}})
+        if key is None:
             return self.train
-        key = adapter_size(method, adapter_dim) if "adapter_dim" in methods.get(method).flags else method
-        key = "prefix" if key == "prefix-embed" else key
         if key not in self.baselines:
             raise InputError(f"no recipe for --method {method} ({key}): the paper gives none")
         b = self.baselines[key]
         return replace(self.train, lr=b.lr, max_epoch=b.max_epoch, train_batch_size=b.train_batch_size)
 
+    def method_sizes(self, method: str, sizes: Mapping[str, object] | None = None) -> dict[str, object]:
+        """Every size flag of `method` (Method.sizes) and its value: `sizes` where given, else the
+        dataset's baseline (prefix tuning's length), else the method's default."""
+        from nlg import methods
+
+        found = methods.get(method)
+        own = {**found.defaults, **found.recipe_values(self.baselines.get(found.recipe_key(found.defaults) or ""))}
+        given = {k: v for k, v in (sizes or {}).items() if v is not None}
+        return {flag: given.get(flag, own.get(flag)) for flag in found.sizes}
+
     def paper_result(self, model_card: str, subset: str = "all", method: str = "lora",
-                     params: str | None = None) -> PaperResult | None:
-        """The paper's scores for `method` (of `params` size, if given) with `model_card` on
-        `subset`, or None if it reports none."""
-        return next((r for r in self.paper if r.model_card == model_card and r.subset == subset
-                     and r.method == method and (params is None or r.params == params)), None)
+                     params: str | None = None, sizes: Mapping[str, object] | None = None) -> PaperResult | None:
+        """The paper's scores for `method` (of `params` size as the paper prints it, or of these
+        `sizes`, e.g. {"adapter_dim": 224}) with `model_card` on `subset`, or None if it
+        reports none. With `sizes`, a row counts only when it was run at those sizes (the
+        dataset's own, where the paper prints one row of the method)."""
+        from nlg.methods.counts import paper_sizes
 
-
-def adapter_size(method: str, adapter_dim: int | None) -> str:
-    """Which of Li & Liang's adapter recipes an adapter of width r takes: "adapter-3%" when it
-    trains at least 1 % of GPT-2 M's parameters (their 3 % row, the paper's 11.09M), else
-    "adapter-0.1%" (their 0.1 %, the paper's 0.37M and 0.88M)."""
-    from nlg import methods
-
-    values = {} if adapter_dim is None else {"adapter_dim": adapter_dim}
-    share = methods.card_count(method, "gpt2.md", values) / methods.card_count("full", "gpt2.md")
-    return "adapter-3%" if share >= 0.01 else "adapter-0.1%"
+        rows = [r for r in self.paper if r.model_card == model_card and r.subset == subset
+                and r.method == method and (params is None or r.params == params)]
+        if sizes is None:
+            return rows[0] if rows else None
+        want, own = self.method_sizes(method, sizes), self.method_sizes(method)
+        return next((r for r in rows if {**own, **paper_sizes(method, model_card, r.params)} == want), None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +274,7 @@ def _word(value: object) -> str:
     return ",".join(value) if isinstance(value, tuple) else str(value)
 
 
-def settings(recipe: Recipe) -> list[Setting]:
+def setting_lines(recipe: Recipe) -> list[Setting]:
     """The recipe as the script's settings: the train and beam flags one by one, then the
     subsets to decode and score, the decode and score flags as the paper ran them, and how the
     checkpoint decoded on test is chosen."""
@@ -283,30 +292,42 @@ def settings(recipe: Recipe) -> list[Setting]:
     ]
 
 
-LORA_ONLY = ("LORA_DIM", "LORA_ALPHA", "LORA_DROPOUT", "LORA_TARGETS")  # `nlg train` refuses them elsewhere
-
-
-def method_settings(recipe: Recipe, method: str, adapter_dim: int | None = None) -> list[Setting]:
-    """`settings` for a run of `method`: its train settings (`Recipe.method_train`), LoRA's
-    own left out for other methods, then METHOD=name and the method's own flags (TOP_LAYERS,
-    ADAPTER_DIM) with their values. Beam, decode and score settings are LoRA's."""
+def method_settings(recipe: Recipe, method: str, sizes: Mapping[str, object] | None = None) -> list[Setting]:
+    """`setting_lines` for a run of `method` of these `sizes` (its size flags, e.g.
+    {"adapter_dim": 224}; None or absent: the recipe's): its train settings
+    (`Recipe.method_train`, the row of that size), other methods' own flags left out, then
+    METHOD=name and the method's size flags (TOP_LAYERS, ADAPTER_DIM, PREFIX_LEN) with their
+    values. Beam, decode and score settings are LoRA's. InputError for a size of another method
+    or a bad value (the checks `nlg train` makes)."""
     from dataclasses import replace
 
     from nlg import methods
+    from nlg.files import InputError
 
     found = methods.get(method)  # InputError naming the choices
-    if adapter_dim is not None and "adapter_dim" not in found.flags:
-        from nlg.files import InputError
-
-        raise InputError(f"--adapter_dim is a setting of the adapter methods, not of --method {method}")
-    prefix_len = recipe.baselines["prefix"].prefix_len if "prefix_len" in found.flags and "prefix" in recipe.baselines else None
-    values = methods.flag_values(method, {"adapter_dim": adapter_dim, "prefix_len": prefix_len})
-    lines = settings(replace(recipe, train=recipe.method_train(method, values.get("adapter_dim"))))
-    if method != "lora":
-        lines = [s for s in lines if s.name not in LORA_ONLY]
-    own = [Setting(flag.upper(), f"nlg train --{flag}", _word(value)) for flag, value in values.items()
-           if flag in ("top_layers", "adapter_dim", "prefix_len")]
+    given = {k: v for k, v in (sizes or {}).items() if v is not None}
+    foreign = [flag for flag in given if flag not in found.flags]
+    if foreign:
+        owners = {flag: "/".join(m.name for m in methods.flag_owners(flag)) for flag in foreign}
+        raise InputError("; ".join(f"--{flag} is a setting of --method {owners[flag]}, not of --method {method}"
+                                   for flag in foreign))
+    problems = found.check(given)
+    if problems:
+        raise InputError("; ".join(problems))
+    values = recipe.method_sizes(method, given)
+    lines = setting_lines(replace(recipe, train=recipe.method_train(method, values)))
+    others = {name for name, flag in TRAIN_SETTINGS.items() if flag in methods.all_flags() and flag not in found.flags}
+    lines = [s for s in lines if s.name not in others]
+    own = [Setting(flag.upper(), f"nlg train --{flag}", _word(value)) for flag, value in values.items()]
     return [*lines, Setting("METHOD", "nlg train --method", method), *own]
+
+
+def settings(dataset: str, method: str, sizes: Mapping[str, int | None] | None = None) -> dict[str, str]:
+    """The pipeline's NAME -> value settings for `method` of these `sizes` on `dataset` (what
+    `nlg recipe DATASET --method M --adapter_dim R` prints): the pipeline calls this in-process."""
+    from nlg import datasets
+
+    return {s.name: s.value for s in method_settings(datasets.get(dataset).recipe, method, sizes)}
 
 
 def describe(values: dict[str, str]) -> str:
@@ -321,7 +342,7 @@ def describe(values: dict[str, str]) -> str:
 
 def settings_table(recipes: dict[str, Recipe]) -> str:
     """Every setting with what it sets and its value for each dataset."""
-    columns = {name: settings(recipe) for name, recipe in recipes.items()}
+    columns = {name: setting_lines(recipe) for name, recipe in recipes.items()}
     first = next(iter(columns.values()))
     name_width, sets_width = (max(len(getattr(s, key)) for s in first) + 2 for key in ("name", "sets"))
     rows = []
@@ -347,9 +368,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="a fine-tuning method (nlg.methods: lora, full, top2, adapter-l, "
                              "adapter-h, prefix, prefix-embed): its training settings (Li & Liang's for the baselines), "
                              "METHOD=name and its own flags; without it, LoRA's as before")
-    parser.add_argument("--adapter_dim", "--adapter-dim", dest="adapter_dim", type=int, default=None,
-                        help="adapter width r (adapter-l default 6, adapter-h 112); picks Li & "
-                             "Liang's 0.1%% or 3%% adapter recipe")
+    from nlg import methods
+
+    size_flags = list(dict.fromkeys(flag for m in map(methods.get, methods.names()) for flag in m.sizes))
+    for flag in size_flags:
+        owner = methods.flag_owners(flag)[0]
+        parser.add_argument(f"--{flag}", f"--{flag.replace('_', '-')}", dest=flag,
+                            type=owner.flag_types.get(flag, int), default=None,
+                            help=(owner.flag_help.get(flag, "") + "; picks the recipe row of that size").replace("%", "%%"))
     parser.add_argument("--params", action="store_true",
                         help="print the trainable-parameter table: each method and model size, "
                              "our count beside the paper's, and why they differ where they do")
@@ -360,9 +386,10 @@ def main(argv: list[str] | None = None) -> int:
         print(count_table())
     elif args.dataset is None:
         print(settings_table({name: datasets.get(name).recipe for name in datasets.names()}))
-    elif args.method is None and args.adapter_dim is None:
-        print("\n".join(f"{s.name}={s.value}" for s in settings(datasets.get(args.dataset).recipe)))
+    elif args.method is None and all(getattr(args, flag) is None for flag in size_flags):
+        print("\n".join(f"{s.name}={s.value}" for s in setting_lines(datasets.get(args.dataset).recipe)))
     else:
-        lines = method_settings(datasets.get(args.dataset).recipe, args.method or "lora", args.adapter_dim)
+        sizes = {flag: getattr(args, flag) for flag in size_flags}
+        lines = method_settings(datasets.get(args.dataset).recipe, args.method or methods.names()[0], sizes)
         print("\n".join(f"{s.name}={s.value}" for s in lines))
     return 0

@@ -46,7 +46,23 @@ PAPER_COUNTS = (
     PaperCount("prefix", {"prefix_len": 5}, "gpt2.lg", "0.77M",
                "trains embedding + MLP; stores 5·2·36·1280 = 460,800 (0.46M); L·d·(l_p + l_i) = "
                "46,080·(l_p + l_i) reaches 0.77M at no integer (16.7), and 0.77M is the LoRA row's"),
+    PaperCount("prefix-embed", {"prefix_len": 5}, "gpt2.md", "",
+               "n·d, the paper's PreEmbed d·(l_p + l_i) with l_i = 0 (no GPT-2 row in the paper)"),
 )
+
+
+def paper_sizes(method: str, card: str, params: str) -> dict:
+    """The sizes (e.g. {"adapter_dim": 224}) of the paper's row of `method` on `card` that it
+    prints as `params` ("11.09M", or rounded "11M"), where the paper has rows of several sizes;
+    {} where it has one (that row is at the dataset's own size)."""
+    rows = [row for row in PAPER_COUNTS if row.method == method and row.card == card and row.paper]
+    if len(rows) < 2:
+        return {}
+    try:
+        printed = float(params.rstrip("M"))
+    except ValueError:
+        return {}
+    return dict(min(rows, key=lambda row: abs(float(row.paper.rstrip("M")) - printed)).settings)
 
 
 def millions(count: int) -> str:
@@ -61,7 +77,7 @@ def count_table() -> str:
         ours = card_count(row.method, row.card, row.settings)
         settings = " ".join(f"{k}={v}" for k, v in row.settings.items()) or ("r=4 q,v" if row.method == "lora" else "-")
         same = millions(ours) == row.paper
-        rows.append((row.method, settings, row.card, f"{ours:,}", millions(ours), row.paper,
+        rows.append((row.method, settings, row.card, f"{ours:,}", millions(ours), row.paper or "-",
                      "(same)" if same and not row.note else row.note))
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(r[:6], widths, strict=True)) + "  " + r[6]

@@ -8,7 +8,8 @@ import pytest
 from helpers import run_without_torch
 
 from nlg import datasets
-from nlg.datasets.recipe import adapter_size, method_settings, settings
+from nlg import methods
+from nlg.datasets.recipe import method_settings, setting_lines
 
 # (dataset, method, adapter_dim) -> (lr, epochs, batch), Li & Liang's table as issue 20 lists it.
 EXPECTED = {
@@ -29,7 +30,7 @@ EXPECTED = {
 def test_baseline_training_is_li_and_liangs(key) -> None:
     name, method, dim = key
     recipe = datasets.get(name).recipe
-    train = recipe.method_train(method, dim)
+    train = recipe.method_train(method, {"adapter_dim": dim})
     assert (train.lr, train.max_epoch, train.train_batch_size) == EXPECTED[key]
     # Everything else is the dataset's LoRA recipe.
     assert (train.weight_decay, train.warmup_step, train.seq_len) == (
@@ -37,9 +38,9 @@ def test_baseline_training_is_li_and_liangs(key) -> None:
 
 
 def test_adapter_sizes_pick_the_papers_rows() -> None:
-    assert [adapter_size("adapter-l", r) for r in (6, 8, 224, 248)] == [
+    assert [methods.get("adapter-l").recipe_key({"adapter_dim": r}) for r in (6, 8, 224, 248)] == [
         "adapter-0.1%", "adapter-0.1%", "adapter-3%", "adapter-3%"]
-    assert adapter_size("adapter-h", None) == "adapter-3%"  # its default r=112: the paper's 11M row
+    assert methods.get("adapter-h").recipe_key({}) == "adapter-3%"  # its default r=112: the paper's 11M row
 
 
 @pytest.mark.parametrize("method", ["lora", "full", "top2", "adapter-l", "adapter-h", "prefix", "prefix-embed"])
@@ -79,7 +80,7 @@ def test_nlg_recipe_prints_a_methods_settings_without_torch() -> None:
         "adapter-l", "224", "5e-05", "5", "5")
     assert "LORA_DIM" not in lines and lines["BEAM"] == "10"  # decoding is LoRA's for every row
     # Without --method: LoRA's lines, as before.
-    assert plain.splitlines() == [f"{s.name}={s.value}" for s in settings(datasets.get("e2e").recipe)]
+    assert plain.splitlines() == [f"{s.name}={s.value}" for s in setting_lines(datasets.get("e2e").recipe)]
     rows = {tuple(line.split()[:3]): line for line in table.splitlines()[1:]}
     assert "25,194,496" in rows[("top2", "top_layers=2", "gpt2.md")]
     assert rows[("adapter-l", "adapter_dim=224", "gpt2.md")].split()[3:] == ["11,089,152", "11.09M", "11.09M", "(same)"]
@@ -91,7 +92,10 @@ def test_nlg_recipe_prints_a_methods_settings_without_torch() -> None:
 
 @pytest.mark.parametrize("argv, message", [
     (["e2e", "--method", "full", "--adapter_dim", "4"],
-     "--adapter_dim is a setting of the adapter methods, not of --method full"),
+     "--adapter_dim is a setting of --method adapter-l/adapter-h, not of --method full"),
+    (["e2e", "--method", "adapter-l", "--adapter_dim", "0"], "--adapter_dim must be >= 1"),
+    (["e2e", "--method", "prefix", "--adapter_dim", "8"],
+     "--adapter_dim is a setting of --method adapter-l/adapter-h, not of --method prefix"),
     (["e2e", "--method", "prefix-x"], "--method prefix-x: unknown method; choose one of lora, full"),
 ])
 def test_nlg_recipe_refuses_bad_methods_in_one_line(argv, message, capsys) -> None:
@@ -123,3 +127,51 @@ def test_the_papers_baseline_rows() -> None:
     assert dart.paper_result("gpt2.lg", method="prefix").scores == {"BLEU": 46.7, "METEOR": 0.38, "TER": 0.45}
     # LoRA's rows still come first, so paper_result's default finds them.
     assert e2e.paper_result("gpt2.md").scores["BLEU"] == 70.4
+
+
+@pytest.mark.parametrize("method, sizes, expect", [
+    ("adapter-l", {"adapter_dim": 224}, {"LR": "5e-05", "EPOCHS": "5", "ADAPTER_DIM": "224"}),  # the r=224 (3 %) row
+    ("adapter-l", {"adapter_dim": 6}, {"LR": "8e-05", "EPOCHS": "10", "ADAPTER_DIM": "6"}),
+    ("adapter-l", {}, {"LR": "8e-05", "ADAPTER_DIM": "6"}),
+    ("top2", {"top_layers": 3}, {"TOP_LAYERS": "3", "METHOD": "top2"}),
+    ("prefix", {"prefix_len": 7}, {"PREFIX_LEN": "7"}),
+    ("prefix", {}, {"PREFIX_LEN": "5"}),
+])
+def test_every_size_reaches_the_recipe(method, sizes, expect) -> None:
+    """Issue 29 case 1: the pipeline's settings (recipe.settings, called in-process) follow the size."""
+    from nlg.datasets import recipe
+
+    values = recipe.settings("e2e", method, sizes)
+    assert {key: values[key] for key in expect} == expect
+    assert "LORA_DIM" not in values
+
+
+def test_nlg_recipe_takes_every_size_flag(capsys) -> None:
+    from nlg.cli import main
+
+    assert main(["recipe", "e2e", "--method", "adapter-l", "--adapter_dim", "224"]) == 0
+    out = capsys.readouterr().out
+    assert "LR=5e-05" in out and "EPOCHS=5" in out and "ADAPTER_DIM=224" in out
+    assert main(["recipe", "dart", "--method", "prefix", "--prefix_len", "3"]) == 0
+    assert "PREFIX_LEN=3" in capsys.readouterr().out
+    assert main(["recipe", "e2e", "--method", "top2", "--top_layers", "0"]) == 2
+
+
+def test_paper_rows_are_keyed_by_size() -> None:
+    e2e = datasets.get("e2e").recipe
+    assert e2e.paper_result("gpt2.md", method="adapter-l", sizes={"adapter_dim": 224}).params == "11.09M"
+    assert e2e.paper_result("gpt2.md", method="adapter-l", sizes={"adapter_dim": 6}).params == "0.37M"
+    assert e2e.paper_result("gpt2.md", method="adapter-l", sizes={"adapter_dim": 100}) is None
+    assert e2e.paper_result("gpt2.md", method="top2", sizes={}).params == "25.19M"
+    assert e2e.paper_result("gpt2.md", method="top2", sizes={"top_layers": 3}) is None
+    webnlg = datasets.get("webnlg").recipe
+    assert webnlg.paper_result("gpt2.md", method="adapter-l", sizes={"adapter_dim": 224}).params == "11M"
+    dart = datasets.get("dart").recipe
+    assert dart.paper_result("gpt2.md", method="prefix", sizes={"prefix_len": 10}) is not None
+
+
+def test_params_table_has_a_prefix_embed_row() -> None:
+    from nlg.methods.counts import count_table
+
+    row = next(line for line in count_table().splitlines() if line.startswith("prefix-embed"))
+    assert "5,120" in row and "no GPT-2 row" in row
