@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 from helpers import run_without_torch
 
-from nlg import datasets
-from nlg import methods
+from nlg import datasets, methods
 from nlg.datasets.recipe import method_settings, setting_lines
 
 # (dataset, method, adapter_dim) -> (lr, epochs, batch), Li & Liang's table as issue 20 lists it.
