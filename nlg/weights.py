@@ -112,12 +112,25 @@ def infer_config(state: dict[str, Tensor]) -> GPTConfig:
                      vocab_size=vocab_size, n_positions=n_positions)
 
 
+def check_finite(source: str | os.PathLike, tensors: dict[str, Tensor], what: str = "the checkpoint") -> None:
+    """CheckpointError naming the first tensor holding NaN or inf: weights that decode to empty
+    predictions are refused when read, by every method alike (nlg.methods' loads call this)."""
+    for name, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            continue
+        bad = int(torch.count_nonzero(~torch.isfinite(tensor)))
+        if bad:
+            raise CheckpointError(f"{source}: tensor {name} has {bad} non-finite values (NaN/inf): "
+                                  f"{what} is broken (diverged training?)")
+
+
 def load_base_weights(model: GPT, state: dict[str, Tensor], source: str = "checkpoint") -> None:
     """Copy a published GPT-2 state dict into `model`, strictly.
 
-    Every base parameter must be present with the right shape and nothing else may be there;
-    otherwise CheckpointError lists the missing, unexpected and mis-shaped keys.
+    Every base parameter must be present with the right shape, finite, and nothing else may be
+    there; otherwise CheckpointError lists the missing, unexpected and mis-shaped keys.
     """
+    check_finite(source, state, "the model")
     if any(getattr(module, "merged", False) for module in model.modules()):
         raise CheckpointError("cannot load base weights into a model whose LoRA is merged; unmerge first")
     state = normalise_keys(state)
@@ -265,5 +278,25 @@ def from_pretrained(path: str | os.PathLike, card: str | None = None) -> GPT:
     if config is None:
         config = infer_config(state)
     model = GPT(config)
-    load_base_weights(model, state, source=str(weights))
+    try:
+        load_base_weights(model, state, source=str(weights))
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}{_method_hint(path)}") from None
     return model
+
+
+def _method_hint(path: Path) -> str:
+    """'; ... give it as --checkpoint' when `path` holds a fine-tuning method's checkpoint that
+    needs a base (a top2 checkpoint's few blocks, an adapter) rather than a whole GPT-2."""
+    from nlg import methods
+
+    if not path.is_dir():
+        return ""
+    try:
+        method, _, _ = methods.detect(path)
+    except (InputError, OSError, ValueError, KeyError, TypeError):
+        return ""
+    if not method.needs_base:
+        return ""
+    return (f" ({path} is a checkpoint of --method {method.name}, not a whole GPT-2: give it as "
+            "--checkpoint, with the base it was trained on as --init_checkpoint)")

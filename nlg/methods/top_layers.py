@@ -89,11 +89,12 @@ class TopLayers(Method):
         the last k blocks and ln_f, each of the model's shape."""
         import torch
 
-        from nlg.weights import CheckpointError, published_layout, read_state_dict
+        from nlg.weights import CheckpointError, check_finite, published_layout, read_state_dict
 
         settings = settings or self.recognizes(directory)
         weights = directory / "model.safetensors"
-        state = published_layout(read_state_dict(weights))  # Conv1D (in, out) back to (out, in)
+        state = published_layout(read_state_dict(weights))
+        check_finite(weights, state, "the checkpoint")  # Conv1D (in, out) back to (out, in)
         prefixes = trained_prefixes(model.config.n_layer, settings.top_layers)
         expected = {name: p for name, p in model.named_parameters() if name.startswith(prefixes)}
         missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))

@@ -127,3 +127,35 @@ def test_lora_merges_for_decoding_and_adapters_stay_unmerged() -> None:
     lora = beam_model("lora")
     assert all(m.merged for m in lora.modules() if hasattr(m, "merged"))
     assert methods.get("lora").merges and not methods.get("adapter-h").merges
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_load_refuses_non_finite_tensors_in_one_line(name: str, tmp_path) -> None:
+    """Issue 29 case 5: a NaN in any method's saved tensors (a prefix's prompt_embeddings, an
+    adapter's adapter_up, a top2 or full checkpoint) is refused on load, as LoRA's always was."""
+    from safetensors.torch import load_file, save_file
+
+    method = methods.get(name)
+    settings = methods.settings_of(name, METHOD_SETTINGS[name])
+    trained = with_method(base(), name)
+    method.save(trained, tmp_path, settings, base_model="tiny")
+    weights = next(tmp_path / f for f in method.files if f.endswith(".safetensors"))
+    tensors = load_file(str(weights))
+    key = sorted(k for k, v in tensors.items() if v.is_floating_point())[-1]
+    tensors[key] = tensors[key].clone()
+    tensors[key].view(-1)[0] = float("nan")
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    loaded = base()
+    if method.needs_base:
+        method.apply(loaded, settings)
+    with pytest.raises(methods.InputError, match=r"tensor .* has 1 non-finite values \(NaN/inf\)"):
+        method.load(loaded, tmp_path, settings)
+
+
+def test_a_top2_checkpoint_as_init_checkpoint_says_to_pass_it_as_checkpoint(tmp_path) -> None:
+    from nlg.weights import CheckpointError, from_pretrained
+
+    method = methods.get("top2")
+    method.save(with_method(base(), "top2"), tmp_path, methods.settings_of("top2", METHOD_SETTINGS["top2"]), "tiny")
+    with pytest.raises(CheckpointError, match="checkpoint of --method top2, not a whole GPT-2: give it as --checkpoint"):
+        from_pretrained(tmp_path)

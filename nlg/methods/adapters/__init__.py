@@ -173,7 +173,7 @@ class Adapters(Method):
         strictly: every tensor of ours, each of its shape, and nothing else."""
         import torch
 
-        from nlg.weights import CheckpointError, read_state_dict
+        from nlg.weights import CheckpointError, check_finite, read_state_dict
 
         found = self.recognizes(directory)
         if found is None:
@@ -184,6 +184,7 @@ class Adapters(Method):
         if not weights.is_file() and (directory / "pytorch_adapter.bin").is_file():
             weights = directory / "pytorch_adapter.bin"
         state = read_state_dict(weights)
+        check_finite(weights, state, "the adapter")
         config = read_json(directory / CONFIG_FILE)
         name = config.get("name", ADAPTER_NAME) if isinstance(config, dict) else ADAPTER_NAME
         state = {k.replace(f".adapters.{name}.", f".adapters.{ADAPTER_NAME}."): v for k, v in state.items()}

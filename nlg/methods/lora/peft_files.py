@@ -242,7 +242,7 @@ def _read_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
         raise  # no permission and the like: the machine's state, reported as such
     except Exception as error:  # noqa: BLE001 - safetensors' own SafetensorError (and others) for a damaged file
         raise AdapterError(f"{path}: not a readable safetensors file ({error})") from None
-    for name, tensor in tensors.items():
+    for name, tensor in tensors.items():  # the message every method's load gives (nlg.weights.check_finite)
         bad = int(torch.count_nonzero(~torch.isfinite(tensor)))
         if bad:
             raise AdapterError(f"{path}: tensor {name} has {bad} non-finite values (NaN/inf): "

@@ -146,7 +146,7 @@ class _Prefixes(Method):
     def read(self, model, directory: Path):
         """adapter_config.json and the stored tensor, checked against `model`: another PEFT
         method or another model size is an InputError naming both sides."""
-        from nlg.weights import read_state_dict
+        from nlg.weights import check_finite, read_state_dict
 
         path = directory / CONFIG_FILE
         if not path.is_file():
@@ -172,6 +172,7 @@ class _Prefixes(Method):
         if set(state) != {TENSOR}:
             raise InputError(f"{weights}: holds {sorted(state)[:3]}; a {self.peft_type} adapter holds {TENSOR} only")
         tensor = state[TENSOR]
+        check_finite(weights, state, "the prefix")
         n = config.get("num_virtual_tokens")
         expected = (n, self.width(c))
         if tuple(tensor.shape) != expected:
@@ -254,7 +255,7 @@ class PreLayer(_Prefixes):
         import torch
 
         from nlg.methods.prefix.layers import FoldedPrefix, PrefixMLP
-        from nlg.weights import CheckpointError, read_state_dict
+        from nlg.weights import CheckpointError, check_finite, read_state_dict
 
         config, flat = self.read(model, directory)
         if isinstance(model.prefix, PrefixMLP) and not (directory / REPARAM_FILE).is_file():
@@ -263,6 +264,7 @@ class PreLayer(_Prefixes):
                              "it decodes with nlg beam --checkpoint but cannot resume the MLP's training")
         if isinstance(model.prefix, PrefixMLP):
             state = read_state_dict(directory / REPARAM_FILE)
+            check_finite(directory / REPARAM_FILE, state, "the prefix")
             expected = model.prefix.state_dict()
             if set(state) != set(expected) or any(state[k].shape != v.shape for k, v in expected.items()):
                 raise CheckpointError(f"{directory / REPARAM_FILE}: does not fit the prefix MLP of "
