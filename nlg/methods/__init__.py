@@ -169,6 +169,39 @@ class Method:
 REGISTRY: dict[str, Method] = {}
 
 
+# ---------------------------------------------------------------------------------------------
+# Reading configs other tools write or people edit: each key checked by its type and range
+# ---------------------------------------------------------------------------------------------
+
+_REQUIRED = object()
+
+
+def config_int(path: Any, config: dict, key: str, minimum: int = 1, default: Any = _REQUIRED) -> int:
+    """config[key] as an int >= minimum; InputError `FILE: key: reason` for anything else (a
+    string, null, a float, a bool); `default` when the key is absent (if one is given)."""
+    if key not in config and default is not _REQUIRED:
+        return default
+    value = config.get(key)
+    if key not in config:
+        raise InputError(f"{path}: {key}: missing")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{path}: {key}: {json.dumps(value)} is not an integer")
+    if value < minimum:
+        raise InputError(f"{path}: {key}: {value} must be >= {minimum}")
+    return value
+
+
+def config_number(path: Any, config: dict, key: str) -> float:
+    """config[key] as a finite number > 0; InputError `FILE: key: reason` otherwise."""
+    value = config.get(key)
+    if key not in config:
+        raise InputError(f"{path}: {key}: missing")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise InputError(f"{path}: {key}: {json.dumps(value) if not isinstance(value, float) else value} "
+                         "must be a finite number > 0")
+    return float(value)
+
+
 def register(method: Method) -> Method:
     REGISTRY[method.name] = method
     return method
@@ -293,13 +326,45 @@ def read_record(directory: str | os.PathLike) -> Record | None:
     path = Path(directory) / METHOD_FILE
     if not path.is_file():
         return None
-    try:
-        data = read_json(path)
-        record = Record(**data)
-    except TypeError as error:
-        raise InputError(f"{path}: not a method record ({error})") from None
-    get(record.method)  # an unknown method name is an error here too
-    return record
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: not a method record (a JSON object)")
+    unknown = sorted(set(data) - {f for f in Record.__dataclass_fields__})
+    if unknown:
+        raise InputError(f"{path}: {unknown[0]}: not a key of a method record")
+    for key in ("method", "settings", "model", "trainable_params"):
+        if key not in data:
+            raise InputError(f"{path}: {key}: missing")
+    if not isinstance(data["method"], str):
+        raise InputError(f"{path}: method: {json.dumps(data['method'])} is not a method's name")
+    _load_modules()
+    if data["method"] not in REGISTRY:
+        raise InputError(f"{path}: method: {data['method']!r} is not a method; choose one of {', '.join(names())}")
+    method = REGISTRY[data["method"]]
+    for key in ("settings", "model"):
+        if not isinstance(data[key], dict):
+            raise InputError(f"{path}: {key}: {json.dumps(data[key])} is not an object")
+    for key in data["settings"]:
+        if key not in method.flags:
+            raise InputError(f"{path}: settings: {key}: not a setting of method {method.name}")
+    for flag, value in data["settings"].items():
+        kind = method.flag_types.get(flag, int)
+        if kind is int:
+            config_int(path, data["settings"], flag)
+        elif kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InputError(f"{path}: {flag}: {json.dumps(value)} is not a number")
+        elif kind is str and not (isinstance(value, str) or (isinstance(value, list)
+                                                             and all(isinstance(v, str) for v in value))):
+            raise InputError(f"{path}: {flag}: {json.dumps(value)} is not a list of names")
+    problems = method.check(data["settings"])
+    if problems:
+        raise InputError(f"{path}: " + problems[0].removeprefix("--"))
+    for key in ("n_layer", "n_head", "n_embd", "vocab_size", "n_positions"):
+        config_int(path, data["model"], key)
+    config_int(path, data, "trainable_params", minimum=0)
+    if data.get("base_model") is not None and not isinstance(data["base_model"], str):
+        raise InputError(f"{path}: base_model: {json.dumps(data['base_model'])} is not a path")
+    return Record(**data)
 
 
 def detect(directory: str | os.PathLike) -> tuple[Method, Any, Record | None]:

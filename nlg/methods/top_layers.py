@@ -112,8 +112,10 @@ class TopLayers(Method):
         path = directory / "config.json"
         if not path.is_file():
             return None
+        from nlg.methods import config_int
+
         config = read_json(path)
-        return TopSettings(int(config[TOP_KEY])) if isinstance(config, dict) and TOP_KEY in config else None
+        return TopSettings(config_int(path, config, TOP_KEY)) if isinstance(config, dict) and TOP_KEY in config else None
 
 
 register(TopLayers())

@@ -215,11 +215,15 @@ class Adapters(Method):
             if config.get(key, _COMMON[key]) != _COMMON[key]:
                 raise InputError(f"{path}: {key} is {config.get(key)!r}; {self.name} needs "
                                  f"{_COMMON[key]!r}")
-        try:
-            d, factor = int(data["hidden_size"]), float(config["reduction_factor"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise InputError(f"{path}: no usable hidden_size / reduction_factor ({error!r})") from None
-        return AdapterSettings(int(d // factor))
+        from nlg.methods import config_int, config_number
+
+        d = config_int(path, data, "hidden_size")
+        factor = config_number(path, config, "reduction_factor")
+        r = int(d // factor)
+        if not 1 <= r <= d:
+            raise InputError(f"{path}: reduction_factor: {factor:g} gives a bottleneck of {r} at hidden_size "
+                             f"{d} (AdapterHub: width = hidden_size // reduction_factor); it must be 1 to {d}")
+        return AdapterSettings(r)
 
 
 class AdapterL(Adapters):

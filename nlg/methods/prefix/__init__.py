@@ -153,6 +153,8 @@ class _Prefixes(Method):
             raise InputError(f"{directory}: no {CONFIG_FILE}; not a PEFT {self.peft_type} adapter")
         config = read_json(path)
         kind = config.get("peft_type") if isinstance(config, dict) else None
+        if kind == self.peft_type:
+            config = self.recognized_type(directory)  # every key checked
         if kind != self.peft_type:
             what = f"peft_type {kind!r}" if kind is not None else "an adapter config of no PEFT type (AdapterHub's?)"
             raise InputError(f"{path}: {what}; --method {self.name} reads PEFT {self.peft_type} adapters")
@@ -184,13 +186,23 @@ class _Prefixes(Method):
         raise NotImplementedError
 
     def recognized_type(self, directory: Path) -> dict | None:
+        """adapter_config.json when it is this PEFT type, every key we read checked by type and
+        range (InputError `FILE: key: reason`)."""
+        from nlg.methods import config_int
+
         path = directory / CONFIG_FILE
         if not path.is_file():
             return None
         config = read_json(path)
-        if isinstance(config, dict) and config.get("peft_type") == self.peft_type:
-            return config
-        return None
+        if not (isinstance(config, dict) and config.get("peft_type") == self.peft_type):
+            return None
+        config_int(path, config, "num_virtual_tokens")
+        for key in ("num_layers", "token_dim", "num_attention_heads"):
+            config_int(path, config, key, default=None)
+        config_int(path, config, "num_transformer_submodules", default=1)
+        if config.get("encoder_hidden_size") is not None:  # null: PEFT's "no projection", our default width
+            config_int(path, config, "encoder_hidden_size")
+        return config
 
 
 class PreLayer(_Prefixes):
@@ -295,8 +307,8 @@ class PreLayer(_Prefixes):
         config = self.recognized_type(directory)
         if config is None:
             return None
-        return PrefixSettings(int(config.get("num_virtual_tokens", 0)),
-                              int(config.get("encoder_hidden_size") or self.defaults["prefix_hidden"]))
+        return PrefixSettings(config["num_virtual_tokens"],
+                              config.get("encoder_hidden_size") or self.defaults["prefix_hidden"])
 
 
 class PreEmbed(_Prefixes):
@@ -369,7 +381,7 @@ class PreEmbed(_Prefixes):
 
     def recognizes(self, directory: Path) -> PromptSettings | None:
         config = self.recognized_type(directory)
-        return None if config is None else PromptSettings(int(config.get("num_virtual_tokens", 0)))
+        return None if config is None else PromptSettings(config["num_virtual_tokens"])
 
 
 register(PreLayer())
