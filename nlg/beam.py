@@ -387,14 +387,20 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def load_model(init_checkpoint: str | None, model_card: str | None, checkpoint: str | None,
-               seed: int = 0, flag: str = "--checkpoint") -> GPT:
+               seed: int = 0, flag: str = "--checkpoint", allow_other_base: bool = False) -> GPT:
     """Base weights (or random ones from a card, for demos) with a fine-tuned checkpoint of any
     method (nlg.methods: read from its method.json, or recognised by its files) loaded and made
     ready to decode: LoRA merged, adapters unmerged on the cache, a full checkpoint is the model.
-    flag: the option that named `checkpoint` (--lora_checkpoint takes LoRA only)."""
+    flag: the option that named `checkpoint` (--lora_checkpoint takes LoRA only). Another base
+    than the one the checkpoint records (method.json's base_identity) is refused, naming both,
+    unless `allow_other_base` (then a warning says so)."""
     from nlg import methods
 
     method, settings, record = (None, None, None) if checkpoint is None else methods.detect(checkpoint)
+    if checkpoint is not None:
+        other = methods.check_base(record, checkpoint, init_checkpoint, allow_other_base)
+        if other is not None:
+            print(f"warning: {other}", file=sys.stderr)
     if method is not None and flag == "--lora_checkpoint" and not methods.is_lora(method):
         raise InputError(f"--lora_checkpoint {checkpoint}: holds a checkpoint of method {method.name}, not LoRA; "
                          "give it as --checkpoint")
@@ -465,6 +471,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     arg(*spellings("lora_checkpoint"), dest="lora_checkpoint", default=None,
         help="a LoRA adapter directory (adapter_config.json + adapter_model.safetensors), merged "
              "before decoding: --checkpoint for LoRA only")
+    arg(*spellings("allow_other_base"), dest="allow_other_base", action="store_true",
+        help="decode a checkpoint on another base model than the one its method.json records "
+             "(refused without it); a warning names both")
     arg("--beam", type=int, default=10, help="beam size (default 10)")
     arg(*spellings("length_penalty"), dest="length_penalty", type=float, default=0.8,
         help="final score = log-prob sum / length ** this (default 0.8)")
@@ -547,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     rt = init_runtime(args.device or "auto", args.dist_timeout)
     try:
         model = load_model(args.init_checkpoint, args.model_card, args.checkpoint or args.lora_checkpoint,
-                           args.seed, "--checkpoint" if args.checkpoint else "--lora_checkpoint")
+                           args.seed, "--checkpoint" if args.checkpoint else "--lora_checkpoint",
+                           args.allow_other_base)
         if getattr(model, "random_base", False) and rt.is_main:
             print(f"no --init_checkpoint: {args.model_card} with random weights (seed {args.seed}); "
                   "for tests and demos only", file=sys.stderr)

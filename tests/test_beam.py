@@ -344,3 +344,35 @@ def test_a_stuck_rank_makes_the_other_fail_instead_of_hanging(tmp_path: Path) ->
     finally:
         reap(procs)
 
+
+
+def test_another_base_than_the_checkpoints_is_refused_naming_both(tmp_path: Path, capsys) -> None:
+    """Issue 29 case 4: method.json records the base's identity; nlg beam refuses another base
+    of the same shape (one line naming both) unless --allow_other_base, which says so."""
+    from helpers import METHOD_SETTINGS, tiny_config, with_method
+
+    from nlg import methods
+    from nlg.beam import load_model
+    from nlg.files import InputError
+    from nlg.weights import save_pretrained
+
+    bases = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        bases.append(save_pretrained(GPT(tiny_config()), tmp_path / f"base{seed}"))
+    model = with_method(GPT(tiny_config()), "lora")
+    checkpoint = tmp_path / "ck"
+    settings = methods.settings_of("lora", METHOD_SETTINGS["lora"])
+    methods.get("lora").save(model, checkpoint, settings, str(bases[0]))
+    methods.write_record(checkpoint, methods.Record(
+        method="lora", settings=METHOD_SETTINGS["lora"], model=model.config.to_dict(), trainable_params=1,
+        base_model=str(bases[0]), base_identity=methods.base_identity(bases[0])))
+    load_model(str(bases[0]), None, str(checkpoint))  # its own base: fine
+    with pytest.raises(InputError) as error:
+        load_model(str(bases[1]), None, str(checkpoint))
+    text = str(error.value)
+    assert "\n" not in text and str(bases[0]) in text and str(bases[1]) in text and "--allow_other_base" in text
+    load_model(str(bases[1]), None, str(checkpoint), allow_other_base=True)
+    assert "warning: --allow_other_base:" in capsys.readouterr().err
+    with pytest.raises(InputError, match="random weights"):
+        load_model(None, "gpt2.tiny", str(checkpoint))

@@ -308,6 +308,9 @@ class Record:
     model: dict  # GPTConfig.to_dict() of the model trained
     trainable_params: int
     base_model: str | None = None  # --init_checkpoint (or the card) the run started from
+    # What base_model's files are: [{"file": NAME or "", "bytes", "sha256"}] (nlg.files.file_identity;
+    # the form of training_state's inputs["init_checkpoint"]); None: a random base, or older checkpoints
+    base_identity: list | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -364,7 +367,62 @@ def read_record(directory: str | os.PathLike) -> Record | None:
     config_int(path, data, "trainable_params", minimum=0)
     if data.get("base_model") is not None and not isinstance(data["base_model"], str):
         raise InputError(f"{path}: base_model: {json.dumps(data['base_model'])} is not a path")
+    identity = data.get("base_identity")
+    if identity is not None and not (isinstance(identity, list) and all(
+            isinstance(e, dict) and isinstance(e.get("file"), str) and isinstance(e.get("sha256"), str)
+            and isinstance(e.get("bytes"), int) for e in identity)):
+        raise InputError(f"{path}: base_identity: not a list of {{\"file\", \"bytes\", \"sha256\"}}")
     return Record(**data)
+
+
+# ---------------------------------------------------------------------------------------------
+# The base model a checkpoint was trained on
+# ---------------------------------------------------------------------------------------------
+
+
+def base_identity(init_checkpoint: str | os.PathLike | None) -> list[dict] | None:
+    """[{"file": NAME or "", "bytes", "sha256"}] of the files of a base (a Hugging Face directory's
+    config and weights, or a bare weights file); None for no base (random weights)."""
+    if init_checkpoint is None:
+        return None
+    from nlg.files import file_identity
+    from nlg.weights import checkpoint_files  # torch: only commands that load models call this
+
+    path = Path(init_checkpoint)
+    if path.is_dir():
+        return [{"file": f.name, **file_identity(f)} for f in checkpoint_files(path) if f.is_file()]
+    return [{"file": "", **file_identity(path)}]
+
+
+def same_base(a: list[dict] | None, b: list[dict] | None) -> bool:
+    def content(identity):
+        return sorted((e["file"], e["bytes"], e["sha256"]) for e in identity or [])
+    return content(a) == content(b)
+
+
+def describe_base(name: str | None, identity: list[dict] | None) -> str:
+    """"NAME (N bytes, sha256 0123456789ab)" of a base's weights (its largest file)."""
+    if not identity:
+        return f"{name or 'a model card'} (random weights)"
+    main = max(identity, key=lambda e: e["bytes"])
+    return f"{name} ({main['bytes']:,} bytes, sha256 {main['sha256'][:12]})"
+
+
+def check_base(record: Record | None, checkpoint: str, init_checkpoint: str | None, allow: bool) -> str | None:
+    """InputError unless `init_checkpoint` is the base `checkpoint` was trained on (its
+    method.json's base_identity), naming both; with `allow`, the line saying so instead
+    (returned). Nothing to check (None) when the checkpoint records no base."""
+    if record is None or record.base_identity is None or not get(record.method).needs_base:
+        return None
+    now = base_identity(init_checkpoint)
+    if same_base(record.base_identity, now):
+        return None
+    text = (f"--checkpoint {checkpoint} was trained on {describe_base(record.base_model, record.base_identity)}; "
+            f"the base given is {describe_base(init_checkpoint, now)}")
+    if not allow:
+        raise InputError(f"{text}: give the base it was trained on as --init_checkpoint (or --allow_other_base "
+                         "to decode on this one deliberately)")
+    return f"--allow_other_base: {text}"
 
 
 def detect(directory: str | os.PathLike) -> tuple[Method, Any, Record | None]:

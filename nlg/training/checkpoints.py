@@ -148,9 +148,12 @@ def save_checkpoint(path: Path, model: nn.Module, state: TrainingState, base_mod
     leaves no trace of `path`."""
     name = state.config["method"]
     method, settings = methods.get(name), methods.settings_of(name, state.config)
+    base = (state.inputs or {}).get("init_checkpoint")
     record = methods.Record(method=name, settings=methods.flag_values(name, state.config),
                             model=model.config.to_dict(), base_model=base_model,
-                            trainable_params=sum(p.numel() for p in method.trainable(model).values()))
+                            trainable_params=sum(p.numel() for p in method.trainable(model).values()),
+                            base_identity=None if base is None else [
+                                {key: entry[key] for key in ("file", "bytes", "sha256")} for entry in base])
     with atomic_dir(path) as tmp:
         method.save(model, tmp, settings, base_model)
         methods.write_record(tmp, record)
