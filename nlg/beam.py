@@ -397,10 +397,6 @@ def load_model(init_checkpoint: str | None, model_card: str | None, checkpoint: 
     from nlg import methods
 
     method, settings, record = (None, None, None) if checkpoint is None else methods.detect(checkpoint)
-    if checkpoint is not None:
-        other = methods.check_base(record, checkpoint, init_checkpoint, allow_other_base)
-        if other is not None:
-            print(f"warning: {other}", file=sys.stderr)
     if method is not None and flag == "--lora_checkpoint" and not methods.is_lora(method):
         raise InputError(f"--lora_checkpoint {checkpoint}: holds a checkpoint of method {method.name}, not LoRA; "
                          "give it as --checkpoint")
@@ -423,6 +419,9 @@ def load_model(init_checkpoint: str | None, model_card: str | None, checkpoint: 
         return model.eval()
     if record is not None:
         check_same_shape(record.model, model, f"{flag} {checkpoint}", init_checkpoint or model_card)
+        other = methods.check_base(record, checkpoint, init_checkpoint, allow_other_base)  # after the shape: more basic
+        if other is not None:
+            print(f"warning: {other}", file=sys.stderr)
     try:
         method.load(model, Path(checkpoint), settings)
     except ValueError as error:  # not only CheckpointError/AdapterError: LoRAConfig's checks (r = 0)

@@ -203,3 +203,29 @@ def test_static_shapes_train_every_method_as_eager_does(files, tmp_path, name: s
         runs[mode] = weights(work / "checkpoint-3")
     for key, expected in runs["none"].items():
         torch.testing.assert_close(runs["static"][key], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_resume_judges_method_flags_against_the_checkpoints_method(files, tmp_path, capsys) -> None:
+    """Issue 29 case 9: --resume without --method: a method flag is the checkpoint's method's
+    (adapter-h here), not LoRA's; case 4: method.json records the base's identity."""
+    work = tmp_path / "h"
+    assert nlg(["train", *train_args(files, work, "adapter-h", "--max_step", 3)]) == 0
+    record = methods.read_record(work / "checkpoint-3")
+    assert record.base_identity == methods.base_identity(files["base"]) and record.base_identity
+    resume = [*train_args(files, work, "adapter-h", "--max_step", 6, "--resume", "latest", with_method=False)]
+    code, err = cli_result(["train", *resume, "--adapter_dim", "112"], capsys)
+    assert code == 2 and err.count("\n") == 0 and "not of --method lora" not in err
+    assert "--adapter_dim: checkpoint" in err and "now 112" in err
+    code, err = cli_result(["train", *resume, "--prefix_len", "5"], capsys)
+    assert code == 2 and err.count("\n") == 0
+    assert "--prefix_len is a setting of --method prefix, not of --method adapter-h" in err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--full_finetune", "--method", "adapter-l"], "--full_finetune is --method full; it conflicts with --method adapter-l"),
+    (["--lr", "0"], "--lr 0: must be > 0"),
+])
+def test_conflicting_or_useless_settings_are_refused(files, tmp_path, capsys, extra, message) -> None:
+    work = tmp_path / "never"
+    code, err = cli_result(["train", *train_args(files, work, "lora", with_method=False), *extra], capsys)
+    assert code == 2 and err.count("\n") == 0 and message in err and not work.exists()

@@ -32,3 +32,31 @@ def test_cli_accepts_both_spellings_and_the_papers_command(capsys):
         parse_args(["--train_data", "x", "--lora_targets", "q,zz"])
     with pytest.raises(SystemExit):
         parse_args(["--train_data", "x", "--scheduler", "cycle"])
+
+
+def test_train_problems_are_parse_args_checks_without_exiting(capsys):
+    from nlg.training.settings import train_problems
+
+    assert train_problems(["--train_data", "x"]) == []
+    assert train_problems(["--train_data", "x", "--lr", "0"]) == ["--lr 0: must be > 0 (a run at learning rate 0 cannot learn)"]
+    assert train_problems(["--train_data", "x", "--lora_dim", "0", "--platform", "local"]) == ["--lora_dim must be >= 1"]
+    assert train_problems(["--train_data", "x", "--method", "adapter-l", "--adapter_dim", "0"]) == ["--adapter_dim must be >= 1"]
+    assert "conflicts with --method top2" in train_problems(["--train_data", "x", "--full_finetune", "--method", "top2"])[0]
+    assert "invalid int value" in train_problems(["--train_data", "x", "--lora_dim", "x"])[0]
+    assert train_problems([]) and train_problems(["--train_data", "x", "--bogus"])
+    assert capsys.readouterr().err == ""  # no warning, no usage
+
+
+def test_lora_checks_are_loras_and_the_config_holds_its_settings_object():
+    from nlg import methods
+
+    config = parse_args(["--train_data", "x", "--lora_dim", "8", "--lora_dropout", "0.2"])
+    assert config.method_settings == LoRASettings(rank=8, dropout=0.2)
+    assert config.to_json()["lora_dim"] == 8 and config.to_json()["lora_targets"] == ["q", "v"]
+    assert "adapter_dim" not in config.to_json()
+    assert methods.get("lora").check({"lora_dropout": 1.0}) == ["--lora_dropout must be in [0, 1)"]
+    adapter = parse_args(["--train_data", "x", "--method", "adapter-h"])
+    assert adapter.to_json()["adapter_dim"] == 112 and "lora_dim" not in adapter.to_json()
+    assert TrainConfig(train_data="x").method_settings == LoRASettings()
+    for name in ("lora_dim", "adapter_dim", "top_layers", "prefix_len", "prefix_hidden", "method"):
+        assert name in __import__("nlg.training.settings", fromlist=["RESUME_FIXED"]).RESUME_FIXED
