@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from nlg.methods import DEFAULT as DEFAULT_METHOD
 from nlg.methods.lora import DEFAULTS as LORA  # LoRA's defaults live there (no torch)
 
 SUBSETS = ("all", "seen", "unseen")
@@ -144,7 +145,7 @@ class PaperResult:
     scores: Mapping[str, float]
     percent: frozenset[str]
     source: str  # where in the paper
-    method: str = "lora"  # a name of nlg.methods (its rows: Recipe.paper_result)
+    method: str = DEFAULT_METHOD  # a name of nlg.methods (its rows: Recipe.paper_result)
     params: str = ""  # trainable parameters as the paper prints them ("0.35M"); "" where it prints none
     spread: Mapping[str, float] = field(default_factory=dict)  # the paper's ± per metric (3 seeds)
     copied: bool = False  # marked * in the paper: copied from Li & Liang (2021), not rerun
@@ -224,7 +225,7 @@ class Recipe:
         given = {k: v for k, v in (sizes or {}).items() if v is not None}
         return {flag: given.get(flag, own.get(flag)) for flag in found.sizes}
 
-    def paper_result(self, model_card: str, subset: str = "all", method: str = "lora",
+    def paper_result(self, model_card: str, subset: str = "all", method: str = DEFAULT_METHOD,
                      params: str | None = None, sizes: Mapping[str, object] | None = None) -> PaperResult | None:
         """The paper's scores for `method` (of `params` size as the paper prints it, or of these
         `sizes`, e.g. {"adapter_dim": 224}) with `model_card` on `subset`, or None if it
@@ -390,6 +391,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(f"{s.name}={s.value}" for s in setting_lines(datasets.get(args.dataset).recipe)))
     else:
         sizes = {flag: getattr(args, flag) for flag in size_flags}
-        lines = method_settings(datasets.get(args.dataset).recipe, args.method or methods.names()[0], sizes)
+        lines = method_settings(datasets.get(args.dataset).recipe, args.method or methods.DEFAULT, sizes)
         print("\n".join(f"{s.name}={s.value}" for s in lines))
     return 0

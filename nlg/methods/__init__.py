@@ -44,6 +44,12 @@ from typing import Any
 from nlg.files import InputError, read_json
 
 METHOD_FILE = "method.json"
+DEFAULT = "lora"  # the method of a run, a row or a record that names none
+
+
+def legacy_name(config: dict) -> str:
+    """The method of a training state written before nlg.methods: --full_finetune or LoRA."""
+    return "full" if config.get("full_finetune", False) else DEFAULT
 
 
 @dataclass(frozen=True)

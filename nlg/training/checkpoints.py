@@ -297,7 +297,8 @@ def load_training_state(path: Path) -> TrainingState:
         state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
         config = state["config"]
         if "method" not in config:  # written before nlg.methods: --full_finetune or LoRA
-            config["method"] = "full" if config.pop("full_finetune", False) else "lora"
+            config["method"] = methods.legacy_name(config)
+            config.pop("full_finetune", None)
         return TrainingState.from_file(state)
     except Exception as error:  # noqa: BLE001 - any unreadable state is the same user error
         raise InputError(f"{path / STATE_FILE}: cannot read training state ({error})") from None

@@ -59,7 +59,7 @@ class TrainConfig:
     clip: float = 0.0  # max gradient norm; 0 = off
     # A name of nlg.methods (lora by default); None only with --resume and no --method: the
     # checkpoint's method and settings (nlg.training.trainer.resolve_method)
-    method: str | None = "lora"
+    method: str | None = methods.DEFAULT
     # The method's own settings object (nlg.methods: LoRASettings, AdapterSettings, ...); None
     # for the method's defaults. With method None: a dict of the method flags given, which
     # resolve_method judges against the checkpoint's method.
@@ -264,7 +264,7 @@ def method_problems(args: dict, given: dict[str, Any]) -> list[str]:
         args["method_settings"] = dict(given)
         return problems
     if args["method"] is None:
-        args["method"] = methods.names()[0]  # lora, the default
+        args["method"] = methods.DEFAULT  # lora, the default
     try:
         method = methods.get(args["method"])
     except InputError as error:

@@ -194,7 +194,7 @@ def resolve_method(config: TrainConfig, resume_from: Path | None) -> TrainConfig
         return config
     given = dict(config.method_settings or {})
     if resume_from is None:
-        name = methods.names()[0]
+        name = methods.DEFAULT
         values = {}
     else:
         record = methods.read_record(resume_from)
