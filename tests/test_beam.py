@@ -374,5 +374,5 @@ def test_another_base_than_the_checkpoints_is_refused_naming_both(tmp_path: Path
     assert "\n" not in text and str(bases[0]) in text and str(bases[1]) in text and "--allow_other_base" in text
     load_model(str(bases[1]), None, str(checkpoint), allow_other_base=True)
     assert "warning: --allow_other_base:" in capsys.readouterr().err
-    with pytest.raises(InputError, match=r"the base given is None \(random weights\)"):
+    with pytest.raises(InputError, match=r"the base given is a model card \(random weights\)"):
         methods.check_base(methods.read_record(checkpoint), str(checkpoint), None, allow=False)
