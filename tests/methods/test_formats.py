@@ -82,6 +82,8 @@ def _saved(name: str, tmp_path):
     ("prefix-embed", "adapter_config.json", ("num_virtual_tokens",), None, "num_virtual_tokens: null is not an integer"),
     ("top2", "config.json", ("nlg_top_layers",), "1", 'nlg_top_layers: "1" is not an integer'),
     ("top2", "config.json", ("nlg_top_layers",), None, "nlg_top_layers: null is not an integer"),
+    ("lora", "adapter_config.json", ("lora_dropout",), "0.1", 'lora_dropout: "0.1" must be a number in [0, 1)'),
+    ("lora", "adapter_config.json", ("lora_dropout",), 1.5, "lora_dropout: 1.5 must be a number in [0, 1)"),
 ])
 def test_odd_config_values_are_one_line_naming_file_and_key(name, file, where, value, message, tmp_path):
     """Issue 29 case 8: every key of every config we read, by type and range: FILE: key: reason."""

@@ -213,6 +213,10 @@ def check_scales(config: dict, config_path: Path) -> None:
         if key not in config:
             raise AdapterError(f"{config_path}: no {key!r} key (every LoRA adapter_config.json has one)")
     check_rank_alpha(config["r"], config["lora_alpha"], "r", "lora_alpha", config_path)
+    dropout = config.get("lora_dropout", 0.0)
+    if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, (int, float))
+                                or not 0 <= dropout < 1):
+        raise AdapterError(f"{config_path}: lora_dropout: {json.dumps(dropout)} must be a number in [0, 1)")
     patterns = {}
     for key in ("rank_pattern", "alpha_pattern"):
         patterns[key] = config.get(key) or {}
@@ -317,7 +321,7 @@ def adapter_lora_config(config: dict, tensors: dict[str, Tensor], metadata: dict
     modules = sorted({name.rsplit(".lora_", 1)[0] for name in tensors})
     targets = tuple(dict.fromkeys(_leaf_target(path) for path in modules))
     return LoRAConfig(rank=int(config["r"]), alpha=float(config["lora_alpha"]),
-                      dropout=float(config.get("lora_dropout", 0.0)), targets=targets)
+                      dropout=float(config.get("lora_dropout") or 0.0), targets=targets)
 
 
 def split_blocks(A: Tensor, B: Tensor, rows: dict[str, tuple[int, int]], rank: int,
