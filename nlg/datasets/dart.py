@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from nlg import methods
 from nlg.datasets import triples
 from nlg.datasets.recipe import Baseline, BeamRecipe, Recipe, TrainRecipe
 from nlg.datasets.triples import Entry, Text
@@ -92,8 +93,6 @@ PAPER += tuple(
 # hyperparameter table).
 RECIPE = Recipe(train=TrainRecipe(weight_decay=0.0, lora_dropout=0.0, label_smooth=0.0), beam=BeamRecipe(),
                 scoring=triples.generation_eval("dart"), paper=PAPER,
-                baselines={"full": Baseline(1e-5, 10, 6), "top2": Baseline(5e-5, 5, 5),
-                           "adapter-3%": Baseline(5e-5, 5, 5), "adapter-0.1%": Baseline(8e-5, 5, 5),
-                           "prefix": Baseline(5e-5, 10, 5, prefix_len=10)})
+                baselines={key: Baseline(**values) for key, values in methods.baselines("dart").items()})
 
 DATASET = FORMAT.dataset("dart", "DART v1.1.1", RAW_ENV, RECIPE)

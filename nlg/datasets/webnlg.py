@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from nlg import methods
 from nlg.datasets import triples
 from nlg.datasets.recipe import Baseline, BeamRecipe, Recipe, TrainRecipe
 from nlg.datasets.triples import Entry, Text
@@ -132,8 +133,6 @@ PAPER += tuple(
 # the baselines' lr / epochs / batch are Li & Liang's for WebNLG.
 RECIPE = Recipe(train=TrainRecipe(), beam=BeamRecipe(),
                 scoring=triples.generation_eval("webnlg", ("all", "seen", "unseen")), paper=PAPER,
-                baselines={"full": Baseline(1e-5, 10, 6), "top2": Baseline(5e-5, 10, 9),
-                           "adapter-3%": Baseline(5e-5, 5, 5), "adapter-0.1%": Baseline(5e-5, 10, 5),
-                           "prefix": Baseline(5e-5, 5, 5, prefix_len=5)})
+                baselines={key: Baseline(**values) for key, values in methods.baselines("webnlg").items()})
 
 DATASET = FORMAT.dataset("webnlg", "WebNLG 2017", RAW_ENV, RECIPE)

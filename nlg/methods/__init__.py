@@ -103,6 +103,10 @@ class Method:
     fixed_on_resume: tuple[str, ...] | None = None  # flags --resume may never change (None: all of `flags`)
     sizes: tuple[str, ...] = ()  # the flags that size it: they pick its recipe row and paper row
     parameter_marks: tuple[str, ...] = ()  # substrings of the names of the parameters it adds to GPT-2
+    # How the LoRA paper trained it on each dataset (Li & Liang's lr, epochs, batch, and any of its
+    # own flags), by recipe_key then dataset: {"full": {"e2e": {"lr": 5e-5, ...}}}; nlg.datasets'
+    # recipes take their baseline rows from here (`baselines`)
+    baseline_recipes: dict[str, dict[str, dict[str, Any]]] = {}
     files: tuple[str, ...] = ()  # what `save` writes into a checkpoint directory
     needs_base: bool = True  # False: a checkpoint is the whole model (full fine-tuning)
     merges: bool = False  # prepare_inference folds the method into the base weights
@@ -242,6 +246,16 @@ def all_flags() -> dict[str, str]:
         for flag in method.flags:
             owners.setdefault(flag, method.name)
     return owners
+
+
+def baselines(dataset: str) -> dict[str, dict[str, Any]]:
+    """Every method's baseline recipe on `dataset`, by recipe key (nlg.datasets.recipe.Baseline's fields)."""
+    found: dict[str, dict[str, Any]] = {}
+    for method in map(get, names()):
+        for key, by_dataset in method.baseline_recipes.items():
+            if dataset in by_dataset:
+                found.setdefault(key, dict(by_dataset[dataset]))
+    return found
 
 
 def flag_owners(flag: str) -> list[Method]:

@@ -26,6 +26,8 @@ class Full(Method):
     summary = "every parameter trains (FT); checkpoints are whole Hugging Face GPT-2 directories"
     files = ("config.json", "model.safetensors")
     needs_base = False
+    baseline_recipes = {"full": {"e2e": {"lr": 5e-05, "max_epoch": 5, "train_batch_size": 10}, "webnlg": {"lr": 1e-05, "max_epoch": 10, "train_batch_size": 6},
+                                  "dart": {"lr": 1e-05, "max_epoch": 10, "train_batch_size": 6}}}
 
     def settings(self, values: dict[str, Any]) -> FullSettings:
         return FullSettings()

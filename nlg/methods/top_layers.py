@@ -51,6 +51,8 @@ class TopLayers(Method):
     defaults = {"top_layers": 2}
     flag_help = {"top_layers": "--method top2: how many top blocks train (default 2)"}
     sizes = ("top_layers",)
+    baseline_recipes = {"top2": {"e2e": {"lr": 5e-05, "max_epoch": 5, "train_batch_size": 10}, "webnlg": {"lr": 5e-05, "max_epoch": 10, "train_batch_size": 9},
+                                  "dart": {"lr": 5e-05, "max_epoch": 5, "train_batch_size": 5}}}
     files = ("config.json", "model.safetensors")
 
     def settings(self, values: dict[str, Any]) -> TopSettings:

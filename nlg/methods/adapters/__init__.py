@@ -86,6 +86,11 @@ class Adapters(Method):
                                 "adapter-l, 112 for adapter-h); picks Li & Liang's 0.1% or 3% recipe"}
     sizes = ("adapter_dim",)
     parameter_marks = ("_residual.",)
+    # Li & Liang's two adapter sizes (recipe_key): 3 % and 0.1 % of GPT-2 M
+    baseline_recipes = {"adapter-3%": {"e2e": {"lr": 5e-05, "max_epoch": 5, "train_batch_size": 5}, "webnlg": {"lr": 5e-05, "max_epoch": 5, "train_batch_size": 5},
+                                        "dart": {"lr": 5e-05, "max_epoch": 5, "train_batch_size": 5}},
+                        "adapter-0.1%": {"e2e": {"lr": 8e-05, "max_epoch": 10, "train_batch_size": 5}, "webnlg": {"lr": 5e-05, "max_epoch": 10, "train_batch_size": 5},
+                                          "dart": {"lr": 8e-05, "max_epoch": 5, "train_batch_size": 5}}}
     files = (CONFIG_FILE, WEIGHTS_FILE)
     per_block: tuple[str, ...] = ()  # which residual hooks of a block carry an adapter
     layer_norm = False

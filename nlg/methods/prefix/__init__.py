@@ -90,6 +90,8 @@ class _Prefixes(Method):
     files = (CONFIG_FILE, WEIGHTS_FILE)
     sizes = ("prefix_len",)
     parameter_marks = ("prefix.",)
+    baseline_recipes = {"prefix": {"e2e": {"lr": 8e-05, "max_epoch": 5, "train_batch_size": 10, "prefix_len": 5}, "webnlg": {"lr": 5e-05, "max_epoch": 5, "train_batch_size": 5, "prefix_len": 5},
+                                    "dart": {"lr": 5e-05, "max_epoch": 10, "train_batch_size": 5, "prefix_len": 10}}}
     flag_help = {"prefix_len": "--method prefix/prefix-embed: prefix positions (default 5; Li & Liang: "
                                "5 E2E/WebNLG, 10 DART)",
                  "prefix_hidden": "--method prefix: width of the reparametrisation MLP (default 512, Li & Liang's)"}
