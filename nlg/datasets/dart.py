@@ -27,7 +27,7 @@ from dataclasses import replace
 
 from nlg import methods
 from nlg.datasets import triples
-from nlg.datasets.recipe import Baseline, BeamRecipe, Recipe, TrainRecipe
+from nlg.datasets.recipe import Baseline, BeamRecipe, PaperResult, Recipe, TrainRecipe
 from nlg.datasets.triples import Entry, Text
 from nlg.files import InputError
 from nlg.pairs import TextPair
@@ -76,17 +76,12 @@ PAPER = (
     replace(triples.generation_eval_result("gpt2.lg", "all", 47.5, 0.39, 0.45, "LoRA paper, Table 13 (DART)"),
             params="0.77M"),
 )
-# The baselines of the same table (Table 13): BLEU, METEOR, TER; parameters as printed.
+# The baselines of the same table (Table 13): BLEU, METEOR, TER; parameters as printed (each
+# method holds its own rows: nlg.methods, Method.paper_rows).
 PAPER += tuple(
-    replace(triples.generation_eval_result(card, "all", bleu, meteor, ter, "LoRA paper, Table 13 (DART)"),
-            method=method, params=params)
-    for card, method, params, bleu, meteor, ter in (
-        ("gpt2.md", "full", "354.92M", 46.2, 0.39, 0.46), ("gpt2.md", "adapter-l", "0.37M", 42.4, 0.36, 0.48),
-        ("gpt2.md", "adapter-l", "11M", 45.2, 0.38, 0.46), ("gpt2.md", "top2", "25.19M", 41.0, 0.34, 0.56),
-        ("gpt2.lg", "full", "774.03M", 47.0, 0.39, 0.46), ("gpt2.lg", "adapter-l", "0.88M", 45.7, 0.38, 0.46),
-        ("gpt2.lg", "adapter-l", "23M", 47.1, 0.39, 0.45),
-        ("gpt2.md", "prefix", "0.35M", 46.4, 0.38, 0.46), ("gpt2.lg", "prefix", "0.77M", 46.7, 0.38, 0.45),
-    )
+    PaperResult(card, subset, scores, frozenset({"BLEU"}), "LoRA paper, Table 13 (DART)", method=method,
+                params=params, spread=spread, copied=copied)
+    for method, card, subset, params, scores, spread, copied in methods.paper_rows("dart")
 )
 
 # As E2E's recipe except no weight decay, no LoRA dropout and no label smoothing (the paper's

@@ -120,21 +120,14 @@ def _row(card: str, method: str, params: str, scores: tuple[float, ...], spread:
                        copied=copied)
 
 
-# LoRA's rows first (paper_result's default), then the baselines; `copied` is the paper's `*`
-# (taken from Li & Liang, 2021, not rerun).
+# LoRA's rows first (paper_result's default), then the baselines' (each method holds its own:
+# nlg.methods, Method.paper_rows); `copied` is the paper's `*` (taken from Li & Liang, 2021, not rerun).
 PAPER = (
-    _row("gpt2.md", "lora", "0.35M", (70.4, 8.85, 46.8, 71.8, 2.53)),
-    _row("gpt2.lg", "lora", "0.77M", (70.4, 8.89, 46.8, 72.0, 2.47)),
-    _row("gpt2.md", "full", "354.92M", (68.2, 8.62, 46.2, 71.0, 2.47), copied=True),
-    _row("gpt2.md", "adapter-l", "0.37M", (66.3, 8.41, 45.0, 69.8, 2.40), copied=True),
-    _row("gpt2.md", "adapter-l", "11.09M", (68.9, 8.71, 46.1, 71.3, 2.47), copied=True),
-    _row("gpt2.md", "adapter-h", "11.09M", (67.3, 8.50, 46.0, 70.7, 2.44), (0.6, 0.07, 0.2, 0.2, 0.01)),
-    _row("gpt2.md", "top2", "25.19M", (68.1, 8.59, 46.0, 70.8, 2.41), copied=True),
-    _row("gpt2.lg", "full", "774.03M", (68.5, 8.78, 46.0, 69.9, 2.45), copied=True),
-    _row("gpt2.lg", "adapter-l", "0.88M", (69.1, 8.68, 46.3, 71.4, 2.49), (0.1, 0.03, 0.0, 0.2, 0.0)),
-    _row("gpt2.lg", "adapter-l", "23.00M", (68.9, 8.70, 46.1, 71.3, 2.45), (0.3, 0.04, 0.1, 0.2, 0.02)),
-    _row("gpt2.md", "prefix", "0.35M", (69.7, 8.81, 46.1, 71.4, 2.49), copied=True),
-    _row("gpt2.lg", "prefix", "0.77M", (70.3, 8.85, 46.2, 71.7, 2.47), copied=True),
+    _row("gpt2.md", methods.DEFAULT, "0.35M", (70.4, 8.85, 46.8, 71.8, 2.53)),
+    _row("gpt2.lg", methods.DEFAULT, "0.77M", (70.4, 8.89, 46.8, 72.0, 2.47)),
+    *(PaperResult(card, subset, scores, _PERCENT, "LoRA paper, Table 3", method=method, params=params,
+                  spread=spread, copied=copied)
+      for method, card, subset, params, scores, spread, copied in methods.paper_rows("e2e")),
 )
 
 # The baselines' training, Li & Liang's (lr, epochs, batch), as the LoRA paper took it.

@@ -107,6 +107,7 @@ class Method:
     # own flags), by recipe_key then dataset: {"full": {"e2e": {"lr": 5e-5, ...}}}; nlg.datasets'
     # recipes take their baseline rows from here (`baselines`)
     baseline_recipes: dict[str, dict[str, dict[str, Any]]] = {}
+    paper_rows: dict[str, tuple] = {}  # the LoRA paper's rows of it, by dataset (`paper_rows`)
     files: tuple[str, ...] = ()  # what `save` writes into a checkpoint directory
     needs_base: bool = True  # False: a checkpoint is the whole model (full fine-tuning)
     merges: bool = False  # prepare_inference folds the method into the base weights
@@ -256,6 +257,14 @@ def baselines(dataset: str) -> dict[str, dict[str, Any]]:
             if dataset in by_dataset:
                 found.setdefault(key, dict(by_dataset[dataset]))
     return found
+
+
+def paper_rows(dataset: str) -> list[tuple]:
+    """Every method's rows of the paper's table for `dataset`, in the table's order:
+    (method, card, subset, params, scores, spread, copied)."""
+    found = [(row[0], method.name, *row[1:]) for method in map(get, names())
+             for row in method.paper_rows.get(dataset, ())]
+    return [row[1:] for row in sorted(found, key=lambda row: row[0])]
 
 
 def flag_owners(flag: str) -> list[Method]:

@@ -26,6 +26,37 @@ class Full(Method):
     summary = "every parameter trains (FT); checkpoints are whole Hugging Face GPT-2 directories"
     files = ("config.json", "model.safetensors")
     needs_base = False
+    # The LoRA paper's rows of this method, by dataset: (row of the table, card, subset, parameters
+    # as printed, scores, their ± over 3 seeds, copied from Li & Liang: the paper's *); the
+    # datasets' recipes make their PaperResults of them (nlg.methods.paper_rows)
+    paper_rows = {
+        "e2e": (
+            (2, "gpt2.md", "all", "354.92M", {"BLEU": 68.2, "NIST": 8.62, "METEOR": 46.2, "ROUGE_L": 71.0, "CIDEr": 2.47},
+             {}, True),
+            (7, "gpt2.lg", "all", "774.03M", {"BLEU": 68.5, "NIST": 8.78, "METEOR": 46.0, "ROUGE_L": 69.9, "CIDEr": 2.45},
+             {}, True),
+        ),
+        "webnlg": (
+            (6, "gpt2.md", "unseen", "354.92M", {"BLEU": 27.7, "METEOR": 0.3, "TER": 0.76},
+             {}, False),
+            (7, "gpt2.md", "seen", "354.92M", {"BLEU": 64.2, "METEOR": 0.45, "TER": 0.33},
+             {}, False),
+            (8, "gpt2.md", "all", "354.92M", {"BLEU": 46.5, "METEOR": 0.38, "TER": 0.53},
+             {}, False),
+            (18, "gpt2.lg", "unseen", "774.03M", {"BLEU": 43.1, "METEOR": 0.38, "TER": 0.53},
+             {}, False),
+            (19, "gpt2.lg", "seen", "774.03M", {"BLEU": 65.3, "METEOR": 0.46, "TER": 0.33},
+             {}, False),
+            (20, "gpt2.lg", "all", "774.03M", {"BLEU": 55.5, "METEOR": 0.42, "TER": 0.42},
+             {}, False),
+        ),
+        "dart": (
+            (2, "gpt2.md", "all", "354.92M", {"BLEU": 46.2, "METEOR": 0.39, "TER": 0.46},
+             {}, False),
+            (6, "gpt2.lg", "all", "774.03M", {"BLEU": 47.0, "METEOR": 0.39, "TER": 0.46},
+             {}, False),
+        ),
+    }
     baseline_recipes = {"full": {"e2e": {"lr": 5e-05, "max_epoch": 5, "train_batch_size": 10}, "webnlg": {"lr": 1e-05, "max_epoch": 10, "train_batch_size": 6},
                                   "dart": {"lr": 1e-05, "max_epoch": 10, "train_batch_size": 6}}}
 

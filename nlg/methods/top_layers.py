@@ -51,6 +51,27 @@ class TopLayers(Method):
     defaults = {"top_layers": 2}
     flag_help = {"top_layers": "--method top2: how many top blocks train (default 2)"}
     sizes = ("top_layers",)
+    # The LoRA paper's rows of this method, by dataset: (row of the table, card, subset, parameters
+    # as printed, scores, their ± over 3 seeds, copied from Li & Liang: the paper's *); the
+    # datasets' recipes make their PaperResults of them (nlg.methods.paper_rows)
+    paper_rows = {
+        "e2e": (
+            (6, "gpt2.md", "all", "25.19M", {"BLEU": 68.1, "NIST": 8.59, "METEOR": 46.0, "ROUGE_L": 70.8, "CIDEr": 2.41},
+             {}, True),
+        ),
+        "webnlg": (
+            (15, "gpt2.md", "unseen", "25.19M", {"BLEU": 18.9, "METEOR": 0.23, "TER": 0.99},
+             {}, False),
+            (16, "gpt2.md", "seen", "25.19M", {"BLEU": 53.6, "METEOR": 0.38, "TER": 0.49},
+             {}, False),
+            (17, "gpt2.md", "all", "25.19M", {"BLEU": 36.0, "METEOR": 0.31, "TER": 0.72},
+             {}, False),
+        ),
+        "dart": (
+            (5, "gpt2.md", "all", "25.19M", {"BLEU": 41.0, "METEOR": 0.34, "TER": 0.56},
+             {}, False),
+        ),
+    }
     baseline_recipes = {"top2": {"e2e": {"lr": 5e-05, "max_epoch": 5, "train_batch_size": 10}, "webnlg": {"lr": 5e-05, "max_epoch": 10, "train_batch_size": 9},
                                   "dart": {"lr": 5e-05, "max_epoch": 5, "train_batch_size": 5}}}
     files = ("config.json", "model.safetensors")

@@ -236,6 +236,57 @@ class AdapterL(Adapters):
     label = "AdapterL"
     summary = "one bottleneck adapter per block with its own layer norm (Lin et al., 2020); AdapterHub"
     defaults = {"adapter_dim": 6}
+    # The LoRA paper's rows of this method, by dataset: (row of the table, card, subset, parameters
+    # as printed, scores, their ± over 3 seeds, copied from Li & Liang: the paper's *); the
+    # datasets' recipes make their PaperResults of them (nlg.methods.paper_rows)
+    paper_rows = {
+        "e2e": (
+            (3, "gpt2.md", "all", "0.37M", {"BLEU": 66.3, "NIST": 8.41, "METEOR": 45.0, "ROUGE_L": 69.8, "CIDEr": 2.4},
+             {}, True),
+            (4, "gpt2.md", "all", "11.09M", {"BLEU": 68.9, "NIST": 8.71, "METEOR": 46.1, "ROUGE_L": 71.3, "CIDEr": 2.47},
+             {}, True),
+            (8, "gpt2.lg", "all", "0.88M", {"BLEU": 69.1, "NIST": 8.68, "METEOR": 46.3, "ROUGE_L": 71.4, "CIDEr": 2.49},
+             {"BLEU": 0.1, "NIST": 0.03, "METEOR": 0.0, "ROUGE_L": 0.2, "CIDEr": 0.0}, False),
+            (9, "gpt2.lg", "all", "23.00M", {"BLEU": 68.9, "NIST": 8.7, "METEOR": 46.1, "ROUGE_L": 71.3, "CIDEr": 2.45},
+             {"BLEU": 0.3, "NIST": 0.04, "METEOR": 0.1, "ROUGE_L": 0.2, "CIDEr": 0.02}, False),
+        ),
+        "webnlg": (
+            (9, "gpt2.md", "unseen", "0.37M", {"BLEU": 45.1, "METEOR": 0.36, "TER": 0.46},
+             {}, False),
+            (10, "gpt2.md", "seen", "0.37M", {"BLEU": 54.5, "METEOR": 0.39, "TER": 0.4},
+             {}, False),
+            (11, "gpt2.md", "all", "0.37M", {"BLEU": 50.2, "METEOR": 0.38, "TER": 0.43},
+             {}, False),
+            (12, "gpt2.md", "unseen", "11M", {"BLEU": 48.3, "METEOR": 0.38, "TER": 0.45},
+             {}, False),
+            (13, "gpt2.md", "seen", "11M", {"BLEU": 60.4, "METEOR": 0.43, "TER": 0.35},
+             {}, False),
+            (14, "gpt2.md", "all", "11M", {"BLEU": 54.9, "METEOR": 0.41, "TER": 0.39},
+             {}, False),
+            (21, "gpt2.lg", "unseen", "0.88M", {"BLEU": 49.8, "METEOR": 0.38, "TER": 0.44},
+             {}, False),
+            (22, "gpt2.lg", "seen", "0.88M", {"BLEU": 61.1, "METEOR": 0.43, "TER": 0.35},
+             {}, False),
+            (23, "gpt2.lg", "all", "0.88M", {"BLEU": 56.0, "METEOR": 0.41, "TER": 0.39},
+             {}, False),
+            (24, "gpt2.lg", "unseen", "23M", {"BLEU": 49.2, "METEOR": 0.39, "TER": 0.46},
+             {}, False),
+            (25, "gpt2.lg", "seen", "23M", {"BLEU": 64.7, "METEOR": 0.46, "TER": 0.33},
+             {}, False),
+            (26, "gpt2.lg", "all", "23M", {"BLEU": 57.7, "METEOR": 0.43, "TER": 0.39},
+             {}, False),
+        ),
+        "dart": (
+            (3, "gpt2.md", "all", "0.37M", {"BLEU": 42.4, "METEOR": 0.36, "TER": 0.48},
+             {}, False),
+            (4, "gpt2.md", "all", "11M", {"BLEU": 45.2, "METEOR": 0.38, "TER": 0.46},
+             {}, False),
+            (7, "gpt2.lg", "all", "0.88M", {"BLEU": 45.7, "METEOR": 0.38, "TER": 0.46},
+             {}, False),
+            (8, "gpt2.lg", "all", "23M", {"BLEU": 47.1, "METEOR": 0.39, "TER": 0.45},
+             {}, False),
+        ),
+    }
     per_block = ("mlp_residual",)
     layer_norm = True
     placement = {"mh_adapter": False, "output_adapter": True, "original_ln_before": True,
@@ -252,6 +303,15 @@ class AdapterH(Adapters):
     label = "AdapterH"
     summary = "two bottleneck adapters per block, after attention and MLP (Houlsby et al., 2019)"
     defaults = {"adapter_dim": 112}
+    # The LoRA paper's rows of this method, by dataset: (row of the table, card, subset, parameters
+    # as printed, scores, their ± over 3 seeds, copied from Li & Liang: the paper's *); the
+    # datasets' recipes make their PaperResults of them (nlg.methods.paper_rows)
+    paper_rows = {
+        "e2e": (
+            (5, "gpt2.md", "all", "11.09M", {"BLEU": 67.3, "NIST": 8.5, "METEOR": 46.0, "ROUGE_L": 70.7, "CIDEr": 2.44},
+             {"BLEU": 0.6, "NIST": 0.07, "METEOR": 0.2, "ROUGE_L": 0.2, "CIDEr": 0.01}, False),
+        ),
+    }
     per_block = ("attn_residual", "mlp_residual")
     placement = {"mh_adapter": True, "output_adapter": True, "original_ln_before": False,
                  "original_ln_after": True, "residual_before_ln": True, "ln_before": False}

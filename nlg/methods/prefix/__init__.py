@@ -213,6 +213,37 @@ class PreLayer(_Prefixes):
     summary = "trainable keys and values of --prefix_len positions in every layer (Li & Liang, 2021); PEFT's files"
     flags = ("prefix_len", "prefix_hidden")
     defaults = {"prefix_len": 5, "prefix_hidden": 512}
+    # The LoRA paper's rows of this method, by dataset: (row of the table, card, subset, parameters
+    # as printed, scores, their ± over 3 seeds, copied from Li & Liang: the paper's *); the
+    # datasets' recipes make their PaperResults of them (nlg.methods.paper_rows)
+    paper_rows = {
+        "e2e": (
+            (10, "gpt2.md", "all", "0.35M", {"BLEU": 69.7, "NIST": 8.81, "METEOR": 46.1, "ROUGE_L": 71.4, "CIDEr": 2.49},
+             {}, True),
+            (11, "gpt2.lg", "all", "0.77M", {"BLEU": 70.3, "NIST": 8.85, "METEOR": 46.2, "ROUGE_L": 71.7, "CIDEr": 2.47},
+             {}, True),
+        ),
+        "webnlg": (
+            (27, "gpt2.md", "unseen", "0.35M", {"BLEU": 45.6, "METEOR": 0.38, "TER": 0.49},
+             {}, False),
+            (28, "gpt2.md", "seen", "0.35M", {"BLEU": 62.9, "METEOR": 0.44, "TER": 0.35},
+             {}, False),
+            (29, "gpt2.md", "all", "0.35M", {"BLEU": 55.1, "METEOR": 0.41, "TER": 0.4},
+             {}, False),
+            (30, "gpt2.lg", "unseen", "0.77M", {"BLEU": 47.7, "METEOR": 0.39, "TER": 0.48},
+             {}, False),
+            (31, "gpt2.lg", "seen", "0.77M", {"BLEU": 63.4, "METEOR": 0.45, "TER": 0.34},
+             {}, False),
+            (32, "gpt2.lg", "all", "0.77M", {"BLEU": 56.3, "METEOR": 0.42, "TER": 0.4},
+             {}, False),
+        ),
+        "dart": (
+            (9, "gpt2.md", "all", "0.35M", {"BLEU": 46.4, "METEOR": 0.38, "TER": 0.46},
+             {}, False),
+            (10, "gpt2.lg", "all", "0.77M", {"BLEU": 46.7, "METEOR": 0.38, "TER": 0.45},
+             {}, False),
+        ),
+    }
     files = (CONFIG_FILE, WEIGHTS_FILE, REPARAM_FILE)
     peft_type = "PREFIX_TUNING"
 
