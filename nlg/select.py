@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -173,6 +174,25 @@ def parse_scores(values: list[str]) -> dict[int, Path]:
     return scores
 
 
+def check_select_outputs(train_dir: Path, scores: Mapping[int, Path], out: Path) -> None:
+    """Refuse, before any work, an --out that is one of select's inputs: the training log
+    (metrics.jsonl), any file of a candidate checkpoint, or a given scores file, as `nlg beam`
+    does (nlg.files.check_outputs); and a new file inside a candidate checkpoint folder, which
+    its manifest would no longer describe."""
+    from nlg.training.checkpoints import list_checkpoints
+
+    found = list_checkpoints(train_dir)
+    check_outputs({"TRAIN_DIR's metrics log": train_dir / METRICS_FILE,
+                   **{f"candidate checkpoint {path}'s file": sorted(p for p in path.rglob("*") if p.is_file())
+                      for _, path in found},
+                   "--scores": list(scores.values())},
+                  {"--out": out})
+    for _, path in found:
+        if os.path.realpath(out).startswith(os.path.realpath(path).rstrip(os.sep) + os.sep):
+            raise InputError(f"--out {out}: inside the candidate checkpoint {path}, whose manifest "
+                             "lists its files; write the selection elsewhere (e.g. beside the run)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="nlg select",
@@ -193,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.criterion is None or args.out is None:
         parser.error("--criterion and --out are required (or --list)")
     scores = parse_scores(args.scores)
-    check_outputs({"--scores": list(scores.values())}, {"--out": args.out})
+    check_select_outputs(args.train_dir, scores, args.out)
     selection = select(args.train_dir, args.criterion, args.metric, scores)
     with atomic_write(args.out) as handle:
         json.dump(selection.to_json(), handle, indent=1)
