@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nlg.cli import spellings
 from nlg.files import InputError, atomic_write, check_outputs, read_jsonl
+from nlg.results.tables import Row, card_name
 from nlg.training.log import METRICS_FILE
 
 
@@ -80,6 +82,65 @@ def plot_curves(curves: Curves, output: str | os.PathLike, title: str = "") -> P
         figure.savefig(handle, format="png")
     plt.close(figure)
     return output
+
+
+def _paper_params(text: str) -> float | None:
+    """"0.37M" -> 370000.0; None where the paper prints no size."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([MK]?)\s*", text or "")
+    if not match:
+        return None
+    return float(match[1]) * {"M": 1e6, "K": 1e3, "": 1}[match[2]]
+
+
+def plot_rows(rows: list[Row], metrics: tuple[str, ...], subsets: list[str]) -> tuple[bytes, list[str]]:
+    """Each metric against trainable parameters (log axis), on subset `all` (else the first
+    shown): our rows as the mean with its 95 % interval as error bars, filled, the paper's
+    points hollow, one marker per method. Returns the PNG and the rows left out (no parameter
+    count: a run whose train_config.json has none, a paper row without a size)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    subset = "all" if "all" in subsets else subsets[0]
+    markers = dict(zip(dict.fromkeys(r.method for r in rows), "osD^vP*X<>ph", strict=False))
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.6), squeeze=False)
+    left_out = []
+    for axis, metric in zip(axes[0], metrics, strict=True):
+        for row in rows:
+            name = f"{card_name(row.model_card)} {row.label}"
+            if row.kind == "paper":
+                result = next((r for r in row.paper if r.subset == subset), None)
+                x = _paper_params(row.paper[0].params)
+                y = None if result is None else result.scores.get(metric)
+                error = None
+            else:
+                cell = row.cells.get(subset, {}).get(metric)
+                x, y = row.runs[0].params, None if cell is None else cell.mean
+                error = None if cell is None or cell.interval is None else cell.interval[1] - cell.mean
+            if not x or y is None:
+                if metric == metrics[0]:
+                    left_out.append(name)
+                continue
+            axis.errorbar([x], [y], yerr=None if error is None else [error], capsize=3,
+                          marker=markers.get(row.method, "o"), linestyle="none",
+                          markerfacecolor="none" if row.kind == "paper" else None,
+                          color="C1" if row.kind == "paper" else "C0",
+                          label=("paper: " if row.kind == "paper" else "ours: ") + name)
+        axis.set_xscale("log")
+        axis.set_xlabel("trainable parameters")
+        axis.set_title(metric if len(subsets) == 1 else f"{metric} ({subset})")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        figure.legend(handles, labels, loc="lower center", ncol=3, fontsize="small",
+                      bbox_to_anchor=(0.5, 0))
+    figure.tight_layout(rect=(0, 0.08 + 0.04 * (len(handles) // 3), 1, 1))
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=120)
+    plt.close(figure)
+    return png.getvalue(), left_out
 
 
 def main(argv: list[str] | None = None) -> int:
