@@ -218,7 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_write(args.out) as handle:
         json.dump(selection.to_json(), handle, indent=1)
         handle.write("\n")
-    values = ", ".join(f"{c.step}: {c.value:.4g}" for c in selection.candidates if c.value is not None)
+    from nlg.results.stats import digits_keeping_order
+
+    shown = [c.value for c in selection.candidates if c.value is not None]
+    digits = digits_keeping_order(shown, 4, shown=lambda value, digits: f"{value:.{digits}g}")
+    values = ", ".join(f"{c.step}: {c.value:.{digits}g}" for c in selection.candidates if c.value is not None)
     print(f"selected {selection.checkpoint} ({args.criterion}{' ' + args.metric if selection.metric else ''}"
           f"{'; ' + values if values else ''})")
     return 0

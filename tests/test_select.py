@@ -191,3 +191,9 @@ def test_out_is_never_an_input(tmp_path, target, nlg_select):
 def test_out_beside_the_checkpoints_is_fine(tmp_path, nlg_select):
     run = make_run(tmp_path, [5], valid={5: 4.0})
     assert nlg_select(run, "--criterion", "valid_loss", "--out", run / "selection.json").returncode == 0
+
+
+def test_printed_values_keep_their_order(tmp_path, nlg_select):
+    run = make_run(tmp_path, [5, 10], valid={5: 3.02001, 10: 3.02})
+    result = nlg_select(run, "--criterion", "valid_loss", "--out", tmp_path / "s.json")
+    assert result.returncode == 0 and "5: 3.02001, 10: 3.02)" in result.stdout

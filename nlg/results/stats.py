@@ -12,6 +12,7 @@ is None for the row: a mean over fewer seeds than the row holds would not be the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 CONFIDENCE = 0.95
@@ -80,3 +81,18 @@ def aggregate(values: list[float | None]) -> Aggregate:
     std = math.sqrt(math.fsum((value - mean) ** 2 for value in values) / (n - 1))
     half = t_quantile(CONFIDENCE, n - 1) * std / math.sqrt(n)
     return Aggregate(mean, std, n, (mean - half, mean + half))
+
+
+def digits_keeping_order(values: Iterable[float | None], start: int, most: int = 10,
+                         shown: Callable[[float, int], str] | None = None) -> int:
+    """The fewest decimals, at least `start`, with which values that differ are still shown
+    differently (NIST .0063 and .0113 are not both 0.01): rounding keeps order, so distinct
+    values shown distinctly keep every order the raw values have. Float noise (below 1e-10)
+    does not count as a difference; at most `most` decimals. `shown(value, digits)` is how a
+    value is printed (default `f"{value:.{digits}f}"`)."""
+    shown = shown or (lambda value, digits: f"{value:.{digits}f}")
+    distinct = sorted({clean(value) for value in values if value is not None})
+    digits = start
+    while digits < most and len({shown(value, digits) for value in distinct}) < len(distinct):
+        digits += 1
+    return digits

@@ -22,7 +22,7 @@ from nlg.results.scores import (
     read_run,
     read_scores,
 )
-from nlg.results.stats import CONFIDENCE, Aggregate, aggregate, clean
+from nlg.results.stats import CONFIDENCE, Aggregate, aggregate, clean, digits_keeping_order
 
 UNTRAINED = "untrained"  # the row of the same card before training: results' own, not a method
 
@@ -70,15 +70,35 @@ def results(dataset_name: str, card: str, run: dict[str, Path], untrained: dict[
 
     suite_percent = frozenset(suite(recipe.scoring.suite).PERCENT)
     subsets = sorted(run, key=PAPER_ORDER.index)
-    this_run = read_scores(run, recipe, suite_percent, dataset_name)
-    rows = {f"this run ({card})": this_run}
-    report = {"dataset": dataset_name, "model_card": card, "metrics": list(recipe.scoring.metrics),
-              "subsets": subsets, "percent": sorted(paper_percent(recipe)), "this_run": this_run}
+    ours = {"this_run": read_scores(run, recipe, suite_percent, dataset_name, rounded=False)}
     if untrained:
-        rows[f"untrained {card}"] = report["untrained"] = read_scores(untrained, recipe, suite_percent, dataset_name)
-    report["paper"] = paper_scores(recipe, subsets)
-    rows.update({f"paper, {PAPER_CARDS[c]} with LoRA": scores for c, scores in report["paper"].items()})
+        ours["untrained"] = read_scores(untrained, recipe, suite_percent, dataset_name, rounded=False)
+    paper = paper_scores(recipe, subsets)
+    digits = table_digits(list(ours.values()), recipe.scoring.metrics, subsets,
+                          paper_percent(recipe))
+    ours = {key: {subset: {m: None if v is None else round(v, digits[m]) for m, v in values.items()}
+                  for subset, values in scores.items()} for key, scores in ours.items()}
+    rows = {f"this run ({card})": ours["this_run"]}
+    report = {"dataset": dataset_name, "model_card": card, "metrics": list(recipe.scoring.metrics),
+              "subsets": subsets, "percent": sorted(paper_percent(recipe)), "this_run": ours["this_run"]}
+    if untrained:
+        rows[f"untrained {card}"] = report["untrained"] = ours["untrained"]
+    report["paper"] = paper
+    rows.update({f"paper, {PAPER_CARDS[c]} with LoRA": scores for c, scores in paper.items()})
     return markdown(rows, recipe.scoring.metrics, subsets), report
+
+
+def table_digits(tables: list[Scores], metrics: tuple[str, ...], subsets: list[str],
+                 percent: frozenset[str]) -> dict[str, int]:
+    """Per metric, the decimals of the one-run table: 2 for a metric in percent, else 4, or more
+    where that would show two different values of ours in one column alike
+    (stats.digits_keeping_order; the paper's values are as precise as it prints them)."""
+    def shown(value: float, digits: int) -> str:
+        return str(round(value, digits))
+
+    return {metric: max(digits_keeping_order([t.get(s, {}).get(metric) for t in tables],
+                                             2 if metric in percent else 4, shown=shown)
+                        for s in subsets) for metric in metrics}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +290,9 @@ def _selection_text(selection: dict | None) -> str:
     if selection is None:
         return "last checkpoint"
     criterion = selection["criterion"] + (f" {selection['metric']}" if selection.get("metric") else "")
-    candidates = ", ".join(f"{c['step']}: " + ("n/a" if c.get("value") is None else f"{c['value']:.4g}")
+    values = [c.get("value") for c in selection.get("candidates", [])]
+    digits = digits_keeping_order(values, 4, shown=lambda value, digits: f"{value:.{digits}g}")
+    candidates = ", ".join(f"{c['step']}: " + ("n/a" if c.get("value") is None else f"{c['value']:.{digits}g}")
                            for c in selection.get("candidates", []))
     return f"{criterion}: step {selection.get('chosen_step')}" + (f" ({candidates})" if candidates else "")
 
@@ -284,6 +306,7 @@ def runs_markdown(rows: list[Row], metrics: tuple[str, ...], subsets: list[str],
     """The table (mean±std per row), then the 95 % intervals, then each seed's own row."""
     columns = [(m, s) for m in metrics for s in subsets]
     heads = [m if len(subsets) == 1 else f"{m} {ABBREVIATION[s]}" for m, s in columns]
+    styles = keep_order(styles, rows, metrics, subsets)
 
     def table(head: list[str], body: list[list[str]], right: int) -> list[str]:
         return ["| " + " | ".join(head) + " |",
@@ -314,8 +337,9 @@ def runs_markdown(rows: list[Row], metrics: tuple[str, ...], subsets: list[str],
                       [[card_name(r.model_card), r.label, _seeds_text(r.seeds),
                         *(interval_cell(r, m, s) for m, s in columns)] for r in ours], len(columns))
     seeds = table(["model", "method", "seed", "checkpoint", "selection", *heads],
-                  [[card_name(r.model_card), r.label, str(run.seed), run.checkpoint or "n/a",
-                    _selection_text(run.selection),
+                  [[card_name(r.model_card), r.label, str(run.seed),
+                    *(("none", "none (not trained)") if r.kind == UNTRAINED
+                      else (run.checkpoint or "n/a", _selection_text(run.selection))),
                     *("n/a" if r.values[s][i][m] is None else styles[m](r.values[s][i][m])
                       for m, s in columns)]
                    for r in ours for i, run in enumerate(r.runs)], len(columns))
@@ -330,6 +354,26 @@ def runs_markdown(rows: list[Row], metrics: tuple[str, ...], subsets: list[str],
                       "for one seed):", "", *intervals, "",
                       "Each seed (checkpoint chosen by the selection shown, on validation):", "",
                       *seeds]) + "\n"
+
+
+def keep_order(styles: dict[str, Style], rows: list[Row], metrics: tuple[str, ...],
+               subsets: list[str]) -> dict[str, Style]:
+    """The paper's styles with more decimals where its digits would show two different values
+    of one column alike (issue 29: NIST .0063 and .0113 both 0.01 hid that the trained model is
+    worse): per metric, the most any column of any table (means beside the paper's values,
+    intervals, each seed) needs to keep every order of our raw values. The paper's values are
+    as precise as it prints them: they set the decimals, but do not add to them."""
+    out = {}
+    for metric in metrics:
+        digits = styles[metric].digits
+        for subset in subsets:
+            means = [r.cells.get(subset, {}).get(metric) for r in rows if r.kind != "paper"]
+            bounds = [x for cell in means if cell is not None and cell.interval for x in cell.interval]
+            seeds = [v[metric] for r in rows if r.kind != "paper" for v in r.values.get(subset, [])]
+            for column in ([c.mean for c in means if c is not None], bounds, seeds):
+                digits = max(digits, digits_keeping_order(column, styles[metric].digits))
+        out[metric] = Style(digits, styles[metric].drop_zero)
+    return out
 
 
 def _row_json(row: Row) -> dict:
@@ -347,8 +391,10 @@ def _row_json(row: Row) -> dict:
             "seeds": row.seeds,
             "scores": {s: {m: cell.as_json() for m, cell in metrics.items()}
                        for s, metrics in row.cells.items()},
-            "runs": [{"seed": run.seed, "run_dir": str(run.directory), "checkpoint": run.checkpoint,
-                      "selection": run.selection,
+            "runs": [{"seed": run.seed, "run_dir": str(run.directory),
+                      # the untrained model comes from no checkpoint and no selection
+                      "checkpoint": None if row.kind == UNTRAINED else run.checkpoint,
+                      "selection": None if row.kind == UNTRAINED else run.selection,
                       "scores_files": {s: str(path) for s, path in files[i].items()},
                       "scored": {s: row.records[str(path)] for s, path in files[i].items()},
                       "scores": {s: {m: clean(v) for m, v in row.values[s][i].items()}

@@ -27,3 +27,14 @@ def test_aggregation_gives_the_hand_computed_numbers():
     assert (one.mean, one.std, one.n, one.interval) == (40.0, None, 1, None)
     # a metric one seed could not compute is not averaged over the others
     assert aggregate([0.3, None]).mean is None and aggregate([0.3, None]).n == 2
+
+
+def test_digits_keep_every_order_of_the_raw_values():
+    from nlg.results.stats import digits_keeping_order
+
+    assert digits_keeping_order([0.0063, 0.0113], 2) == 3  # not both 0.01
+    assert digits_keeping_order([0.0063, 0.0064, 0.0113], 2) == 4
+    assert digits_keeping_order([8.85, 8.0], 2) == 2  # the start when nothing collides
+    assert digits_keeping_order([0.1 + 0.2, 0.3, None], 2) == 2  # float noise is no difference
+    assert digits_keeping_order([1.0, 1.0 + 1e-15], 0) == 0
+    assert digits_keeping_order([3.02001, 3.02], 4, shown=lambda v, d: f"{v:.{d}g}") == 6
