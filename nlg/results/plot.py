@@ -58,6 +58,9 @@ def read_curves(path: str | os.PathLike) -> Curves:
     return curves
 
 
+FEW_POINTS = 30  # up to this many points of a curve: a marker and its value on each
+
+
 def plot_curves(curves: Curves, output: str | os.PathLike, title: str = "") -> Path:
     try:
         import matplotlib
@@ -66,11 +69,34 @@ def plot_curves(curves: Curves, output: str | os.PathLike, title: str = "") -> P
         import matplotlib.pyplot as plt
     except ImportError:
         raise SystemExit("nlg plot needs matplotlib: pip install 'nlg[plot]' (or pip install matplotlib)") from None
+    from matplotlib.ticker import MaxNLocator
+
     figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
+    few = FEW_POINTS
     if curves.train_loss:
-        axes.plot(curves.train_steps, curves.train_loss, label="train loss", linewidth=1.2)
+        axes.plot(curves.train_steps, curves.train_loss, label="train loss", linewidth=1.2,
+                  marker="o" if len(curves.train_loss) <= few else None, markersize=4, zorder=2)
     if curves.valid_loss:
-        axes.plot(curves.valid_steps, curves.valid_loss, "o-", label="valid loss", linewidth=1.5)
+        axes.plot(curves.valid_steps, curves.valid_loss, "s--", label="valid loss", linewidth=1.5,
+                  markersize=7, color="C3", zorder=3)
+    train_at, valid_at = dict(zip(curves.train_steps, curves.train_loss, strict=True)), dict(
+        zip(curves.valid_steps, curves.valid_loss, strict=True))
+    for steps, losses, colour, other in ((curves.train_steps, curves.train_loss, "C0", valid_at),
+                                         (curves.valid_steps, curves.valid_loss, "C3", train_at)):
+        if 0 < len(losses) <= few:  # a short run: each value written beside its point,
+            for step, loss in zip(steps, losses, strict=True):  # away from the other curve's
+                below = step in other and other[step] > loss
+                axes.annotate(f"{loss:.4g}", (step, loss), textcoords="offset points",
+                              xytext=(5, -13 if below else 5), fontsize="small", color=colour)
+    losses = curves.train_loss + curves.valid_loss
+    low, high = min(losses), max(losses)
+    margin = max((high - low) * 0.12, abs(high) * 0.01, 0.01)  # a flat or short curve gets room
+    axes.set_ylim(low - margin, high + margin)
+    steps = curves.train_steps + curves.valid_steps
+    if min(steps) == max(steps):
+        axes.set_xlim(min(steps) - 1, max(steps) + 1)
+    axes.ticklabel_format(axis="y", useOffset=False, style="plain")  # values, not "+3.2" offsets
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("step")
     axes.set_ylabel("loss (nats / completion token)")
     axes.set_title(title or "training and validation loss")

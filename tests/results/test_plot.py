@@ -70,3 +70,40 @@ def test_results_plot_draws_untrained_as_a_level_and_every_paper_row(tmp_path, w
 
     png, left_out = plot_rows(rows, ("BLEU", "METEOR", "TER"), ["all"])
     assert png.startswith(b"\x89PNG") and left_out == []
+
+
+@pytest.mark.parametrize("records", [
+    [{"step": 100, "loss": 3.31}, {"step": 100, "valid_loss": 3.3}, {"step": 200, "loss": 3.2},
+     {"step": 300, "loss": 3.14}, {"step": 300, "valid_loss": 3.19}],  # the demo's 3 points, 0.17 wide
+    [{"step": 5, "valid_loss": 4.0}],  # one point
+    [{"step": s, "loss": 2.0} for s in range(1, 4)],  # flat
+])
+def test_short_runs_plot_their_points_readably(tmp_path, records):
+    """Short runs: markers on every point with its value, a y axis with room and plain values
+    (no offset), integer steps."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nlg.results.plot import plot_curves
+
+    write_metrics(tmp_path / "metrics.jsonl", records)
+    curves = read_curves(tmp_path / "metrics.jsonl")
+    shown = []
+    original = plt.close
+    plt.close = lambda figure=None: shown.append(figure)  # keep the figure to look at it
+    try:
+        plot_curves(curves, tmp_path / "loss.png")
+    finally:
+        plt.close = original
+    axes = shown[0].axes[0]
+    low, high = axes.get_ylim()
+    losses = curves.train_loss + curves.valid_loss
+    assert low < min(losses) and high > max(losses) and high - low >= 0.02
+    assert not axes.yaxis.get_major_formatter().get_useOffset()
+    texts = [t.get_text() for t in axes.texts]
+    assert sorted(texts) == sorted(f"{v:.4g}" for v in losses)
+    assert all(line.get_marker() not in (None, "None", "") for line in axes.lines)
+    original(shown[0])
