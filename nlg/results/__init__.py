@@ -19,7 +19,9 @@ the recipe's order and subsets as the paper prints them (unseen, seen, all: U, S
 Every number is on the scale the paper's table prints it (`PaperResult.percent`): a metric
 the paper prints in percent but the suite reports on 0..1 (E2E's BLEU, METEOR, ROUGE-L) is
 multiplied by 100, one the suite already reports on 0..100 (GenerationEval's BLEU) is not.
-Shown values are rounded (2 decimals in percent, else 4); a metric the run could not compute
+Shown values are rounded (2 decimals in percent, else 4, or more where two different values of
+ours in one column would otherwise look alike: every order of the raw values is kept; the JSON
+holds the values as shown); a metric the run could not compute
 (e.g. METEOR without Java) or did not ask for (`nlg score -m`) is n/a in the table and null in
 the JSON. Every scores file is checked against its "scored" record (`nlg.score`): one without
 it (an older `nlg score`), of another suite or dataset, with a metric that is not the suite's
