@@ -339,10 +339,65 @@ def take_recorded_options(args: argparse.Namespace, folders: Sequence[Path]) -> 
 NO_RECORD = "note: no scores file of these runs records its scoring options; comparing with the defaults"
 
 
+def _instances(folder: Path, entry: dict) -> tuple[int | None, str | None, str]:
+    """(instances, references_sha256) of one subset entry of run.json, from its scores file's
+    "scored" record where it has one, else (the predictions' line count, None); and what was
+    counted, for the message."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("predictions"), str):
+        return None, None, ""  # refused with its own line when the subset is read
+    scores = entry.get("scores")
+    if isinstance(scores, str) and (folder / scores).is_file():
+        scored = read_json(folder / scores)
+        scored = scored.get("scored") if isinstance(scored, dict) else None
+        if isinstance(scored, dict) and isinstance(scored.get("instances"), int):
+            return scored["instances"], scored.get("references_sha256"), str(folder / scores)
+    predictions = folder / entry["predictions"]
+    if predictions.is_file():
+        with open(predictions, "rb") as handle:
+            return sum(1 for _ in handle), None, f"{predictions} (lines)"
+    return None, None, str(predictions)
+
+
+def check_basic_differences(folders: Sequence[Path]) -> None:
+    """Refuse runs that are not comparable at all, most basic difference first, before any
+    scoring option is judged: another dataset (and so suite), then another number of test
+    instances or other references in a subset both sides have. The scoring options
+    (`recorded_options`) come after these."""
+    records = [read_run(folder) for folder in folders]
+    if len(folders) == 2:
+        (run_a, a), (run_b, b) = zip(folders, records, strict=True)
+        if a["dataset"] != b["dataset"]:
+            suites = ["e2e" if r["dataset"] == "e2e" else "webnlg" for r in (a, b)]
+            raise InputError(
+                f"{run_a}/run.json is dataset {a['dataset']!r} but {run_b}/run.json is "
+                f"{b['dataset']!r}" + (f" (scored by the {suites[0]} and {suites[1]} suites)"
+                                       if suites[0] != suites[1] else "")
+                + ": not one test set; compare runs of one dataset"
+            )
+        sides = [(run_a, a["subsets"]), (run_b, b["subsets"])]
+    else:
+        folder, record = folders[0], records[0]
+        if not isinstance(record.get("untrained"), dict):
+            return  # refused with its own line in trained_against_untrained
+        sides = [(folder, record["untrained"]), (folder, record["subsets"])]
+    (folder_a, a), (folder_b, b) = sides
+    for name in [n for n in a if n in b]:
+        (count_a, refs_a, where_a), (count_b, refs_b, where_b) = (
+            _instances(folder_a, a[name]), _instances(folder_b, b[name]))
+        if count_a is not None and count_b is not None and count_a != count_b:
+            raise InputError(f"subset {name}: {where_a} has {count_a} instances but {where_b} "
+                             f"{count_b}: not one test set")
+        if refs_a and refs_b and refs_a != refs_b:
+            raise InputError(f"subset {name}: {where_a} and {where_b} were scored against other "
+                             "references (references_sha256 differs): not one test set")
+
+
 def corpora_of(args: argparse.Namespace) -> tuple[list[Corpus], str]:
     """What to compare, from the positional arguments, and the suite."""
     paths = [Path(p) for p in args.inputs]
     runs = len(paths) in (1, 2) and all(path.is_dir() for path in paths)
+    if runs:
+        check_basic_differences(paths)  # dataset, test instances: before the scoring options
     recorded = take_recorded_options(args, paths) if runs else True
     read_options = {"num_refs": args.num_refs} if args.num_refs is not None else {}
     if len(paths) == 1 and paths[0].is_dir():  # one run: its untrained model against it
@@ -377,8 +432,24 @@ def scoring_options(args: argparse.Namespace, suite_name: str) -> dict:
     return options
 
 
-def fmt(name: str, suite_name: str, value: float) -> str:
-    return f"{value:.2f}" if suite_name == "webnlg" and name == "BLEU" else f"{value:.4f}"
+def fmt(name: str, suite_name: str, value: float, digits: int | None = None) -> str:
+    """A score as printed: 2 decimals for GenerationEval's BLEU (0..100), else 4, or `digits`."""
+    if digits is None:
+        digits = 2 if suite_name == "webnlg" and name == "BLEU" else 4
+    return f"{value:.{digits}f}"
+
+
+def row_digits(name: str, suite_name: str, entry: dict) -> int:
+    """The decimals of one metric's row: fmt's, or more where they would show the two systems'
+    different scores alike, or a difference that is not 0 as 0 (nlg.results.stats)."""
+    from nlg.results.stats import digits_keeping_order
+
+    start = 2 if suite_name == "webnlg" and name == "BLEU" else 4
+    values = [s["score"] for s in entry["systems"]]
+    digits = digits_keeping_order(values, start)
+    if "difference" in entry and entry["difference"]["value"] != 0:
+        digits = max(digits, digits_keeping_order([entry["difference"]["value"], 0.0], start))
+    return digits
 
 
 def format_comparison(result: dict, resamples: int, seed: int) -> str:
@@ -392,18 +463,16 @@ def format_comparison(result: dict, resamples: int, seed: int) -> str:
     ]
     rows = [["metric", "A", *(["B", "B - A", "p"] if two else [])]]
     for name, entry in result["metrics"].items():
-        row = [name]
+        row, digits = [name], row_digits(name, result["suite"], entry)
+
+        def shown(value: float, name: str = name, digits: int = digits) -> str:
+            return fmt(name, result["suite"], value, digits)
+
         for s in entry["systems"]:
-            row.append(
-                f"{fmt(name, result['suite'], s['score'])} "
-                f"[{fmt(name, result['suite'], s['low'])}, {fmt(name, result['suite'], s['high'])}]"
-            )
+            row.append(f"{shown(s['score'])} [{shown(s['low'])}, {shown(s['high'])}]")
         if two:
             d = entry["difference"]
-            row.append(
-                f"{fmt(name, result['suite'], d['value'])} "
-                f"[{fmt(name, result['suite'], d['low'])}, {fmt(name, result['suite'], d['high'])}]"
-            )
+            row.append(f"{shown(d['value'])} [{shown(d['low'])}, {shown(d['high'])}]")
             row.append(f"{d['p']:.4f}")
         rows.append(row)
     for name in (result["unavailable"] or {}).get("metrics", []):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -173,6 +174,25 @@ def parse_scores(values: list[str]) -> dict[int, Path]:
     return scores
 
 
+def check_select_outputs(train_dir: Path, scores: Mapping[int, Path], out: Path) -> None:
+    """Refuse, before any work, an --out that is one of select's inputs: the training log
+    (metrics.jsonl), any file of a candidate checkpoint, or a given scores file, as `nlg beam`
+    does (nlg.files.check_outputs); and a new file inside a candidate checkpoint folder, which
+    its manifest would no longer describe."""
+    from nlg.training.checkpoints import list_checkpoints
+
+    found = list_checkpoints(train_dir)
+    check_outputs({"TRAIN_DIR's metrics log": train_dir / METRICS_FILE,
+                   **{f"candidate checkpoint {path}'s file": sorted(p for p in path.rglob("*") if p.is_file())
+                      for _, path in found},
+                   "--scores": list(scores.values())},
+                  {"--out": out})
+    for _, path in found:
+        if os.path.realpath(out).startswith(os.path.realpath(path).rstrip(os.sep) + os.sep):
+            raise InputError(f"--out {out}: inside the candidate checkpoint {path}, whose manifest "
+                             "lists its files; write the selection elsewhere (e.g. beside the run)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="nlg select",
@@ -193,12 +213,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.criterion is None or args.out is None:
         parser.error("--criterion and --out are required (or --list)")
     scores = parse_scores(args.scores)
-    check_outputs({"--scores": list(scores.values())}, {"--out": args.out})
+    check_select_outputs(args.train_dir, scores, args.out)
     selection = select(args.train_dir, args.criterion, args.metric, scores)
     with atomic_write(args.out) as handle:
         json.dump(selection.to_json(), handle, indent=1)
         handle.write("\n")
-    values = ", ".join(f"{c.step}: {c.value:.4g}" for c in selection.candidates if c.value is not None)
+    from nlg.results.stats import digits_keeping_order
+
+    shown = [c.value for c in selection.candidates if c.value is not None]
+    digits = digits_keeping_order(shown, 4, shown=lambda value, digits: f"{value:.{digits}g}")
+    values = ", ".join(f"{c.step}: {c.value:.{digits}g}" for c in selection.candidates if c.value is not None)
     print(f"selected {selection.checkpoint} ({args.criterion}{' ' + args.metric if selection.metric else ''}"
           f"{'; ' + values if values else ''})")
     return 0

@@ -287,3 +287,43 @@ def test_run_directories_are_compared_with_the_options_they_were_scored_with(tmp
     assert nlg("score", b, b / "hypothesis", "-m", "bleu", "--json", b / "scores.json") == 0
     one_line_error(run_cli(a, b), a / "scores.json", b / "scores.json", "scored with")
     assert nlg("compare", a, b, "-m", "bleu", "--resamples", 20) == 0  # unless the options are given
+
+
+def test_the_most_basic_difference_is_named_first(tmp_path, webnlg_xml_dir):
+    """Issue 29 case 12: a WebNLG run against an E2E run is refused for its dataset, not for
+    the scoring options its scores files record; then the number of test instances; then the
+    options."""
+    refs, hyps = webnlg_corpus(webnlg_xml_dir, 20)
+    a = make_run(tmp_path / "a", refs, hyps)
+    b = make_run(tmp_path / "b", refs, hyps[::-1])
+    assert nlg("score", a, a / "hypothesis", "-m", "bleu,ter", "--json", a / "scores.json") == 0
+    assert nlg("score", b, b / "hypothesis", "-m", "bleu", "--json", b / "scores.json") == 0
+    record = json.loads((b / "run.json").read_text())
+    (b / "run.json").write_text(json.dumps({**record, "dataset": "e2e"}), encoding="utf-8")
+    error = one_line_error(run_cli(a, b), a / "run.json", b / "run.json", "'webnlg'", "'e2e'")
+    assert "scored with" not in error and "suites" in error
+    # one dataset, another test set (and other options): the instance count first
+    short = make_run(tmp_path / "short", refs[:10], hyps[:10])
+    assert nlg("score", short, short / "hypothesis", "-m", "bleu", "--json", short / "scores.json") == 0
+    error = one_line_error(run_cli(a, short), "20 instances", "10", "not one test set")
+    assert "scored with" not in error
+    # the same test set scored with other options: the options
+    (b / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    one_line_error(run_cli(a, b), "scored with")
+
+
+def test_printed_scores_keep_their_order():
+    """Two different scores, or a difference that is not 0, are never printed alike."""
+    from nlg.compare import format_comparison
+
+    def entry(a, b):
+        return {"systems": [{"score": a, "low": a, "high": a}, {"score": b, "low": b, "high": b}],
+                "difference": {"value": b - a, "low": b - a, "high": b - a, "p": 0.5}}
+
+    result = {"subset": None, "instances": 3, "systems": ["a", "b"], "suite": "e2e", "unavailable": None,
+              "metrics": {"NIST": entry(0.00631, 0.00634), "BLEU": entry(0.5, 0.6)}}
+    text = format_comparison(result, 10, 1)
+    nist = next(line for line in text.splitlines() if line.startswith("NIST"))
+    assert "0.00631 [" in nist and "0.00634 [" in nist and "0.00003 [" in nist
+    bleu = next(line for line in text.splitlines() if line.startswith("BLEU"))
+    assert "0.5000 [" in bleu and "0.1000 [" in bleu  # the usual 4 where nothing collides

@@ -168,3 +168,32 @@ def test_nothing_to_select_from(tmp_path, setup, nlg_select):
         (run / "metrics.jsonl").unlink()
     error = one_line_failure(nlg_select(run, "--criterion", "valid_loss", "--out", tmp_path / "s.json"))
     assert ("no checkpoint to select from" if setup == "empty" else "metrics.jsonl: missing") in error
+
+
+@pytest.mark.parametrize("target", ["metrics.jsonl", "checkpoint-5/training_state.pt",
+                                    "checkpoint-10/adapter_model.safetensors", "checkpoint-10/manifest.json",
+                                    "checkpoint-5/selection.json", "scores"])
+def test_out_is_never_an_input(tmp_path, target, nlg_select):
+    """Issue 29 case 7: --out over the training log, a file of a candidate checkpoint (or a new
+    file inside one), or a scores file is refused before any work; every input is unchanged."""
+    run = make_run(tmp_path, [5, 10], valid={5: 4.0, 10: 4.5})
+    files = scores_files(tmp_path, {5: {"BLEU": 1.0}, 10: {"BLEU": 2.0}})
+    out = files[10] if target == "scores" else run / target
+    before = {p: p.read_bytes() for p in [*run.rglob("*"), *files.values()] if p.is_file()}
+    by_metric = ["valid_metric", "--metric", "BLEU", "--scores", f"5={files[5]}", f"10={files[10]}"]
+    for criterion in ([by_metric] if target == "scores" else [["valid_loss"], by_metric]):
+        error = one_line_failure(nlg_select(run, "--criterion", *criterion, "--out", out))
+        assert f"--out {out}" in error and ("refusing to write over it" in error or "inside" in error)
+    assert {p: p.read_bytes() for p in [*run.rglob("*"), *files.values()] if p.is_file()} == before
+    assert not (run / "checkpoint-5" / "selection.json").exists()
+
+
+def test_out_beside_the_checkpoints_is_fine(tmp_path, nlg_select):
+    run = make_run(tmp_path, [5], valid={5: 4.0})
+    assert nlg_select(run, "--criterion", "valid_loss", "--out", run / "selection.json").returncode == 0
+
+
+def test_printed_values_keep_their_order(tmp_path, nlg_select):
+    run = make_run(tmp_path, [5, 10], valid={5: 3.02001, 10: 3.02})
+    result = nlg_select(run, "--criterion", "valid_loss", "--out", tmp_path / "s.json")
+    assert result.returncode == 0 and "5: 3.02001, 10: 3.02)" in result.stdout

@@ -12,13 +12,10 @@ from nlg import datasets
 from nlg.cli import main as cli_main
 from nlg.files import InputError
 from nlg.results import (
-    aggregate,
     main,
-    on_paper_scale,
     results,
     runs_results,
     subset_files,
-    t_quantile,
 )
 
 E2E_METRICS = {"NIST", "ROUGE_L", "CIDEr"}
@@ -41,18 +38,6 @@ def scores(write, tmp_path):
         return str(write(tmp_path / name, scores_json(values)))
 
     return make
-
-
-def test_scales_follow_the_papers_table():
-    e2e_percent, webnlg_percent = frozenset({"BLEU", "METEOR", "ROUGE_L"}), frozenset({"BLEU"})
-    # E2E scores BLEU on 0..1, the paper prints it in percent
-    assert on_paper_scale(0.70412, "BLEU", e2e_percent, frozenset()) == 70.41
-    assert on_paper_scale(8.851234, "NIST", e2e_percent, frozenset()) == 8.8512
-    # GenerationEval's BLEU is already 0..100; METEOR and TER are fractions in both
-    assert on_paper_scale(55.314, "BLEU", webnlg_percent, webnlg_percent) == 55.31
-    assert on_paper_scale(0.41237, "METEOR", webnlg_percent, webnlg_percent) == 0.4124
-    assert on_paper_scale(55.3, "BLEU", frozenset(), webnlg_percent) == 0.553
-    assert on_paper_scale(None, "BLEU", webnlg_percent, webnlg_percent) is None
 
 
 def test_webnlg_in_the_papers_layout(scores):
@@ -181,28 +166,6 @@ def make_run(tmp_path, write):
         return run
 
     return make
-
-
-def test_t_quantiles_are_the_tables():
-    # two-sided 95 % points of Student's t from a printed table
-    for df, value in ((1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (10, 2.2281), (30, 2.0423)):
-        assert t_quantile(0.95, df) == pytest.approx(value, abs=1e-4)
-
-
-def test_aggregation_gives_the_hand_computed_numbers():
-    # 45.0, 46.0, 47.5: mean 138.5/3 = 46.1667; squares of the deviations 1.3611 + 0.0278 +
-    # 1.7778 = 3.1667, / 2 = 1.5833, s = 1.2583; t(0.975, 2) = 4.3027, 4.3027 · 1.2583 / √3 = 3.1258
-    three = aggregate([45.0, 46.0, 47.5])
-    assert (three.mean, three.std, three.n) == (pytest.approx(46.16667, abs=1e-5), pytest.approx(1.25831, abs=1e-5), 3)
-    assert three.interval == (pytest.approx(43.04087, abs=1e-4), pytest.approx(49.29247, abs=1e-4))
-    # 10, 12: mean 11, s = √2, t(0.975, 1) = 12.7062, half width 12.7062 · √2 / √2
-    two = aggregate([10.0, 12.0])
-    assert two.std == pytest.approx(2 ** 0.5) and two.interval == (pytest.approx(-1.7062, abs=1e-4), pytest.approx(23.7062, abs=1e-4))
-    # one seed: its value, no spread, no interval
-    one = aggregate([40.0])
-    assert (one.mean, one.std, one.n, one.interval) == (40.0, None, 1, None)
-    # a metric one seed could not compute is not averaged over the others
-    assert aggregate([0.3, None]).mean is None and aggregate([0.3, None]).n == 2
 
 
 def test_runs_are_grouped_by_setting_and_aggregated(make_run):
@@ -402,3 +365,70 @@ def test_seeds_scored_against_other_references_are_refused(make_run, write, tmp_
     assert cli_main(["results", "dart", "--runs", str(a), str(b), *out]) == 2
     assert re.search(r"b/scores_all\.json: scored against other references than .*a/scores_all\.json "
                      r"\(references_sha256 differs\): not seeds of one test set\n$", capsys.readouterr().err)
+
+
+# ---- digits that keep every order (issue 29 case 11) -----------------------------------------
+
+E2E_RUN = {"BLEU": 0.0251, "NIST": 0.0063, "METEOR": 0.05, "ROUGE_L": 0.1, "CIDEr": 0.01}
+E2E_UNTRAINED = {"BLEU": 0.0252, "NIST": 0.0113, "METEOR": 0.05, "ROUGE_L": 0.1, "CIDEr": 0.01}
+
+
+def _column(table: str, head: str, row_start: str) -> str:
+    lines = table.splitlines()
+    heads = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    row = next(line for line in lines if line.startswith(row_start))
+    return [cell.strip() for cell in row.strip("|").split("|")][heads.index(head)]
+
+
+def test_one_run_table_keeps_the_order_of_the_raw_values(write, tmp_path):
+    run = {"all": str(write(tmp_path / "r.json", scores_json(E2E_RUN)))}
+    untrained = {"all": str(write(tmp_path / "u.json", scores_json(E2E_UNTRAINED)))}
+    text, report = results("e2e", "gpt2.md", run, untrained)
+    # NIST .0063 < .0113 at 4 decimals already; BLEU 2.51 < 2.52 in percent
+    assert _column(text, "NIST", "| this run") == "0.0063" and _column(text, "NIST", "| untrained") == "0.0113"
+    assert _column(text, "BLEU", "| this run") == "2.51" and _column(text, "BLEU", "| untrained") == "2.52"
+    close = {"all": str(write(tmp_path / "c.json", scores_json({**E2E_RUN, "BLEU": 0.025101, "NIST": 0.00631})))}
+    text, report = results("e2e", "gpt2.md", run | {}, close)
+    assert _column(text, "BLEU", "| this run") == "2.51" and _column(text, "BLEU", "| untrained") == "2.5101"
+    assert _column(text, "NIST", "| this run") == "0.0063" and _column(text, "NIST", "| untrained") == "0.00631"
+    assert report["untrained"]["all"]["NIST"] == 0.00631  # the JSON holds what the table shows
+    # equal values stay equal, float noise is no difference
+    text, _ = results("e2e", "gpt2.md", run, run)
+    assert _column(text, "NIST", "| this run") == _column(text, "NIST", "| untrained") == "0.0063"
+
+
+def test_runs_table_keeps_the_order_of_the_raw_values(make_run):
+    """The adapter-h demo: NIST 0.0063 trained, 0.0113 untrained, both 0.01 at the paper's two
+    decimals; every table (means, intervals, each seed) shows them apart."""
+    runs = [make_run(f"s{seed}", seed, dataset="e2e", all={**E2E_RUN, "NIST": nist},
+                     untrained={**E2E_UNTRAINED, "NIST": 0.0113},
+                     selection={"criterion": "valid_loss", "metric": None, "chosen_step": 20,
+                                "candidates": [{"step": 10, "value": 3.02001}, {"step": 20, "value": 3.02}]})
+            for seed, nist in ((110, 0.0063), (111, 0.0064))]
+    text, _, _ = runs_results("e2e", runs)
+    main_table, _, rest = text.partition("\n\n")
+    assert _column(main_table, "NIST", "| GPT-2 M | LoRA") == "0.0063±.0001"  # 4 decimals: the seeds need them
+    assert _column(main_table, "NIST", "| GPT-2 M | untrained") == "0.0113±.0000"
+    seeds = text[text.index("Each seed"):].split("\n", 2)[2]
+    assert _column(seeds, "NIST", "| GPT-2 M | LoRA 0.39M | 110") == "0.0063"
+    assert _column(seeds, "NIST", "| GPT-2 M | LoRA 0.39M | 111") == "0.0064"
+    # the selection's candidate values keep their order too
+    assert "valid_loss: step 20 (10: 3.02001, 20: 3.02)" in seeds
+
+
+def test_untrained_seed_rows_carry_no_checkpoint_or_selection(make_run):
+    """Issue 29 case 10: the untrained row is not the trained checkpoint's."""
+    runs = [make_run(f"s{seed}", seed, all={"BLEU": 45.0, "METEOR": 0.38, "TER": 0.47},
+                     untrained={"BLEU": 1.0, "METEOR": 0.1, "TER": 1.2}, checkpoint="lora/checkpoint-300",
+                     selection={"criterion": "valid_loss", "metric": None, "chosen_step": 300,
+                                "candidates": [{"step": 300, "value": 3.0}]})
+            for seed in (110, 111)]
+    text, report, _ = runs_results("dart", runs)
+    seeds = text[text.index("Each seed"):]
+    untrained = [line for line in seeds.splitlines() if "| untrained |" in line]
+    assert len(untrained) == 2 and all("checkpoint-300" not in line and "valid_loss" not in line
+                                       and "| none | none (not trained) |" in line for line in untrained)
+    trained = [line for line in seeds.splitlines() if "| LoRA 0.39M |" in line]
+    assert all("| lora/checkpoint-300 | valid_loss: step 300 (300: 3) |" in line for line in trained)
+    row = next(r for r in report["rows"] if r["kind"] == "untrained")
+    assert all(run["checkpoint"] is None and run["selection"] is None for run in row["runs"])
