@@ -120,3 +120,40 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def lora_run(tmp_path_factory) -> dict[str, Path]:
+    """A finished 3-step LoRA run with a checkpoint per step, on a tiny random base, once per
+    session: {"base", "data", "work"}. Tests copy what they damage (helpers.train_argv runs it)."""
+    import torch
+    from helpers import RUN_CONFIG, nlg, train_argv, trainable_base, write_encoded
+
+    root = tmp_path_factory.mktemp("run")
+    paths = {"base": trainable_base(root / "base", RUN_CONFIG, seed=0), "data": write_encoded(root / "train.jsonl"),
+             "work": root / "work"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert nlg(*train_argv(paths, paths["work"], "--max_step", 3)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return paths
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Every fsync (each atomic write makes one before its rename) fails as on a full disk; for
+    a path containing `where` only, when set."""
+    from helpers import ENOSPC
+
+    real_fsync, state = os.fsync, {"where": None}
+
+    def fsync(fd: int) -> None:
+        if state["where"] is None or state["where"] in os.readlink(f"/proc/self/fd/{fd}"):
+            raise ENOSPC
+        real_fsync(fd)
+
+    monkeypatch.setattr("nlg.files.os.fsync", fsync)
+    return state
+

@@ -1,6 +1,9 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+from helpers import REPO, snapshot
 
 from nlg.cli import COMMANDS, main
 
@@ -89,3 +92,19 @@ def test_scoring_data_and_decode_run_where_torch_cannot_be_imported(tmp_path):
             f"nlg {command} needs torch" in done.stderr
             and "pip install 'nlg[train]'" in done.stderr
         )
+
+
+def test_python_dash_m_and_torchrun_ranks_say_the_same(tmp_path):
+    """`python -m nlg.STAGE`, as torchrun starts each rank, prints the same line, naming the rank
+    (nlg.score: the entry point is the same for every stage, and this one starts without torch)."""
+    ref, pred = tmp_path / "r.txt", tmp_path / "h.txt"
+    ref.write_text("a\n\n")
+    pred.write_text("a\n")
+    before = snapshot(tmp_path)
+    env = {**os.environ, "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "nlg.score", str(ref), str(pred), "--json", str(ref)],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 2
+    assert done.stderr == (f"nlg score (rank 1/2): error: --json {ref}: is the input REF {ref}; "
+                           "refusing to write over it\n")
+    assert snapshot(tmp_path) == before
