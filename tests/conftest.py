@@ -1,7 +1,10 @@
 """Shared test fixtures: where the read-only shared data lives.
 
 `NLG_SHARED_DIR` points at the `shared/` folder that sits beside the checkout
-(default `../shared`); its files are read in place, never copied.
+(default `../shared`); its files are read in place, never copied. For the test session, and
+every process it starts, NLG_SHARED_DIR, NLG_VOCAB_DIR (GPT-2's vocabulary) and E2E_RAW_DIR
+are set to that folder's when unset (or empty), so `python -m pytest` needs no variable and
+no network; a variable already set is kept.
 """
 
 from __future__ import annotations
@@ -12,7 +15,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("NLG_SHARED_DIR", REPO.parent / "shared")).resolve()
+SHARED = Path(os.environ.get("NLG_SHARED_DIR") or REPO.parent / "shared").resolve()
+SHARED_ENV = {"NLG_SHARED_DIR": SHARED, "NLG_VOCAB_DIR": SHARED / "vocab" / "gpt2",
+              "E2E_RAW_DIR": SHARED / "data" / "e2e"}
+
+if SHARED.is_dir():
+    for _name, _value in SHARED_ENV.items():
+        if not os.environ.get(_name):
+            os.environ[_name] = str(_value)
 
 
 @pytest.fixture(scope="session")
