@@ -88,7 +88,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from nlg.cli import run_main, spellings
+from nlg.cli import run_main, show_progress, spellings
 from nlg.files import InputError, check_outputs, write_jsonl
 from nlg.model import CARDS, GPT, KVCache, card_config
 from nlg.tokenizer import BLANK_LINE_ID, EOS_ID
@@ -501,7 +501,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     arg("--seed", type=int, default=0, help="seed for random weights (no --init_checkpoint)")
     arg(*spellings("no_early_stop"), dest="early_stop", action="store_false",
         help="run every context for eval_len steps (same results, slower; for checking)")
-    arg(*spellings("no_progress"), dest="progress", action="store_false", help="no progress bar")
+    arg(*spellings("no_progress"), dest="progress", action="store_false",
+        help="no progress bar (none is drawn when stderr is not a terminal)")
     return parser.parse_args(argv)
 
 
@@ -571,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{rt.world_size} process(es) on {rt.device}", file=sys.stderr)
         start = time.perf_counter()
         with tqdm(total=len(mine), unit="ctx", desc="beam", file=sys.stderr,
-                  disable=not rt.is_main or not args.progress) as bar:
+                  disable=not (rt.is_main and show_progress(args.progress))) as bar:
             predicts = generate(model, [truncate_context(contexts[i], max_context) for i in mine], config,
                                 args.batch_size, bar)
         results: dict[int, list[int]] = {}

@@ -54,6 +54,21 @@ def spellings(name: str) -> list[str]:
     return [underscored] if underscored == dashed else [underscored, dashed]
 
 
+def show_progress(wanted: bool = True, stream=None) -> bool:
+    """Whether a stage draws its progress bar: when `wanted` (beam's --no_progress says not)
+    and `stream` (default stderr, where bars go) is a terminal; a log file or a pipe gets none.
+
+    >>> import io
+    >>> show_progress(stream=io.StringIO())
+    False
+    """
+    stream = sys.stderr if stream is None else stream
+    try:
+        return wanted and stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
 # Operating-system failures that are the machine's state, not a bug: one line, no traceback.
 # With a file name, any OSError is one (no permission, a folder where a file goes, ...); these
 # also without one (a failed write() names no file).

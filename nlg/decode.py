@@ -93,10 +93,11 @@ class Prediction:
     line: int  # line number in the prediction file
 
 
-def read_predictions(path: str | Path, vocab_size: int) -> list[Prediction]:
-    """Records of a beam output file; malformed ones are errors naming FILE:LINE."""
+def read_predictions(path: str | Path, vocab_size: int, records: list | None = None) -> list[Prediction]:
+    """Records of a beam output file (`records`: its read_jsonl, if read already); malformed ones
+    are errors naming FILE:LINE."""
     predictions = []
-    for number, record in read_jsonl(path):
+    for number, record in read_jsonl(path) if records is None else records:
         where = f"{path}:{number}"
         if not isinstance(record, dict) or "id" not in record or "predict" not in record:
             raise InputError(f"{where}: expected an object with keys id and predict (and context)")
@@ -220,9 +221,10 @@ def main(argv: list[str] | None = None) -> int:
                            **({} if dataset.reference_folder else ref_output)},
                   replaced=ref_output if dataset.reference_folder else None)
 
+    pairs = load_formatted(args.input_file)  # both inputs read, and bad JSON found, before the vocabulary
+    records = read_jsonl(args.sample_file)
     tokenizer = load_tokenizer(args.vocab)
-    pairs = load_formatted(args.input_file)
-    predictions = read_predictions(args.sample_file, tokenizer.vocab_size)
+    predictions = read_predictions(args.sample_file, tokenizer.vocab_size, records)
     by_context = match_predictions(pairs, predictions, tokenizer, args.input_file, args.sample_file)
     decoded = build_decoded(pairs, by_context, tokenizer, tokenize=args.tokenize, lower=args.lower,
                             allow_subset=args.allow_subset, subset=args.filter, input_file=args.input_file,

@@ -1,7 +1,10 @@
 """Shared test fixtures: where the read-only shared data lives.
 
 `NLG_SHARED_DIR` points at the `shared/` folder that sits beside the checkout
-(default `../shared`); its files are read in place, never copied.
+(default `../shared`); its files are read in place, never copied. For the test session, and
+every process it starts, NLG_SHARED_DIR, NLG_VOCAB_DIR (GPT-2's vocabulary) and E2E_RAW_DIR
+are set to that folder's when unset (or empty), so `python -m pytest` needs no variable and
+no network; a variable already set is kept.
 """
 
 from __future__ import annotations
@@ -12,7 +15,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("NLG_SHARED_DIR", REPO.parent / "shared")).resolve()
+SHARED = Path(os.environ.get("NLG_SHARED_DIR") or REPO.parent / "shared").resolve()
+SHARED_ENV = {"NLG_SHARED_DIR": SHARED, "NLG_VOCAB_DIR": SHARED / "vocab" / "gpt2",
+              "E2E_RAW_DIR": SHARED / "data" / "e2e"}
+
+if SHARED.is_dir():
+    for _name, _value in SHARED_ENV.items():
+        if not os.environ.get(_name):
+            os.environ[_name] = str(_value)
 
 
 @pytest.fixture(scope="session")
@@ -120,3 +130,40 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def lora_run(tmp_path_factory) -> dict[str, Path]:
+    """A finished 3-step LoRA run with a checkpoint per step, on a tiny random base, once per
+    session: {"base", "data", "work"}. Tests copy what they damage (helpers.train_argv runs it)."""
+    import torch
+    from helpers import RUN_CONFIG, nlg, train_argv, trainable_base, write_encoded
+
+    root = tmp_path_factory.mktemp("run")
+    paths = {"base": trainable_base(root / "base", RUN_CONFIG, seed=0), "data": write_encoded(root / "train.jsonl"),
+             "work": root / "work"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert nlg(*train_argv(paths, paths["work"], "--max_step", 3)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return paths
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Every fsync (each atomic write makes one before its rename) fails as on a full disk; for
+    a path containing `where` only, when set."""
+    from helpers import ENOSPC
+
+    real_fsync, state = os.fsync, {"where": None}
+
+    def fsync(fd: int) -> None:
+        if state["where"] is None or state["where"] in os.readlink(f"/proc/self/fd/{fd}"):
+            raise ENOSPC
+        real_fsync(fd)
+
+    monkeypatch.setattr("nlg.files.os.fsync", fsync)
+    return state
+

@@ -8,6 +8,7 @@ as a transformers one is `nlg.weights.to_transformers`, in the library: the benc
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -88,6 +89,45 @@ def hf_gpt2_dir(directory: Path, config: GPTConfig = TINY, seed: int = 0) -> Pat
                                         bos_token_id=0, eos_token_id=0)
     transformers.GPT2LMHeadModel(hf_config).save_pretrained(directory)
     return directory
+
+
+def perturbed_gpt(config: GPTConfig, seed: int = 0) -> GPT:
+    """A random GPT of `config` in eval mode, every parameter moved by noise away from its init."""
+    torch.manual_seed(seed)
+    model = GPT(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    return model
+
+
+def hf_gpt2(seed: int, n_layer=2, n_head=2, n_embd=128, vocab_size=1000, n_positions=64):
+    """A random HF GPT-2 in eval mode whose every parameter is perturbed away from its init.
+    Skips the test without transformers."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    config = transformers.GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab_size,
+                                     n_positions=n_positions, bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    return model
+
+
+def hf_logits(model, ids: torch.Tensor) -> torch.Tensor:
+    """A transformers model's logits for `ids`."""
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def our_logits(model: GPT, ids: torch.Tensor, **kwargs) -> torch.Tensor:
+    with torch.no_grad():
+        return model(ids, **kwargs)
+
+
+def random_ids(vocab: int, batch: int = 2, length: int = 11, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,3 +395,61 @@ def cli_result(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str
     except SystemExit as exit_:
         code = exit_.code
     return code, capsys.readouterr().err.strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands as a user runs them: exit codes, stderr lines, untouched files; the tiny LoRA run
+# ---------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+BOM = b"\xef\xbb\xbf"
+RUN_CONFIG = tiny_config(vocab_size=300)  # the base of conftest's `lora_run`
+RUN_EOS = 299
+
+
+def nlg(*argv: object) -> int:
+    """`nlg ARGV` in this process: its exit code (argparse's exits included)."""
+    from nlg import cli
+
+    try:
+        return cli.main([str(a) for a in argv])
+    except SystemExit as done:
+        return int(done.code or 0)
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under root, by relative path: equal snapshots mean nothing was touched."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def error_line(capsys) -> str:
+    """stderr, asserted to be exactly one line."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    return err
+
+
+def write_encoded(path: Path, n: int = 24) -> Path:
+    """`n` random encoded pairs (6 context tokens and RUN_EOS, 5 completion tokens and RUN_EOS)."""
+    generator = torch.Generator().manual_seed(0)
+    lines = []
+    for _ in range(n):
+        context = torch.randint(0, RUN_EOS, (6,), generator=generator).tolist() + [RUN_EOS]
+        completion = torch.randint(0, RUN_EOS, (5,), generator=generator).tolist() + [RUN_EOS]
+        lines.append(json.dumps({"context": context, "completion": completion}) + "\n")
+    path.write_text("".join(lines))
+    return path
+
+
+def train_argv(lora_run: dict[str, Path], work: Path, *extra: object) -> list[object]:
+    """`nlg train` as conftest's `lora_run` ran it (LoRA, a checkpoint every step), into `work`."""
+    return ["train", "--train_data", lora_run["data"], "--init_checkpoint", lora_run["base"], "--work_dir", work,
+            "--train_batch_size", 4, "--seq_len", 32, "--warmup_step", 0, "--lora_dropout", 0,
+            "--log_interval", 1, "--save_interval", 1, "--device", "cpu", *extra]
+
+
+def damage(path: Path, how: str) -> None:
+    """Cut `path` to half its size ("truncate") or flip a bit of its last byte ("flip")."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if how == "truncate" else data[:-1] + bytes([data[-1] ^ 1]))

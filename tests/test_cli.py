@@ -1,6 +1,10 @@
+import io
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+from helpers import REPO, snapshot
 
 from nlg.cli import COMMANDS, main
 
@@ -89,3 +93,41 @@ def test_scoring_data_and_decode_run_where_torch_cannot_be_imported(tmp_path):
             f"nlg {command} needs torch" in done.stderr
             and "pip install 'nlg[train]'" in done.stderr
         )
+
+
+def test_python_dash_m_and_torchrun_ranks_say_the_same(tmp_path):
+    """`python -m nlg.STAGE`, as torchrun starts each rank, prints the same line, naming the rank
+    (nlg.score: the entry point is the same for every stage, and this one starts without torch)."""
+    ref, pred = tmp_path / "r.txt", tmp_path / "h.txt"
+    ref.write_text("a\n\n")
+    pred.write_text("a\n")
+    before = snapshot(tmp_path)
+    env = {**os.environ, "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "nlg.score", str(ref), str(pred), "--json", str(ref)],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 2
+    assert done.stderr == (f"nlg score (rank 1/2): error: --json {ref}: is the input REF {ref}; "
+                           "refusing to write over it\n")
+    assert snapshot(tmp_path) == before
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path, capsys):
+    """nlg beam and nlg train draw their bars only when stderr is a terminal (a log file or a
+    pipe gets none); beam's --no_progress turns the bar off on a terminal too."""
+    from helpers import RUN_EOS, write_encoded
+
+    from nlg.cli import show_progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    closed = io.StringIO()
+    closed.close()
+    assert show_progress(stream=Terminal()) and not show_progress(False, Terminal())
+    assert not show_progress(stream=io.StringIO()) and not show_progress(stream=closed)
+    assert not show_progress(stream=object())
+    data = write_encoded(tmp_path / "x.jsonl", 2)
+    assert main(["beam", "--data", str(data), "--model_card", "gpt2.tiny", "--output_file", str(tmp_path / "p.jsonl"),
+                 "--beam", "1", "--eval_len", "2", "--eos_token_id", str(RUN_EOS)]) == 0
+    assert "ctx" not in capsys.readouterr().err  # captured stderr is no terminal: no bar

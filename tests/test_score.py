@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from helpers import BOM, nlg
+
 from nlg.cli import main
 from nlg.score import infer_suite
 
@@ -76,3 +78,36 @@ def test_scores_file_feeds_nlg_results_and_another_datasets_is_refused(tmp_path,
     capsys.readouterr()
     assert main(["results", "dart", "--card", "gpt2.md", "--scores", f"all={out}", *tables]) == 2
     assert capsys.readouterr().err.endswith("scores.json: scored.dataset is 'webnlg', not 'dart'\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# A UTF-8 byte-order mark does not change scores
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_bom_does_not_change_scores(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Java: BLEU and NIST, which the BOM shifted
+    refs = b"The Vaults is a pub near Cafe Adriatic.\nThe Vaults pub is near Cafe Adriatic.\n\nA cafe.\n\n"
+    preds = b"The Vaults is a pub near the Cafe Adriatic.\nA coffee shop.\n"
+    scores = {}
+    for name, mark in (("plain", b""), ("bom", BOM)):
+        (tmp_path / f"{name}_r.txt").write_bytes(mark + refs)
+        (tmp_path / f"{name}_h.txt").write_bytes(mark + preds)
+        assert nlg("score", tmp_path / f"{name}_r.txt", tmp_path / f"{name}_h.txt", "--json", tmp_path / f"{name}.json") == 0
+        scores[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert scores["bom"] == scores["plain"] and scores["plain"]["BLEU"] > 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "byte-order mark" in line]
+    assert notes == [f"note: {tmp_path / f'bom_{x}.txt'}: removed the UTF-8 byte-order mark at its start" for x in "rh"]
+
+
+def test_a_bom_does_not_change_webnlg_scores(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    scores = {}
+    for name, mark in (("plain", b""), ("bom", BOM)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "reference0").write_bytes(mark + b"the cat sat on the mat\nhello world\n")
+        (folder / "hypothesis").write_bytes(mark + b"the cat sat on a mat\nhello world\n")
+        assert nlg("score", folder, folder / "hypothesis", "-m", "bleu,chrf++,ter", "--json", folder / "s.json") == 0
+        scores[name] = json.loads((folder / "s.json").read_text())
+    assert scores["bom"] == scores["plain"]

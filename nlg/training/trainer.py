@@ -89,6 +89,7 @@ from torch import nn
 from tqdm import tqdm
 
 from nlg import methods
+from nlg.cli import show_progress
 from nlg.files import InputError, atomic_write, check_outputs
 from nlg.model import GPT, card_config
 from nlg.pairs import load_encoded
@@ -455,7 +456,7 @@ class Trainer:
         checkpoint exists); returns the final checkpoint directory."""
         self._start()
         p, total, config = self.progress, self.plan.total, self.config
-        bar = tqdm(total=total, initial=p.step, disable=None if self.rt.is_main else True,
+        bar = tqdm(total=total, initial=p.step, disable=not (self.rt.is_main and show_progress()),
                    dynamic_ncols=True, desc="train", file=sys.stderr)
         try:
             while p.step < total:

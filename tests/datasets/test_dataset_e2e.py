@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from helpers import BOM, nlg, snapshot
 
 from nlg.datasets import Decoded, e2e
 from nlg.datasets.e2e import read_raw
@@ -52,3 +53,16 @@ def test_reference_file_groups_each_contexts_references(tmp_path: Path):
     with pytest.raises(InputError, match="--ref_num does not apply to --ref_type e2e"):
         e2e.write_references(decoded, tmp_path / "r2.txt", tmp_path / "p2.txt", 6)
     assert not (tmp_path / "r2.txt").exists() and not (tmp_path / "p2.txt").exists()
+
+
+def test_a_bom_is_not_part_of_the_first_meaning_representation(tmp_path, capsys, vocab_dir, e2e_raw_dir):
+    lines = (e2e_raw_dir / "valid.txt").read_bytes().splitlines(keepends=True)[:3]
+    outputs = {}
+    for name, mark in (("plain", b""), ("bom", BOM)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "test.txt").write_bytes(mark + b"".join(lines))
+        assert nlg("data", "e2e", "--raw-dir", tmp_path / name, "--out-dir", tmp_path / f"{name}_out",
+                   "--vocab", vocab_dir) == 0
+        outputs[name] = snapshot(tmp_path / f"{name}_out")
+    assert outputs["bom"] == outputs["plain"] and "\\ufeff" not in outputs["bom"]["test_formatted.jsonl"].decode()
+    assert f"note: {tmp_path / 'bom' / 'test.txt'}: removed the UTF-8 byte-order mark" in capsys.readouterr().err

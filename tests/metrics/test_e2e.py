@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import error_line, nlg
 
 from nlg.files import InputError
 from nlg.metrics import e2e
@@ -296,3 +297,37 @@ def test_table_reading_rules(write, tmp_path):
 def test_bad_tables_name_file_and_line(write, tmp_path, text, message):
     with pytest.raises(InputError, match=message):
         e2e.read_references(write(tmp_path / "bad.csv", text))
+
+
+def test_a_system_csv_with_missing_or_repeated_mrs_is_refused(tmp_path, capsys, monkeypatch):
+    from nlg.metrics import score_files
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Java: BLEU and NIST are enough here
+    mrs = [f"name[Place {k}], eatType[pub], area[riverside]" for k in range(8)]
+    rows = [(mr, f"Place {k} is a pub by the river{'side' * j}.") for k, mr in enumerate(mrs) for j in range(2)]
+    refs = tmp_path / "refs.csv"
+    refs.write_text('"mr","ref"\n' + "".join(f'"{mr}","{ref}"\n' for mr, ref in rows))
+
+    def system(name: str, chosen: list[int]) -> Path:
+        path = tmp_path / name
+        path.write_text("mr,output\n" + "".join(f'"{mrs[k]}","Place {k} is a pub by the river."\n' for k in chosen))
+        return path
+
+    complete = system("complete.csv", list(range(7, -1, -1)))  # any order
+    assert nlg("score", refs, complete, "--json", tmp_path / "s.json") == 0
+    assert json.loads((tmp_path / "s.json").read_text())["BLEU"] > 0.5
+    capsys.readouterr()
+    three = system("three.csv", [0, 1, 2])
+    assert nlg("score", refs, three) == 2
+    assert error_line(capsys) == (f"nlg score: error: {three}: no output for 5 of the 8 MRs of {refs}, the first "
+                                  f"'{mrs[3]}' ({refs}:8); to score a subset, give references holding only its MRs\n")
+    twice = system("twice.csv", [*range(8), 5])
+    assert nlg("score", refs, twice) == 2
+    assert error_line(capsys) == (f"nlg score: error: {twice}:10: the MR '{mrs[5]}' has an output at line 7 "
+                                  "already (a system output holds each MR once)\n")
+    with pytest.raises(InputError, match=r"three\.csv: no output for 5 of the 8 MRs"):
+        score_files("e2e", refs, three)
+    # a subset on purpose: references holding only its MRs
+    subset = tmp_path / "subset.csv"
+    subset.write_text('"mr","ref"\n' + "".join(f'"{mr}","{ref}"\n' for mr, ref in rows[:6]))
+    assert nlg("score", subset, three) == 0

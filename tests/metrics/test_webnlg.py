@@ -10,6 +10,8 @@ system). BLEU is compared at the two decimals GenerationEval reports; ours agree
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from helpers import error_line, nlg, snapshot
 
 from nlg.files import InputError
 from nlg.metrics import score_files, webnlg
@@ -138,3 +141,51 @@ def test_generation_eval_script_runs_from_a_checkout(tmp_path):
     done = subprocess.run([*script, *args, "-m", "bleu,bert"], capture_output=True, text=True)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("generation_eval.py: error: BERTScore is not offered here")
+
+
+# ---------------------------------------------------------------------------------------------
+# A gap in a reference folder is named, never skipped
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_gap_in_a_reference_folder_is_named_by_every_entry_point(tmp_path, capsys):
+    from nlg.metrics import score_files
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "reference0").write_text("the cat sat on the mat .\na dog runs .\n")
+    (refs / "reference2").write_text("a cat is on the mat .\nthe dog runs fast .\n")
+    hyp = tmp_path / "hypothesis"
+    hyp.write_text("the cat is on the mat .\nthe dog runs .\n")
+    before = snapshot(tmp_path)
+    gap = f"{refs}: reference1 missing (need reference0 to reference2 without a gap; present: reference0, reference2)"
+    # the folder, the prefix, and -nr 1 or 2, which the gap cuts short (reference0 alone was scored)
+    for argv in ([refs], [refs / "reference"], [refs, "-nr", 1], [refs, "-nr", 2]):
+        assert nlg("score", *argv[:1], hyp, *argv[1:], "-m", "bleu,ter", "--json", tmp_path / "s.json") == 2
+        assert error_line(capsys) == f"nlg score: error: {gap}\n"
+    with pytest.raises(InputError) as raised:
+        score_files("webnlg", refs, hyp, metrics="bleu")
+    assert str(raised.value) == gap
+    # -nr larger than the files present is an error too, naming what is missing below it
+    assert nlg("score", refs, hyp, "-nr", 4) == 2
+    assert error_line(capsys) == (f"nlg score: error: {refs}: reference1, reference3 missing (-nr 4 needs reference0 "
+                                  "to reference3 without a gap; present: reference0, reference2)\n")
+    # GenerationEval's own arguments (its default -nr 4), as a user runs the script
+    script = [sys.executable, str(REPO / "eval" / "generation_eval.py"), "-R", str(refs / "reference"), "-H", str(hyp)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([*script, "-nr", "3", "-m", "bleu"], capture_output=True, text=True, env=env)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2, "", f"generation_eval.py: error: {refs}: reference1 missing (-nr 3 needs reference0 to reference2 without "
+               "a gap; present: reference0, reference2)\n")
+    # the first file missing: the prefix alone is still read as GenerationEval's layout
+    (refs / "reference0").rename(tmp_path / "aside")
+    assert nlg("score", refs / "reference", hyp) == 2
+    assert error_line(capsys) == (f"nlg score: error: {refs}: reference0, reference1 missing (need reference0 to "
+                                  "reference2 without a gap; present: reference2)\n")
+    (tmp_path / "aside").rename(refs / "reference0")
+    assert snapshot(tmp_path) == before  # nothing written
+    # the gap filled, every file counts
+    (refs / "reference1").write_text("the cat is on the mat .\nthe dog runs .\n")
+    assert nlg("score", refs, hyp, "-m", "bleu,ter", "--json", tmp_path / "s.json") == 0
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert {k: v for k, v in scores.items() if k != "scored"} == {"BLEU": 100.0, "TER": 0.0}

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from helpers import error_line, nlg
 
 from nlg.cli import main as cli
 from nlg.files import InputError
@@ -107,3 +108,16 @@ def test_short_runs_plot_their_points_readably(tmp_path, records):
     assert sorted(texts) == sorted(f"{v:.4g}" for v in losses)
     assert all(line.get_marker() not in (None, "None", "") for line in axes.lines)
     original(shown[0])
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"step": 2, "loss": "abc"}, "'loss' is 'abc', not a finite number"),
+    ({"step": 2, "valid_loss": [1.0]}, "'valid_loss' is [1.0], not a finite number"),
+    ({"step": 2, "loss": True}, "'loss' is True, not a finite number"),
+    ({"step": "2", "loss": 1.0}, "'step' is '2', not an integer"),
+])
+def test_plot_names_a_loss_that_is_not_a_number(tmp_path, capsys, record, message):
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n" + json.dumps(record) + "\n")
+    assert nlg("plot", tmp_path) == 2
+    assert error_line(capsys) == f"nlg plot: error: {tmp_path / 'metrics.jsonl'}:2: {message}\n"
+    assert not (tmp_path / "loss.png").exists()

@@ -11,18 +11,25 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import (
+    REPO,
+    RUN_EOS,
     assert_same_log,
+    error_line,
     killed_run,
     metrics,
+    nlg,
     reap,
     start_ranks,
+    train_argv,
     trainable_base,
     without_timing,
 )
@@ -36,6 +43,7 @@ from nlg.model import GPTConfig
 from nlg.pairs import encode_pairs
 from nlg.tokenizer import load_tokenizer
 from nlg.train import main
+from nlg.training.checkpoints import verify_checkpoint
 from nlg.training.trainer import lr_factor
 
 N_TRAIN, N_VALID = 240, 48
@@ -305,3 +313,91 @@ def test_a_dead_rank_makes_the_other_exit(e2e, base_dir, tmp_path):
         assert time.monotonic() - died < 45  # well before anything like "forever"
     finally:
         reap(procs)
+
+
+# ---------------------------------------------------------------------------------------------
+# A --seq_len that cuts away every completion token
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_seq_len_that_leaves_no_completion_token_stops_before_training(lora_run, tmp_path, capsys):
+    """Contexts of 7 tokens (6 and the separator) under --seq_len 7: the loss would be 0.0000
+    at every step, and an adapter that learnt nothing would be saved."""
+    work = tmp_path / "w"
+    assert nlg(*train_argv(lora_run, work, "--seq_len", 7, "--max_step", 2)) == 2
+    assert error_line(capsys) == (f"nlg train: error: {lora_run['data']}: no pair keeps a completion token: all 24 "
+                                  "pairs' contexts fill --seq_len 7 (contexts of 7 to 7 tokens: --seq_len 8 "
+                                  "keeps a completion token of every pair)\n")
+    assert not work.exists()
+
+
+def test_a_seq_len_that_empties_some_pairs_says_how_many(lora_run, tmp_path, capsys):
+    records = [json.loads(line) for line in lora_run["data"].read_text().splitlines()]
+    for record in records[::3]:  # 8 of 24 contexts become 21 tokens long
+        record["context"] *= 3
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    argv = train_argv(lora_run, tmp_path / "w", "--seq_len", 10, "--max_step", 1)
+    argv[argv.index(lora_run["data"])] = data
+    assert nlg(*argv) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines()[0] == (f"warning: {data}: 8 of 24 pairs lose every completion token to --seq_len 10 "
+                                   "(contexts of 7 to 21 tokens: --seq_len 22 keeps a completion token of every "
+                                   "pair); they add nothing to the loss")
+    assert "data: 24 training pairs (24 cut to --seq_len 10, 8 with no completion token left)" in out
+
+
+def test_a_validation_file_without_completion_tokens_is_refused_too(lora_run, tmp_path, capsys):
+    valid = tmp_path / "valid.jsonl"
+    valid.write_text(json.dumps({"context": list(range(1, 40)), "completion": [5, RUN_EOS]}) + "\n")
+    assert nlg(*train_argv(lora_run, tmp_path / "w", "--valid_data", valid, "--max_step", 1)) == 2
+    assert error_line(capsys) == (f"nlg train: error: {valid}: no pair keeps a completion token: all 1 pairs' "
+                                  "contexts fill --seq_len 32 (contexts of 39 to 39 tokens: --seq_len 40 keeps "
+                                  "a completion token of every pair)\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C and SIGTERM end training with one line, exit 130 / 143
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_ends_training_with_one_line_and_whole_checkpoints(lora_run, tmp_path, sig, code):
+    """A real process, signalled mid-run (a checkpoint every step, so mostly while one is written)."""
+    from nlg.files import lock_file
+    from nlg.training.checkpoints import list_checkpoints
+
+    work = tmp_path / "work"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    argv = [str(a) for a in train_argv(lora_run, work, "--max_step", 100_000, "--log_interval", 100_000)[1:]]
+    proc = subprocess.Popen([sys.executable, "-m", "nlg.train", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list_checkpoints(work)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == code
+    latest = list_checkpoints(work)[-1]
+    step = int(err.split("interrupted at step ")[-1].split(";")[0]) if "interrupted at step " in err else -1
+    assert err == f"nlg train: interrupted at step {step}; {latest[1]} is the latest\n"
+    assert latest[0] <= step
+    for _, checkpoint in list_checkpoints(work):
+        verify_checkpoint(checkpoint)  # every checkpoint whole: the one being written went whole
+    assert not [p.name for p in work.iterdir() if p.name.startswith(".")]  # nor left a temporary one
+    with lock_file(work / "train.lock"):  # released
+        pass
+
+
+def test_an_interrupt_before_any_checkpoint_says_so(lora_run, tmp_path, monkeypatch, capsys):
+    from helpers import killed_run
+
+    work = tmp_path / "work"
+    killed_run([str(a) for a in train_argv(lora_run, work, "--max_step", 3)[1:]], 1, monkeypatch)
+    assert capsys.readouterr().err == "nlg train: interrupted at step 0; no checkpoint was written\n"
