@@ -302,8 +302,15 @@ def reproduce_accepts() -> tuple[set[str], dict[str, bool], set[str], set[str]]:
     """Datasets, flags (-> takes a value), environment names, stages, from its --help."""
     text = reproduce_help()
     usage = text.split("\n\n")[0]
-    datasets = set(re.findall(r"[a-z0-9]+", re.search(r"DATASET:\s*([^\n]+)", usage).group(1)))
+    listed = re.search(r"DATASET:\s*([^\n]+)", usage)
+    if listed:
+        datasets = set(re.findall(r"[a-z0-9]+", listed.group(1)))
+    else:
+        from nlg import datasets as registry
+
+        datasets = set(registry.names())
     flags = {flag: bool(value) for flag, value in re.findall(r"\[(--[a-z-]+)(?: ([A-Z]+))?\]", usage)}
+    assert flags, f"scripts/reproduce.sh --help: no [--flag] in its usage line:\n{usage}"
     names = set(re.findall(r"\b([A-Z][A-Z0-9_]+)(?==)", text))
     names |= set(re.findall(r"^\s+([A-Z][A-Z0-9_]+)\s", text, re.M))  # the recipe's NAME column
     stages_line = re.search(r"--from STAGE\s+redo STAGE \(([^)]*)\)", text)
