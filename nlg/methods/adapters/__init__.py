@@ -83,7 +83,7 @@ class Adapters(Method):
 
     flags = ("adapter_dim",)
     flag_help = {"adapter_dim": "--method adapter-l/adapter-h: bottleneck width r (default 6 for "
-                                "adapter-l, 112 for adapter-h); picks Li & Liang's 0.1% or 3% recipe"}
+                                "adapter-l, 112 for adapter-h); picks Li & Liang's 0.1%% or 3%% recipe"}  # %% : argparse formats help
     sizes = ("adapter_dim",)
     parameter_marks = ("_residual.",)
     # Li & Liang's two adapter sizes (recipe_key): 3 % and 0.1 % of GPT-2 M
