@@ -207,8 +207,10 @@ if [ "$DEMO" = 1 ]; then
   EVAL_INTERVAL=${EVAL_INTERVAL:-$SAVE_INTERVAL}
 fi
 # One NAME=value line per setting of the paper's recipe; a variable already set keeps its value.
-METHOD_ARGS=()
-[ "$METHOD" = lora ] || METHOD_ARGS=(--method "$METHOD")
+python -m nlg.pipeline settings METHOD="$METHOD" ADAPTER_DIM="${ADAPTER_DIM:-}" TOP_LAYERS="${TOP_LAYERS:-}" \
+  PREFIX_LEN="${PREFIX_LEN:-}" || exit 2
+METHOD_ARGS=(--method "$METHOD")
+[ -z "${ADAPTER_DIM:-}" ] || METHOD_ARGS+=(--adapter_dim "$ADAPTER_DIM")
 recipe=$($NLG recipe "$DATASET" "${METHOD_ARGS[@]}") \
   || die "could not read the recipe: \`$NLG recipe $DATASET ${METHOD_ARGS[*]}\` failed"
 while IFS= read -r line; do
@@ -276,9 +278,9 @@ fi
 if [ "$SELECT" = valid_metric ] && [ -z "$SELECT_SPLIT" ]; then
   refuse "SELECT=valid_metric needs a split to beam-search, and SELECT_SPLIT (default VALID_SPLIT) is empty"
 fi
-if [ "$METHOD" = lora ] && [ -n "$ADAPTER_DIM$TOP_LAYERS$PREFIX_LEN" ]; then
-  refuse "ADAPTER_DIM, TOP_LAYERS and PREFIX_LEN are settings of other methods than lora (--method NAME)"
-fi
+# the test split never reaches training, validation or selection (nlg.pipeline.settings)
+python -m nlg.pipeline settings TRAIN_SPLIT="$TRAIN_SPLIT" VALID_SPLIT="$VALID_SPLIT" SELECT="$SELECT" \
+  SELECT_SPLIT="$SELECT_SPLIT" || exit 2
 
 # ---- run directories: WORK_DIR, or WORK_DIR/seed-SEED for each of SEEDS -----------------------
 # Data and the demo's pre-training (the stand-in for GPT-2) are shared: their markers live in
@@ -301,7 +303,7 @@ stage_dir() { if is_shared "$1"; then printf '%s' "$WORK_DIR"; else printf '%s' 
 # stage whose record differs from the current settings is never reused: the run stops, naming
 # each difference, before any work.
 identity() {  # a file's size and SHA-256 prefix, or "missing"
-  if [ -f "$1" ]; then printf '%s bytes, sha256 %s' "$(wc -c <"$1" | tr -d ' ')" "$(sha256sum "$1" | cut -c1-16)"
+  if [ -f "$1" ]; then printf '%s bytes, sha256 %s' "$(wc -c <"$1" | tr -d ' ')" "$(sha256sum "$1" | cut -d" " -f1)"
   else printf 'missing'; fi
 }
 BEAM_NAMES=(BEAM LENGTH_PENALTY NO_REPEAT_NGRAM REPETITION_PENALTY EOS_IDS EVAL_LEN BEAM_SEQ_LEN)
@@ -452,8 +454,6 @@ if [ -n "$FROM" ]; then
   done
   [ -z "$SEEDS" ] || rm -f "$WORK_DIR/results.md" "$WORK_DIR/results.json"
 fi
-mkdir -p "$WORK_DIR" "${RUN_DIRS[@]}"
-
 launch() {  # run a module on NPROC processes (torchrun) or one
   local module=$1; shift
   if [ "$NPROC" -gt 1 ]; then
@@ -489,13 +489,23 @@ if ! done_stage data "$WORK_DIR"; then
   if [ -n "$raw_dir" ]; then
     $NLG data "$DATASET" --raw-dir "$raw_dir" --out-dir "$DATA_DIR" "${VOCAB_ARGS[@]}"
   else
-    $NLG data "$DATASET" --download --raw-dir "$DATA_DIR/raw" --out-dir "$DATA_DIR" "${VOCAB_ARGS[@]}"
+    mkdir -p "$(dirname "$DATA_DIR")"
+    if ! $NLG data "$DATASET" --download --raw-dir "$DATA_DIR/raw" --out-dir "$DATA_DIR" "${VOCAB_ARGS[@]}" \
+         2>"$DATA_DIR.download-error"; then
+      # Nobody gave --download: name the setting that gives the files instead.
+      reason=$(sed -n '$s/; without network.*//p' "$DATA_DIR.download-error")
+      rm -f "$DATA_DIR.download-error"
+      die "no $DATASET raw files: $RAW_ENV is not set and downloading them into $DATA_DIR/raw failed (${reason#nlg data: }); set $RAW_ENV to a folder holding the raw splits this run reads ($(printf '%s\n' "$TRAIN_SPLIT" $VALID_SPLIT test | sort -u | tr '\n' ' ' | sed 's/ $//; s/ /, /g'); \`nlg data $DATASET --help\`)"
+    fi
+    rm -f "$DATA_DIR.download-error"
   fi
+  mkdir -p "$WORK_DIR"
   mark_done data "$WORK_DIR"
 fi
 for split in "$TRAIN_SPLIT" $VALID_SPLIT $([ "$SELECT" = valid_metric ] && echo "$SELECT_SPLIT") test; do
   [ -f "$DATA_DIR/$split.jsonl" ] || die "$DATA_DIR/$split.jsonl is missing (no raw $split split in ${raw_dir:-$DATA_DIR/raw}?)"
 done
+mkdir -p "$WORK_DIR" "${RUN_DIRS[@]}"
 
 # ---- pretrained base -------------------------------------------------------------------------
 if [ -n "$init_given" ]; then
@@ -512,6 +522,9 @@ elif [ "$PRETRAIN" = 1 ]; then
       --warmup_step "$WARMUP" --seq_len "$SEQ_LEN" --random_seed "$PRETRAIN_SEED" --label_smooth 0 \
       --save_interval "$SAVE_INTERVAL" --eval_interval 1000000 --log_interval 20 \
       --work_dir "$WORK_DIR/pretrain" --resume latest
+    # only the model it ends with is used: the earlier checkpoints go (nlg.pipeline prune)
+    python -m nlg.pipeline prune "$WORK_DIR/pretrain" >/dev/null
+    $NLG plot "$WORK_DIR/pretrain" || echo "(no loss plot: matplotlib missing?)" >&2
     mark_done pretrain "$WORK_DIR"
   fi
   # --full_finetune checkpoints are whole models: the newest is the demo's "pretrained GPT-2".
@@ -649,7 +662,8 @@ run_chain() {  # run_chain RUN: every per-run stage in RUN, seeded with RUN's se
   fi
 
   if ! done_stage select "$RUN"; then
-    log "select: the checkpoint to decode, by $SELECT$([ "$SELECT" = valid_metric ] && echo " ($SELECT_METRIC)") on validation"
+    if [ "$SELECT" = last ]; then log "select: the checkpoint to decode, the last one"
+    else log "select: the checkpoint to decode, by $SELECT$([ "$SELECT" = valid_metric ] && echo " ($SELECT_METRIC)") on validation"; fi
     select_checkpoint "$RUN"
     mark_done select "$RUN"
   fi
@@ -727,11 +741,9 @@ run_chain() {  # run_chain RUN: every per-run stage in RUN, seeded with RUN's se
 for run in "${RUN_DIRS[@]}"; do run_chain "$run"; done
 
 # ---- seeds: one table over the run directories (`nlg results --runs`) --------------------------
+# Made again by every invocation: the table is over exactly this invocation's seeds.
 if [ -n "$SEEDS" ]; then
-  if [ "$SCORED" -gt 0 ] || [ ! -f "$WORK_DIR/results.md" ]; then
-    log "results: $DATASET over seeds $SEEDS"
-    $NLG results "$DATASET" --runs "${RUN_DIRS[@]}" --md "$WORK_DIR/results.md" --json "$WORK_DIR/results.json"
-  else
-    cat "$WORK_DIR/results.md"
-  fi
+  log "results: $DATASET over seeds $SEEDS"
+  $NLG results "$DATASET" --runs "${RUN_DIRS[@]}" --md "$WORK_DIR/results.md" --json "$WORK_DIR/results.json"
 fi
+printf '\nresults: %s (results.json, run.json beside it)\n' "$WORK_DIR/results.md" >&2

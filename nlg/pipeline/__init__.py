@@ -215,12 +215,32 @@ def run_record(run_dir: Path, dataset: str, card: str, seed: int, settings_file:
     }
 
 
+def prune_checkpoints(directory: Path) -> Path | None:
+    """Remove every checkpoint-N of `directory` but the newest (nlg.training.checkpoints'
+    latest_checkpoint): the demo's pre-training needs only the model it ends with. Returns it."""
+    import shutil
+
+    from nlg.training.checkpoints import latest_checkpoint
+
+    newest = latest_checkpoint(directory)
+    if newest is None:
+        return None
+    for path in directory.glob("checkpoint-*"):
+        if path.is_dir() and path.resolve() != Path(newest).resolve():
+            shutil.rmtree(path)
+    return Path(newest)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nlg.pipeline",
                                      description="helpers of scripts/reproduce.sh (see the module docstring)")
     commands = parser.add_subparsers(dest="command", required=True)
     checking = commands.add_parser("check", help="check numeric NAME=VALUE settings")
     checking.add_argument("pairs", nargs="*")
+    other = commands.add_parser("settings", help="check splits and method sizes (nlg.pipeline.settings)")
+    other.add_argument("pairs", nargs="*")
+    prune = commands.add_parser("prune", help="keep only the newest checkpoint-N of a directory")
+    prune.add_argument("directory", type=Path)
     subset = commands.add_parser("subset", help="cut a split's two files to N contexts")
     subset.add_argument("encoded", type=Path)
     subset.add_argument("formatted", type=Path)
@@ -244,6 +264,16 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems[:1]:  # one line: the first bad setting
             print(f"{PROG}: {problem}; nothing was run", file=sys.stderr)
         return 2 if problems else 0
+    if args.command == "settings":
+        from nlg.pipeline.settings import problems as setting_problems
+
+        found = setting_problems(dict(pair.partition("=")[::2] for pair in args.pairs))
+        for problem in found[:1]:
+            print(f"{PROG}: {problem}; nothing was run", file=sys.stderr)
+        return 2 if found else 0
+    if args.command == "prune":
+        print(prune_checkpoints(args.directory))
+        return 0
     if args.command == "subset":
         write_subset(args.encoded, args.formatted, args.limit, args.out_encoded, args.out_formatted)
         return 0

@@ -23,7 +23,7 @@ import pytest
 
 from nlg.pipeline import check, spread_contexts
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "reproduce.sh"
 DATASETS = ("e2e", "webnlg", "dart")
 STAGES = ("data", "pretrain", "train", "select", "beam", "untrained", "decode", "score")
@@ -179,7 +179,8 @@ exit 3
         good = run_script("e2e", "--demo", "--method=adapter-l", env={**env, "ADAPTER_DIM_FROM_RECIPE": "6"})
         assert good.returncode == 3  # the stand-in refuses `nlg data`: the run got that far
         assert log.read_text().splitlines()[-1].startswith("data e2e ")
-        assert (runs / "e2e-demo-adapter-l").is_dir()  # the method names the run directory
+        # a data stage that fails leaves no (empty) run directory behind (issue 26, new user)
+        assert not (runs / "e2e-demo-adapter-l").exists()
     finally:
         for path in reversed(made):
             if path.is_dir():
@@ -252,7 +253,7 @@ def test_e2e_demo_runs_every_stage_to_a_results_table(e2e_demo):
     # each stage's marker records what it was made from
     assert "LR=2e-3\n" in (run / ".done-train").read_text()
     assert "TEST_LIMIT=6\n" in (run / ".done-beam").read_text()
-    assert re.search(r"^test\.jsonl=\d+ bytes, sha256 [0-9a-f]{16}$", (run / ".done-beam").read_text(), re.MULTILINE)
+    assert re.search(r"^test\.jsonl=\d+ bytes, sha256 [0-9a-f]{64}$", (run / ".done-beam").read_text(), re.MULTILINE)
 
 
 @pytest.mark.parametrize("method", ["full", "adapter-h", "prefix"])  # top2, adapter-l, prefix-embed: tests/methods
