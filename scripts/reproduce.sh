@@ -209,8 +209,11 @@ fi
 # One NAME=value line per setting of the paper's recipe; a variable already set keeps its value.
 python -m nlg.pipeline settings METHOD="$METHOD" ADAPTER_DIM="${ADAPTER_DIM:-}" TOP_LAYERS="${TOP_LAYERS:-}" \
   PREFIX_LEN="${PREFIX_LEN:-}" || exit 2
+# The method's size picks its recipe row (Li & Liang's 0.1% or 3% adapters, a prefix length, ...).
 METHOD_ARGS=(--method "$METHOD")
 [ -z "${ADAPTER_DIM:-}" ] || METHOD_ARGS+=(--adapter_dim "$ADAPTER_DIM")
+[ -z "${TOP_LAYERS:-}" ] || METHOD_ARGS+=(--top_layers "$TOP_LAYERS")
+[ -z "${PREFIX_LEN:-}" ] || METHOD_ARGS+=(--prefix_len "$PREFIX_LEN")
 recipe=$($NLG recipe "$DATASET" "${METHOD_ARGS[@]}") \
   || die "could not read the recipe: \`$NLG recipe $DATASET ${METHOD_ARGS[*]}\` failed"
 while IFS= read -r line; do
@@ -246,6 +249,9 @@ VOCAB_ARGS=()
 init_given=${INIT_CHECKPOINT:-}
 PRETRAIN=0  # the demo's pretrain stage runs where no INIT_CHECKPOINT is given
 [ "$DEMO" = 1 ] && [ -z "$init_given" ] && PRETRAIN=1
+# The base model the method trains on: given, downloaded into PRETRAINED_DIR, or (demo) the
+# pretrain stage's. Its files' identity goes into every stage record that uses it (BASE=).
+BASE_PATH=${init_given:-$PRETRAINED_DIR/$MODEL_CARD}
 SEEDS=${SEEDS:-}
 
 # ---- every numeric setting checked before any work: one line naming it, exit 2 ---------------
@@ -302,17 +308,31 @@ stage_dir() { if is_shared "$1"; then printf '%s' "$WORK_DIR"; else printf '%s' 
 # of the stages before it, and the identity (size, SHA-256) of the files it reads. A finished
 # stage whose record differs from the current settings is never reused: the run stops, naming
 # each difference, before any work.
-identity() {  # a file's size and SHA-256 prefix, or "missing"
+identity() {  # a file's size and full SHA-256, or "missing"
   if [ -f "$1" ]; then printf '%s bytes, sha256 %s' "$(wc -c <"$1" | tr -d ' ')" "$(sha256sum "$1" | cut -d" " -f1)"
   else printf 'missing'; fi
 }
+base_identity() {  # the identity of a base model's files: each weight file of a directory, or the file
+  local file found=""
+  if [ "$PRETRAIN" = 1 ]; then printf '(the pretrain stage)'; return; fi
+  if [ -d "$BASE_PATH" ]; then
+    for file in config.json model.safetensors pytorch_model.bin; do
+      [ -f "$BASE_PATH/$file" ] || continue
+      found+="$file: $(identity "$BASE_PATH/$file"); "
+    done
+    printf '%s' "${found:-missing}"
+  else
+    identity "$BASE_PATH"
+  fi
+}
+BASE_ID=$(base_identity)
 BEAM_NAMES=(BEAM LENGTH_PENALTY NO_REPEAT_NGRAM REPETITION_PENALTY EOS_IDS EVAL_LEN BEAM_SEQ_LEN)
 stage_names() {  # the settings a stage adds to those of the stages before it
   case "$1" in
     data) echo DATASET DATA_DIR RAW_DIR NLG_VOCAB_DIR ;;
     pretrain) echo MODEL_CARD TRAIN_SPLIT BATCH PRETRAIN_LR PRETRAIN_EPOCHS PRETRAIN_STEPS WARMUP SEQ_LEN \
                    PRETRAIN_SEED SAVE_INTERVAL ;;
-    train) echo METHOD MODEL_CARD INIT_CHECKPOINT TRAIN_SPLIT VALID_SPLIT BATCH GRAD_ACC SEQ_LEN LR \
+    train) echo METHOD MODEL_CARD INIT_CHECKPOINT BASE TRAIN_SPLIT VALID_SPLIT BATCH GRAD_ACC SEQ_LEN LR \
                 WEIGHT_DECAY ADAM_BETA2 SCHEDULER WARMUP EPOCHS MAX_STEP CLIP LORA_DIM LORA_ALPHA \
                 LORA_DROPOUT LORA_TARGETS ADAPTER_DIM TOP_LAYERS PREFIX_LEN LABEL_SMOOTH SEED SAVE_INTERVAL \
                 EVAL_INTERVAL NPROC ;;
@@ -348,7 +368,10 @@ stage_record() {  # stage_record STAGE: its NAME=value lines, those of the stage
     for name in $(stage_names "$stage"); do
       [ -z "${seen[$name]+set}" ] || continue
       seen[$name]=1
-      if [ "$name" = INIT_CHECKPOINT ]; then printf '%s=%s\n' "$name" "${init_given:-(the pretrain stage)}"
+      if [ "$name" = INIT_CHECKPOINT ]; then
+        if [ "$PRETRAIN" = 1 ]; then printf '%s=%s\n' "$name" "(the pretrain stage)"
+        else printf '%s=%s\n' "$name" "$BASE_PATH"; fi
+      elif [ "$name" = BASE ]; then printf '%s=%s\n' "$name" "$BASE_ID"
       else printf '%s=%s\n' "$name" "${!name-}"; fi
     done
     for file in $(stage_inputs "$stage"); do
@@ -535,6 +558,7 @@ else
     log "download the pretrained $MODEL_CARD into $INIT_CHECKPOINT"
     scripts/download_pretrained.sh "$MODEL_CARD" "$INIT_CHECKPOINT" \
       || die "no pretrained checkpoint: set INIT_CHECKPOINT to a local GPT-2 (HF directory or .bin)"
+    BASE_ID=$(base_identity)  # the downloaded files are what the record holds from now on
   fi
 fi
 

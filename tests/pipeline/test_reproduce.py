@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -480,7 +481,9 @@ def test_webnlg_selection_never_reads_the_test_split(webnlg_demo):
 def test_dart_demo_runs_two_seeds_with_darts_recipe_one_resumed(tmp_path, toy_env, e2e_demo, dart_raw_dir):
     if not (dart_raw_dir / "dart-v1.1.1-full-test.xml").is_file():
         pytest.skip("shared DART data missing")
-    env = toy_env(tmp_path, INIT_CHECKPOINT=pretrained(e2e_demo), SCORE_ARGS=NO_METEOR, SEEDS="110 111")
+    base = tmp_path / "base"  # a copy: the base's content is changed at the end
+    shutil.copytree(pretrained(e2e_demo), base)
+    env = toy_env(tmp_path, INIT_CHECKPOINT=str(base), SCORE_ARGS=NO_METEOR, SEEDS="110 111")
     result = run_script("dart", "--demo", env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     work = tmp_path / "run"
@@ -523,3 +526,11 @@ def test_dart_demo_runs_two_seeds_with_darts_recipe_one_resumed(tmp_path, toy_en
     assert sorted(run["seed"] for run in row["runs"]) == [110, 111]
     assert "| gpt2.tiny | untrained | n=2: 110, 111 |" in (work / "results.md").read_text()
     assert (work / "results.md").read_text() in again.stdout
+    # the base's identity is in the train stage's record: other content at the same path is
+    # refused before any work, naming BASE with both identities (issue 29 case 4)
+    assert "BASE=config.json: " in (work / "seed-110" / ".done-train").read_text()
+    with open(base / "config.json", "a") as handle:
+        handle.write("\n")
+    refused = run_script("dart", "--demo", env=env)
+    assert refused.returncode == 2 and "BASE=" in refused.stderr, refused.stderr[-2000:]
+    assert stages_run(refused.stderr) == []
