@@ -18,7 +18,7 @@ and `nlg compare`:
      "selection", "subsets", "untrained"}
 
 paths relative to RUN_DIR; `method` and `params` come from the train_config.json beside the checkpoint
-(`method`, default "lora"; `trainable_params` or `trainable_parameters`, else null);
+(`method`, default nlg.methods.DEFAULT; `trainable_params` or `trainable_parameters`, else null);
 `settings` are the script's NAME=value lines from the score stage's record (every setting that
 shapes the result, after overrides), less the locations of files (DATA_DIR, RAW_DIR,
 NLG_VOCAB_DIR) and the recorded input identities (lower-case names); `selection` is selection.json (`nlg select`) less its
@@ -37,6 +37,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from nlg import methods
 from nlg.files import (
     InputError,
     atomic_files,
@@ -205,7 +206,7 @@ def run_record(run_dir: Path, dataset: str, card: str, seed: int, settings_file:
     # `nlg train` writes trainable_parameters; the run-record contract names trainable_params
     params = config.get("trainable_params", config.get("trainable_parameters"))
     return {
-        "dataset": dataset, "model_card": card, "method": config.get("method") or "lora", "seed": seed,
+        "dataset": dataset, "model_card": card, "method": config.get("method") or methods.DEFAULT, "seed": seed,
         "params": params if isinstance(params, int) else None,
         "settings": read_settings(settings_file),
         "checkpoint": os.path.relpath(checkpoint, run_dir),
