@@ -65,6 +65,20 @@ class Selection:
         return asdict(self)
 
 
+def chosen_checkpoint(path: Path) -> Path:
+    """The checkpoint a selection.json chose (its "checkpoint"); InputError naming the file when it
+    cannot be read or names none, or names one that is gone."""
+    from nlg.files import read_json
+
+    data = read_json(path)
+    checkpoint = data.get("checkpoint") if isinstance(data, dict) else None
+    if not isinstance(checkpoint, str) or not checkpoint:
+        raise InputError(f"{path}: no \"checkpoint\" (not written by nlg select?)")
+    if not Path(checkpoint).is_dir():
+        raise InputError(f"{path} names {checkpoint}, which is gone")
+    return Path(checkpoint)
+
+
 def candidates(train_dir: Path, verify: str = "all") -> list[tuple[int, Path]]:
     """The training run's checkpoints by step, verified (files match their manifest): every one,
     or with verify="last" only the newest (the one `last` takes; full fine-tuning checkpoints are

@@ -242,7 +242,7 @@ RAW_ENV=$(printf '%s_RAW_DIR' "$DATASET" | tr '[:lower:]' '[:upper:]')  # E2E_RA
 raw_dir=${!RAW_ENV:-}
 RAW_DIR=${raw_dir:-download into $DATA_DIR/raw}
 if [ -z "${NPROC:-}" ]; then
-  NPROC=$(python -c 'import torch; print(max(torch.cuda.device_count(), 1))' 2>/dev/null || echo 1)
+  NPROC=$(python -m nlg.pipeline nproc)
 fi
 VOCAB_ARGS=()
 [ -n "${NLG_VOCAB_DIR:-}" ] && VOCAB_ARGS=(--vocab "$NLG_VOCAB_DIR")
@@ -309,8 +309,7 @@ stage_dir() { if is_shared "$1"; then printf '%s' "$WORK_DIR"; else printf '%s' 
 # stage whose record differs from the current settings is never reused: the run stops, naming
 # each difference, before any work.
 identity() {  # a file's size and full SHA-256, or "missing"
-  if [ -f "$1" ]; then printf '%s bytes, sha256 %s' "$(wc -c <"$1" | tr -d ' ')" "$(sha256sum "$1" | cut -d" " -f1)"
-  else printf 'missing'; fi
+  python -m nlg.pipeline identity "$1" | tr -d '\n'
 }
 base_identity() {  # the identity of a base model's files: each weight file of a directory, or the file
   local file found=""
@@ -692,9 +691,7 @@ run_chain() {  # run_chain RUN: every per-run stage in RUN, seeded with RUN's se
     mark_done select "$RUN"
   fi
   local CHECKPOINT
-  CHECKPOINT=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["checkpoint"])' "$RUN/selection.json") \
-    || die "cannot read $RUN/selection.json: rerun with --from select"
-  [ -d "$CHECKPOINT" ] || die "$RUN/selection.json names $CHECKPOINT, which is gone: rerun with --from select"
+  CHECKPOINT=$(python -m nlg.pipeline chosen "$RUN/selection.json") || exit 1
 
   # The test subset is made by the beam stage only; decode reads what beam searched.
   local test_data=$DATA_DIR/test.jsonl test_formatted=$DATA_DIR/test_formatted.jsonl

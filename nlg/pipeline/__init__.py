@@ -43,6 +43,7 @@ from nlg.files import (
     atomic_files,
     atomic_write,
     check_outputs,
+    file_identity,
     read_jsonl,
     read_lines,
     read_text,
@@ -232,6 +233,15 @@ def prune_checkpoints(directory: Path) -> Path | None:
     return Path(newest)
 
 
+def describe_identity(path: Path) -> str:
+    """A stage record's identity of one input: `N bytes, sha256 HEX` (nlg.files.file_identity), or
+    `missing`."""
+    if not path.is_file():
+        return "missing"
+    identity = file_identity(path)
+    return f"{identity['bytes']} bytes, sha256 {identity['sha256']}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nlg.pipeline",
                                      description="helpers of scripts/reproduce.sh (see the module docstring)")
@@ -248,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     subset.add_argument("limit", type=int)
     subset.add_argument("out_encoded", type=Path)
     subset.add_argument("out_formatted", type=Path)
+    identity = commands.add_parser("identity", help="a file's size and SHA-256 (nlg.files.file_identity)")
+    identity.add_argument("file", type=Path)
+    chosen = commands.add_parser("chosen", help="the checkpoint a selection.json chose (nlg.select)")
+    chosen.add_argument("selection", type=Path)
+    commands.add_parser("nproc", help="processes per run by default: one per GPU, else one")
     record = commands.add_parser("record", help="write RUN_DIR/run.json")
     record.add_argument("run_dir", type=Path)
     record.add_argument("--dataset", required=True)
@@ -272,6 +287,26 @@ def main(argv: list[str] | None = None) -> int:
         for problem in found[:1]:
             print(f"{PROG}: {problem}; nothing was run", file=sys.stderr)
         return 2 if found else 0
+    if args.command == "identity":
+        print(describe_identity(args.file))
+        return 0
+    if args.command == "chosen":
+        from nlg.select import chosen_checkpoint
+
+        try:
+            print(chosen_checkpoint(args.selection))
+        except InputError as error:  # the script's own failure (exit 1), as its other stages' are
+            print(f"{PROG}: {error}: rerun with --from select", file=sys.stderr)
+            return 1
+        return 0
+    if args.command == "nproc":
+        try:
+            from nlg.training.distributed import default_nproc
+        except ModuleNotFoundError:  # no torch: one process (the stages then say what is missing)
+            print(1)
+            return 0
+        print(default_nproc())
+        return 0
     if args.command == "prune":
         print(prune_checkpoints(args.directory))
         return 0

@@ -48,6 +48,11 @@ class Runtime:
         return self.rank == 0
 
 
+def default_nproc() -> int:
+    """Processes a run on this machine gets by default: one per visible GPU, else one."""
+    return max(torch.cuda.device_count(), 1)
+
+
 def pick_device(name: str, local_rank: int, world_size: int) -> torch.device:
     """`auto` (cuda if available, else cpu), `cpu`, `cuda` or `cuda:N`. Under torchrun a bare
     `cuda` means the GPU of this process's LOCAL_RANK."""

@@ -1,5 +1,7 @@
 """nlg.pipeline.settings: splits and method sizes, checked before any work (issue 29 cases 2, 9)."""
 
+import json
+
 import pytest
 
 from nlg.pipeline import main
@@ -43,3 +45,32 @@ def test_prune_keeps_only_the_newest_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr("nlg.training.checkpoints.latest_checkpoint", lambda d: d / "checkpoint-1000")
     assert pipeline.prune_checkpoints(tmp_path) == tmp_path / "checkpoint-1000"
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-1000"]
+
+
+def test_identity_is_the_files_size_and_full_sha256(tmp_path, capsys):
+    """The stage records' identity of an input (nlg.files.file_identity), or `missing`."""
+    import hashlib
+
+    from nlg.pipeline import main
+
+    (tmp_path / "a.jsonl").write_bytes(b"hi\n")
+    assert main(["identity", str(tmp_path / "a.jsonl")]) == 0
+    assert capsys.readouterr().out == f"3 bytes, sha256 {hashlib.sha256(b'hi' + bytes([10])).hexdigest()}\n"
+    assert main(["identity", str(tmp_path / "nothing")]) == 0
+    assert capsys.readouterr().out == "missing\n"
+
+
+def test_chosen_names_the_selected_checkpoint_or_says_to_select_again(tmp_path, capsys):
+    from nlg.pipeline import main
+
+    (tmp_path / "checkpoint-4").mkdir()
+    selection = tmp_path / "selection.json"
+    selection.write_text(json.dumps({"checkpoint": str(tmp_path / "checkpoint-4")}))
+    assert main(["chosen", str(selection)]) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 'checkpoint-4'}\n"
+    for content, reason in ((json.dumps({"checkpoint": str(tmp_path / "gone")}), "which is gone"),
+                            ("[", "not valid JSON"), ("{}", 'no "checkpoint"')):
+        selection.write_text(content)
+        assert main(["chosen", str(selection)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and reason in err and err.endswith(": rerun with --from select\n")
