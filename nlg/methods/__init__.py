@@ -107,7 +107,10 @@ class Method:
     # own flags), by recipe_key then dataset: {"full": {"e2e": {"lr": 5e-5, ...}}}; nlg.datasets'
     # recipes take their baseline rows from here (`baselines`)
     baseline_recipes: dict[str, dict[str, dict[str, Any]]] = {}
-    paper_rows: dict[str, tuple] = {}  # the LoRA paper's rows of it, by dataset (`paper_rows`)
+    # The LoRA paper's rows of this method, by dataset: (row of the table, card, subset, parameters
+    # as printed, scores, their ± over 3 seeds, copied from Li & Liang: the paper's *); the
+    # datasets' recipes make their PaperResults of them (`paper_rows`)
+    paper_rows: dict[str, tuple] = {}
     files: tuple[str, ...] = ()  # what `save` writes into a checkpoint directory
     needs_base: bool = True  # False: a checkpoint is the whole model (full fine-tuning)
     merges: bool = False  # prepare_inference folds the method into the base weights

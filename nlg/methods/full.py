@@ -26,9 +26,6 @@ class Full(Method):
     summary = "every parameter trains (FT); checkpoints are whole Hugging Face GPT-2 directories"
     files = ("config.json", "model.safetensors")
     needs_base = False
-    # The LoRA paper's rows of this method, by dataset: (row of the table, card, subset, parameters
-    # as printed, scores, their ± over 3 seeds, copied from Li & Liang: the paper's *); the
-    # datasets' recipes make their PaperResults of them (nlg.methods.paper_rows)
     paper_rows = {
         "e2e": (
             (2, "gpt2.md", "all", "354.92M", {"BLEU": 68.2, "NIST": 8.62, "METEOR": 46.2, "ROUGE_L": 71.0, "CIDEr": 2.47},

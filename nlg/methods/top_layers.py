@@ -51,9 +51,6 @@ class TopLayers(Method):
     defaults = {"top_layers": 2}
     flag_help = {"top_layers": "--method top2: how many top blocks train (default 2)"}
     sizes = ("top_layers",)
-    # The LoRA paper's rows of this method, by dataset: (row of the table, card, subset, parameters
-    # as printed, scores, their ± over 3 seeds, copied from Li & Liang: the paper's *); the
-    # datasets' recipes make their PaperResults of them (nlg.methods.paper_rows)
     paper_rows = {
         "e2e": (
             (6, "gpt2.md", "all", "25.19M", {"BLEU": 68.1, "NIST": 8.59, "METEOR": 46.0, "ROUGE_L": 70.8, "CIDEr": 2.41},

@@ -236,9 +236,6 @@ class AdapterL(Adapters):
     label = "AdapterL"
     summary = "one bottleneck adapter per block with its own layer norm (Lin et al., 2020); AdapterHub"
     defaults = {"adapter_dim": 6}
-    # The LoRA paper's rows of this method, by dataset: (row of the table, card, subset, parameters
-    # as printed, scores, their ± over 3 seeds, copied from Li & Liang: the paper's *); the
-    # datasets' recipes make their PaperResults of them (nlg.methods.paper_rows)
     paper_rows = {
         "e2e": (
             (3, "gpt2.md", "all", "0.37M", {"BLEU": 66.3, "NIST": 8.41, "METEOR": 45.0, "ROUGE_L": 69.8, "CIDEr": 2.4},
@@ -303,9 +300,6 @@ class AdapterH(Adapters):
     label = "AdapterH"
     summary = "two bottleneck adapters per block, after attention and MLP (Houlsby et al., 2019)"
     defaults = {"adapter_dim": 112}
-    # The LoRA paper's rows of this method, by dataset: (row of the table, card, subset, parameters
-    # as printed, scores, their ± over 3 seeds, copied from Li & Liang: the paper's *); the
-    # datasets' recipes make their PaperResults of them (nlg.methods.paper_rows)
     paper_rows = {
         "e2e": (
             (5, "gpt2.md", "all", "11.09M", {"BLEU": 67.3, "NIST": 8.5, "METEOR": 46.0, "ROUGE_L": 70.7, "CIDEr": 2.44},

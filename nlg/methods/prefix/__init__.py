@@ -213,9 +213,6 @@ class PreLayer(_Prefixes):
     summary = "trainable keys and values of --prefix_len positions in every layer (Li & Liang, 2021); PEFT's files"
     flags = ("prefix_len", "prefix_hidden")
     defaults = {"prefix_len": 5, "prefix_hidden": 512}
-    # The LoRA paper's rows of this method, by dataset: (row of the table, card, subset, parameters
-    # as printed, scores, their ± over 3 seeds, copied from Li & Liang: the paper's *); the
-    # datasets' recipes make their PaperResults of them (nlg.methods.paper_rows)
     paper_rows = {
         "e2e": (
             (10, "gpt2.md", "all", "0.35M", {"BLEU": 69.7, "NIST": 8.81, "METEOR": 46.1, "ROUGE_L": 71.4, "CIDEr": 2.49},
