@@ -79,9 +79,9 @@ PAPER = (
 # The baselines of the same table (Table 13): BLEU, METEOR, TER; parameters as printed (each
 # method holds its own rows: nlg.methods, Method.paper_rows).
 PAPER += tuple(
-    PaperResult(card, subset, scores, frozenset({"BLEU"}), "LoRA paper, Table 13 (DART)", method=method,
-                params=params, spread=spread, copied=copied)
-    for method, card, subset, params, scores, spread, copied in methods.paper_rows("dart")
+    PaperResult(card, subset, scores, frozenset({"BLEU"}), source or "LoRA paper, Table 13 (DART)", method=method,
+                params=params, spread=spread, copied=copied, external=source is not None)
+    for method, card, subset, params, scores, spread, copied, source in methods.paper_rows("dart")
 )
 
 # As E2E's recipe except no weight decay, no LoRA dropout and no label smoothing (the paper's

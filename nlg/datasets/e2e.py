@@ -125,9 +125,9 @@ def _row(card: str, method: str, params: str, scores: tuple[float, ...], spread:
 PAPER = (
     _row("gpt2.md", methods.DEFAULT, "0.35M", (70.4, 8.85, 46.8, 71.8, 2.53)),
     _row("gpt2.lg", methods.DEFAULT, "0.77M", (70.4, 8.89, 46.8, 72.0, 2.47)),
-    *(PaperResult(card, subset, scores, _PERCENT, "LoRA paper, Table 3", method=method, params=params,
-                  spread=spread, copied=copied)
-      for method, card, subset, params, scores, spread, copied in methods.paper_rows("e2e")),
+    *(PaperResult(card, subset, scores, _PERCENT, source or "LoRA paper, Table 3", method=method, params=params,
+                  spread=spread, copied=copied, external=source is not None)
+      for method, card, subset, params, scores, spread, copied, source in methods.paper_rows("e2e")),
 )
 
 # The baselines' training, Li & Liang's (lr, epochs, batch), as the LoRA paper took it.

@@ -149,6 +149,7 @@ class PaperResult:
     params: str = ""  # trainable parameters as the paper prints them ("0.35M"); "" where it prints none
     spread: Mapping[str, float] = field(default_factory=dict)  # the paper's ± per metric (3 seeds)
     copied: bool = False  # marked * in the paper: copied from Li & Liang (2021), not rerun
+    external: bool = False  # published by another paper (its `source`), not the LoRA paper's table
 
     def fraction(self, metric: str) -> float:
         value = self.scores[metric]
@@ -233,8 +234,9 @@ class Recipe:
         dataset's own, where the paper prints one row of the method)."""
         from nlg.methods.counts import paper_sizes
 
-        rows = [r for r in self.paper if r.model_card == model_card and r.subset == subset
-                and r.method == method and (params is None or r.params == params)]
+        rows = sorted((r for r in self.paper if r.model_card == model_card and r.subset == subset
+                       and r.method == method and (params is None or r.params == params)),
+                      key=lambda r: r.external)  # the LoRA paper's own row before another paper's rerun
         if sizes is None:
             return rows[0] if rows else None
         want, own = self.method_sizes(method, sizes), self.method_sizes(method)

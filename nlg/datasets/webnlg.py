@@ -112,9 +112,9 @@ PAPER = tuple(
 # The baselines of Table 14, GPT-2 M and L: BLEU, METEOR and TER on the unseen, seen and all
 # categories, parameters as printed (each method holds its own rows: nlg.methods, Method.paper_rows).
 PAPER += tuple(
-    PaperResult(card, subset, scores, frozenset({"BLEU"}), "LoRA paper, Table 14 (WebNLG)", method=method,
-                params=params, spread=spread, copied=copied)
-    for method, card, subset, params, scores, spread, copied in methods.paper_rows("webnlg")
+    PaperResult(card, subset, scores, frozenset({"BLEU"}), source or "LoRA paper, Table 14 (WebNLG)", method=method,
+                params=params, spread=spread, copied=copied, external=source is not None)
+    for method, card, subset, params, scores, spread, copied, source in methods.paper_rows("webnlg")
 )
 
 # Training and beam settings are E2E's (the paper's README: "follow steps 1 and 2 from E2E");

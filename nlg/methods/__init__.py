@@ -107,9 +107,11 @@ class Method:
     # own flags), by recipe_key then dataset: {"full": {"e2e": {"lr": 5e-5, ...}}}; nlg.datasets'
     # recipes take their baseline rows from here (`baselines`)
     baseline_recipes: dict[str, dict[str, dict[str, Any]]] = {}
-    # The LoRA paper's rows of this method, by dataset: (row of the table, card, subset, parameters
-    # as printed, scores, their ± over 3 seeds, copied from Li & Liang: the paper's *); the
-    # datasets' recipes make their PaperResults of them (`paper_rows`)
+    # Published rows of this method, by dataset: (row of the table, card, subset, parameters as
+    # printed, scores, their ± over 3 seeds, copied from Li & Liang: the LoRA paper's *) for the
+    # LoRA paper's own tables, and an 8th element, the source ("VeRA (Kopiczko et al., ICLR 2024),
+    # Table 3"), for a row another paper published (rows numbered >= 100 follow the LoRA paper's);
+    # the datasets' recipes make their PaperResults of them (`paper_rows`)
     paper_rows: dict[str, tuple] = {}
     files: tuple[str, ...] = ()  # what `save` writes into a checkpoint directory
     needs_base: bool = True  # False: a checkpoint is the whole model (full fine-tuning)
@@ -263,10 +265,11 @@ def baselines(dataset: str) -> dict[str, dict[str, Any]]:
 
 
 def paper_rows(dataset: str) -> list[tuple]:
-    """Every method's rows of the paper's table for `dataset`, in the table's order:
-    (method, card, subset, params, scores, spread, copied)."""
-    found = [(row[0], method.name, *row[1:]) for method in map(get, names())
-             for row in method.paper_rows.get(dataset, ())]
+    """Every method's published rows for `dataset`, in the tables' order:
+    (method, card, subset, params, scores, spread, copied, source); source is None for a row of
+    the LoRA paper's own table (the dataset's recipe names that table)."""
+    found = [(row[0], method.name, *row[1:7], row[7] if len(row) > 7 else None)
+             for method in map(get, names()) for row in method.paper_rows.get(dataset, ())]
     return [row[1:] for row in sorted(found, key=lambda row: row[0])]
 
 

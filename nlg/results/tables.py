@@ -233,11 +233,12 @@ def paper_rows(recipe: Recipe, cards: list[str], subsets: list[str]) -> list[Row
     for result in recipe.paper:
         if result.model_card not in cards or result.subset not in subsets:
             continue
-        key = (result.model_card, result.method, result.params, result.copied)
+        key = (result.model_card, result.method, result.params, result.copied, result.external and result.source)
         if key not in rows:
             name = method_label(result.method) + ("*" if result.copied else "")
+            cited = f"({result.source})" if result.external else ""
             rows[key] = Row("paper", result.model_card, result.method,
-                            " ".join(filter(None, (name, result.params))))
+                            " ".join(filter(None, (name, result.params, cited))))
         rows[key].paper.append(result)
     return list(rows.values())
 
@@ -381,6 +382,7 @@ def _row_json(row: Row) -> dict:
         return {"kind": "paper", "label": row.label, "model_card": row.model_card,
                 "method": row.method, "params": row.paper[0].params,
                 "copied": row.paper[0].copied, "source": row.paper[0].source,
+                "external": row.paper[0].external,
                 "scores": {r.subset: dict(r.scores) for r in row.paper},
                 "spread": {r.subset: dict(r.spread) for r in row.paper if r.spread}}
     first = row.runs[0]

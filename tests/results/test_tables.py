@@ -197,7 +197,7 @@ def test_runs_are_grouped_by_setting_and_aggregated(make_run):
     assert row["runs"][0]["scored"]["all"]["suite"] == "webnlg" and row["runs"][0]["scored"]["all"]["instances"] == 3
     assert report["rows"][1]["scores"]["all"]["TER"] == {"mean": 0.5, "std": None, "n": 1, "ci95": None}
     assert report["rows"][2] == {"kind": "paper", "label": "LoRA 0.35M", "model_card": "gpt2.md", "method": "lora",
-                                 "params": "0.35M", "copied": False, "source": "LoRA paper, Table 13 (DART)",
+                                 "params": "0.35M", "copied": False, "source": "LoRA paper, Table 13 (DART)", "external": False,
                                  "scores": {"all": {"BLEU": 47.1, "METEOR": 0.39, "TER": 0.46}}, "spread": {}}
 
 
