@@ -224,8 +224,7 @@ def register(method: Method) -> Method:
 
 def _load_modules() -> None:
     # Each module registers its method(s) on import; none imports torch at module level.
-    from nlg.methods import adapters, full, lora, prefix, top_layers  # noqa: F401
-    from nlg.methods import vera  # noqa: F401
+    from nlg.methods import adapters, full, lora, prefix, top_layers, vera  # noqa: F401
 
 
 ORDER = ("lora", "full", "top2", "adapter-l", "adapter-h", "prefix", "prefix-embed", "vera")  # as tables and messages list them

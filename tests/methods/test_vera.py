@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from helpers import hf_gpt2_dir, nlg, tiny_config, with_method
+from helpers import RUN_EOS, hf_gpt2_dir, nlg, tiny_config, with_method, write_encoded
 
 from nlg import methods
 from nlg.files import InputError
@@ -75,12 +75,12 @@ def test_peft_reads_ours_with_equal_logits(tmp_path):
 
 
 def test_peft_written_loads_and_decodes(tmp_path):
-    hf_gpt2_dir(tmp_path / "base")
+    hf_gpt2_dir(tmp_path / "base", tiny_config(vocab_size=50257))  # beam's end-of-text id 50256
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "base")
     theirs = peft.get_peft_model(hf, peft_vera(8, 5))
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for name, param in theirs.named_parameters():
+        for _name, param in theirs.named_parameters():
             if param.requires_grad:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
     theirs.save_pretrained(tmp_path / "adapter")
@@ -91,6 +91,11 @@ def test_peft_written_loads_and_decodes(tmp_path):
     x = torch.randint(0, 300, (2, 9))
     with torch.no_grad():
         assert torch.allclose(ours.eval()(x), theirs.eval()(x).logits, atol=1e-5)
+    out = tmp_path / "out.jsonl"
+    assert nlg("beam", "--data", write_encoded(tmp_path / "x.jsonl", 2), "--init_checkpoint", tmp_path / "base",
+               "--checkpoint", tmp_path / "adapter", "--beam", "2", "--eval_len", "3", "--no_progress",
+               "--eos_token_id", RUN_EOS, "--output_file", out) == 0
+    assert len(out.read_text().splitlines()) == 2
 
 
 def test_bad_files_name_file_and_tensor(tmp_path):
