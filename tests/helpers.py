@@ -143,7 +143,7 @@ METHOD_SETTINGS: dict[str, dict] = {
     "adapter-h": {"adapter_dim": 5},
     "prefix": {"prefix_len": 3, "prefix_hidden": 16},
     "prefix-embed": {"prefix_len": 6},
-    "vera": {"vera_rank": 8},
+    "vera": {"vera_rank": 32},
 }
 
 

@@ -47,7 +47,9 @@ class VeRASettings:
     rank: int = 256  # PEFT's default r; the paper's E2E recipe is 1024 (baseline_recipes)
     d_initial: float = 0.1
     dropout: float = 0.0
-    seed: int = 0  # PEFT's projection_prng_key
+    # PEFT's projection_prng_key: ours always train with PEFT's default 0 (no flag: method.json
+    # holds integers >= 1); a PEFT directory with another key loads with its own
+    seed: int = 0
 
 
 DEFAULTS = VeRASettings()
@@ -57,15 +59,13 @@ class VeRA(Method):
     name = "vera"
     label = "VeRA"
     summary = "shared frozen random A, B and trained per-layer vectors d, b on c_attn (Kopiczko et al., 2024); PEFT's files"
-    flags = ("vera_rank", "vera_d_initial", "vera_dropout", "vera_seed")
-    defaults = {"vera_rank": DEFAULTS.rank, "vera_d_initial": DEFAULTS.d_initial, "vera_dropout": DEFAULTS.dropout,
-                "vera_seed": DEFAULTS.seed}
-    flag_types = {"vera_rank": int, "vera_d_initial": float, "vera_dropout": float, "vera_seed": int}
+    flags = ("vera_rank", "vera_d_initial", "vera_dropout")
+    defaults = {"vera_rank": DEFAULTS.rank, "vera_d_initial": DEFAULTS.d_initial, "vera_dropout": DEFAULTS.dropout}
+    flag_types = {"vera_rank": int, "vera_d_initial": float, "vera_dropout": float}
     flag_help = {"vera_rank": f"VeRA rank r of the shared random A, B (default {DEFAULTS.rank}, PEFT's)",
                  "vera_d_initial": f"initial value of every d (default {DEFAULTS.d_initial})",
-                 "vera_dropout": f"dropout on VeRA's input, in [0, 1) (default {DEFAULTS.dropout})",
-                 "vera_seed": f"seed of the shared A and B (PEFT's projection_prng_key; default {DEFAULTS.seed})"}
-    fixed_on_resume = ("vera_rank", "vera_seed")
+                 "vera_dropout": f"dropout on VeRA's input, in [0, 1) (default {DEFAULTS.dropout})"}
+    fixed_on_resume = ("vera_rank",)
     sizes = ("vera_rank",)
     parameter_marks = (".vera_lambda_",)
     files = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
@@ -81,19 +81,17 @@ class VeRA(Method):
 
     def settings(self, values: dict[str, Any]) -> VeRASettings:
         return VeRASettings(int(values["vera_rank"]), float(values["vera_d_initial"]),
-                            float(values["vera_dropout"]), int(values["vera_seed"]))
+                            float(values["vera_dropout"]))
 
     def values(self, settings: VeRASettings) -> dict[str, Any]:
         return {"vera_rank": settings.rank, "vera_d_initial": settings.d_initial,
-                "vera_dropout": settings.dropout, "vera_seed": settings.seed}
+                "vera_dropout": settings.dropout}
 
     def check(self, values: dict[str, Any]) -> list[str]:
-        problems = super().check({k: v for k, v in values.items() if k != "vera_seed"})
-        dropout, seed = values.get("vera_dropout"), values.get("vera_seed")
+        problems = super().check(values)
+        dropout = values.get("vera_dropout")
         if not problems and dropout is not None and not 0 <= dropout < 1:
             problems.append("--vera_dropout must be in [0, 1)")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            problems.append(f"--vera_seed {seed!r}: must be an integer >= 0")
         return problems
 
     def describe(self, settings: VeRASettings) -> str:
@@ -262,7 +260,7 @@ def save_vera(model, directory: Path, settings: VeRASettings, base_model: str | 
     with atomic_write(directory / ADAPTER_WEIGHTS, "wb") as handle:
         handle.write(save(tensors, metadata={"format": "pt"}))
     with atomic_write(directory / ADAPTER_CONFIG) as handle:
-        handle.write(json.dumps(_peft_config(settings, base_model), indent=2) + "\n")
+        handle.write(json.dumps(_peft_config(model.vera_settings, base_model), indent=2) + "\n")
 
 
 def _settings_of(config: dict, path: Path) -> VeRASettings:

@@ -59,7 +59,7 @@ def padded(x):
 def test_peft_reads_ours_with_equal_logits(tmp_path):
     hf_gpt2_dir(tmp_path / "base")
     ours = with_method(from_pretrained(tmp_path / "base"), "vera").eval()
-    VERA.save(ours, tmp_path / "adapter", VeRASettings(rank=8), str(tmp_path / "base"))
+    VERA.save(ours, tmp_path / "adapter", ours.vera_settings, str(tmp_path / "base"))
     base = from_pretrained(tmp_path / "base")
     theirs = peft.PeftModel.from_pretrained(to_transformers(base), tmp_path / "adapter").eval()
     x = torch.randint(0, 300, (2, 9))
@@ -102,7 +102,7 @@ def test_bad_files_name_file_and_tensor(tmp_path):
     from safetensors.torch import load_file, save_file
 
     model = with_method(GPT(tiny_config()), "vera")
-    VERA.save(model, tmp_path, VeRASettings(rank=8), None)
+    VERA.save(model, tmp_path, model.vera_settings, None)
     weights = tmp_path / "adapter_model.safetensors"
     tensors = load_file(weights)
     key = "base_model.model.transformer.h.1.attn.c_attn.vera_lambda_b"
