@@ -144,6 +144,7 @@ METHOD_SETTINGS: dict[str, dict] = {
     "prefix": {"prefix_len": 3, "prefix_hidden": 16},
     "prefix-embed": {"prefix_len": 6},
     "vera": {"vera_rank": 32},
+    "vblora": {"vblora_rank": 2, "vblora_num_vectors": 16, "vblora_vector_length": 16},
 }
 
 
