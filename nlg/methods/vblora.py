@@ -67,7 +67,9 @@ class VBLoRA(Method):
     parameter_marks = (".vblora_",)
     files = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
     merges = True
-    # as the issue cites; not verified (the paper's E2E hyper-parameter table was not found)
+    # No baseline_recipes: the paper's E2E hyper-parameter table (its appendix) was not found by the
+    # search (only its GLUE table: bank 90 x 256, rank 4, lr 1e-2 logits / 1e-3 bank), so no recipe
+    # is recorded; `nlg recipe` says the paper gives none. The row: as the issue cites; not verified.
     paper_rows = {"e2e": (
         (101, "gpt2.md", "all", "0.076M", {"BLEU": 70.0, "NIST": 8.81, "METEOR": 46.6, "ROUGE_L": 71.5,
                                              "CIDEr": 2.52}, {}, False,
