@@ -326,10 +326,10 @@ def load_vera(model, directory: Path) -> VeRASettings:
             raise InputError(f"{weights_path}: tensor {key} has shape {tuple(tensors[key].shape)}, the model "
                              f"needs {shape}")
     with torch.no_grad():
-        if "base_model.vera_A" in expected:
-            first.vera_A.copy_(tensors["base_model.vera_A"])  # shared: one copy serves every layer
-            first.vera_B.copy_(tensors["base_model.vera_B"])
         for name, module in modules.items():
+            if "base_model.vera_A" in expected:  # one tensor shared by the layers, until .to() copies it per layer
+                module.vera_A.copy_(tensors["base_model.vera_A"])
+                module.vera_B.copy_(tensors["base_model.vera_B"])
             module.vera_lambda_b.copy_(tensors[f"{name}.vera_lambda_b"])
             module.vera_lambda_d.copy_(tensors[f"{name}.vera_lambda_d"])
     return settings
