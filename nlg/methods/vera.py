@@ -158,19 +158,28 @@ def _layer_class():
     class VeRALinear(nn.Linear):
         """nn.Linear (same weight/bias names) plus VeRA: b ⊙ (B (d ⊙ (A dropout(x)))).
 
-        A and B are non-persistent buffers (the shared matrices, one tensor for all layers)."""
+        A and B are the model's `vera_projection` buffers (non-persistent: one copy for all layers,
+        moved once by model.to()); the layer holds that module in a list, so it is not its child."""
 
-        def __init__(self, base: nn.Linear, A, B, settings: VeRASettings):
+        def __init__(self, base: nn.Linear, projection: nn.Module, settings: VeRASettings):
             nn.Module.__init__(self)
             self.in_features, self.out_features = base.in_features, base.out_features
             self.weight, self.bias = base.weight, base.bias
             device = self.weight.device
-            self.register_buffer("vera_A", A, persistent=False)
-            self.register_buffer("vera_B", B, persistent=False)
+            self._projection = [projection]
+            A = projection.vera_A
             self.vera_lambda_d = nn.Parameter(torch.full((A.shape[0],), settings.d_initial, device=device))
             self.vera_lambda_b = nn.Parameter(torch.zeros(self.out_features, device=device))
             self.vera_dropout = nn.Dropout(settings.dropout) if settings.dropout > 0 else nn.Identity()
             self.merged = False
+
+        @property
+        def vera_A(self):
+            return self._projection[0].vera_A
+
+        @property
+        def vera_B(self):
+            return self._projection[0].vera_B
 
         def delta_weight(self):
             A = self.vera_A[:, : self.in_features].float()
@@ -218,10 +227,15 @@ def add_vera(model, settings: VeRASettings) -> None:
         param.requires_grad_(False)
     first = model.transformer.h[0].attn.c_attn
     A, B = projections(settings.rank, first.in_features, first.out_features, settings.seed)
-    A, B = A.to(first.weight.device), B.to(first.weight.device)
+    from torch import nn
+
+    projection = nn.Module()
+    projection.register_buffer("vera_A", A.to(first.weight.device), persistent=False)
+    projection.register_buffer("vera_B", B.to(first.weight.device), persistent=False)
+    model.vera_projection = projection
     cls = layer_class()
     for block in model.transformer.h:
-        block.attn.c_attn = cls(block.attn.c_attn, A, B, settings).train(model.training)
+        block.attn.c_attn = cls(block.attn.c_attn, projection, settings).train(model.training)
     model.vera_settings = settings
 
 
@@ -326,10 +340,10 @@ def load_vera(model, directory: Path) -> VeRASettings:
             raise InputError(f"{weights_path}: tensor {key} has shape {tuple(tensors[key].shape)}, the model "
                              f"needs {shape}")
     with torch.no_grad():
+        if "base_model.vera_A" in expected:  # shared: one copy serves every layer
+            model.vera_projection.vera_A.copy_(tensors["base_model.vera_A"])
+            model.vera_projection.vera_B.copy_(tensors["base_model.vera_B"])
         for name, module in modules.items():
-            if "base_model.vera_A" in expected:  # one tensor shared by the layers, until .to() copies it per layer
-                module.vera_A.copy_(tensors["base_model.vera_A"])
-                module.vera_B.copy_(tensors["base_model.vera_B"])
             module.vera_lambda_b.copy_(tensors[f"{name}.vera_lambda_b"])
             module.vera_lambda_d.copy_(tensors[f"{name}.vera_lambda_d"])
     return settings

@@ -115,3 +115,11 @@ def test_bad_files_name_file_and_tensor(tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(InputError, match=r"adapter_config\.json: r:"):
         VERA.load(GPT(tiny_config()), tmp_path, None)
+
+
+def test_one_copy_of_the_projections_after_moving_the_model():
+    model = with_method(GPT(tiny_config()), "vera").to(torch.float64)
+    layers = [block.attn.c_attn for block in model.transformer.h]
+    assert all(layer.vera_A is layers[0].vera_A and layer.vera_B is layers[0].vera_B for layer in layers)
+    assert layers[0].vera_A.dtype == torch.float64
+    assert not any("vera_A" in key or "vera_B" in key for key in model.state_dict())
