@@ -143,6 +143,8 @@ METHOD_SETTINGS: dict[str, dict] = {
     "adapter-h": {"adapter_dim": 5},
     "prefix": {"prefix_len": 3, "prefix_hidden": 16},
     "prefix-embed": {"prefix_len": 6},
+    "vera": {"vera_rank": 32},
+    "vblora": {"vblora_rank": 2, "vblora_num_vectors": 16, "vblora_vector_length": 16},
 }
 
 
