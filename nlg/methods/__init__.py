@@ -270,7 +270,7 @@ def paper_rows(dataset: str) -> list[tuple]:
     (method, card, subset, params, scores, spread, copied)."""
     found = [(row[0], method.name, *row[1:]) for method in map(get, names())
              for row in method.paper_rows.get(dataset, ())]
-    return [row[1:] for row in sorted(found, key=lambda row: row[0])]
+    return [row[1:8] for row in sorted(found, key=lambda row: row[0])]  # an 8th element (the source) left out until the tables read it
 
 
 def flag_owners(flag: str) -> list[Method]:

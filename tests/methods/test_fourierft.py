@@ -322,3 +322,15 @@ def test_bad_fourierft_flags_are_one_line(files, tmp_path, capsys, flag, value, 
     code, err = cli_result(["train", *train_args(files, work, "fourierft"), flag, value], capsys)
     assert code == 2 and err.strip().count("\n") == 0 and message in err, err
     assert not list(work.glob("checkpoint-*"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_static_shapes_train_as_eager_does(files, tmp_path, name) -> None:
+    """--compile static (one flat gradient buffer, Inductor): the same training up to rounding."""
+    runs = {}
+    for mode in ("none", "static"):
+        work = tmp_path / mode
+        assert nlg(["train", *train_args(files, work, name, "--max_step", 3, "--compile", mode)]) == 0
+        runs[mode] = load_file(str(work / "checkpoint-3" / "adapter_model.safetensors"))
+    for key, expected in runs["none"].items():
+        torch.testing.assert_close(runs["static"][key], expected, atol=1e-4, rtol=1e-4)
