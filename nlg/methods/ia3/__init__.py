@@ -2,7 +2,7 @@
 (Liu et al., "Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper than In-Context
 Learning", NeurIPS 2022), in PEFT's files (peft.IA3Config).
 
-The paper (its section 3.3) rescales keys, values and the feed-forward's inner activation by
+The paper (its section 3.3 and Figure 1) rescales keys, values and the feed-forward's inner activation by
 learned vectors l_k, l_v ∈ R^{d_k}, l_ff ∈ R^{d_ff}, initialised to ones:
 
     softmax(Q (l_k ⊙ K^T) / √d_k) (l_v ⊙ V)          (attention)
@@ -72,8 +72,9 @@ class IA3(Method):
     parameter_marks = (".ia3_l.",)
     files = (peft_dir.CONFIG_FILE, peft_dir.WEIGHTS_FILE)
     merges = True
-    # No published E2E recipe or row: (IA)³'s paper trains T0 with Adafactor, lr 3e-3, batch 8
-    # (its section 3.3 / 4). We take its lr and batch size and the LoRA paper's 5 E2E epochs.
+    # No published E2E recipe or row. (IA)³'s paper trains T0 with Adafactor, lr 3e-3, batch 8
+    # (its T-Few recipe; those two figures are not verified here: the search tool returned only
+    # the paper's abstract and Figure 1). We take that lr and batch and the LoRA paper's 5 E2E epochs.
     baseline_recipes = {"ia3": {"e2e": {"lr": 3e-3, "max_epoch": 5, "train_batch_size": 8}}}
     paper_rows: dict[str, tuple] = {}
 
