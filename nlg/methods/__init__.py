@@ -9,6 +9,8 @@
     prefix-embed nlg.methods.prefix     n input embeddings before the context; PEFT's files
     vera        nlg.methods.vera        shared random A, B; trained vectors d, b (Kopiczko et al., 2024); PEFT's files
     vblora      nlg.methods.vblora      LoRA mixed from a shared vector bank (Li et al., 2024); PEFT's files
+    fourierft   nlg.methods.fourierft   n spectral entries per matrix, ΔW = α·Re(IDFT2(F)) (Gao et al., 2024); PEFT's files
+    ia3         nlg.methods.ia3         vectors rescaling k, v and the FFN's activation ((IA)³, Liu et al., 2022); PEFT's files
 
 A method owns some of `nlg train`'s flags (its `flags`, TrainConfig fields) and says:
 
@@ -227,10 +229,11 @@ def register(method: Method) -> Method:
 
 def _load_modules() -> None:
     # Each module registers its method(s) on import; none imports torch at module level.
-    from nlg.methods import adapters, full, lora, prefix, top_layers, vblora, vera  # noqa: F401
+    from nlg.methods import adapters, fourierft, full, ia3, lora, prefix, top_layers, vblora, vera  # noqa: F401
 
 
-ORDER = ("lora", "full", "top2", "adapter-l", "adapter-h", "prefix", "prefix-embed", "vera", "vblora")  # as tables and messages list them
+ORDER = ("lora", "full", "top2", "adapter-l", "adapter-h", "prefix", "prefix-embed", "dora", "adalora", "vera", "vblora",
+         "fourierft", "ia3")  # as tables and messages list them
 
 
 def names() -> list[str]:
