@@ -8,12 +8,22 @@ that for a dead or stuck rank raises instead of hanging forever, so the survivin
 The timeout is `--dist_timeout` seconds, by default $NLG_DIST_TIMEOUT or 600. A single process
 (no torchrun, or WORLD_SIZE=1) never touches torch.distributed, and every helper below is then
 the identity.
+
+While a rank waits in `init_runtime` for the others to join, SIGTERM takes its default action
+(the process ends at once): the wait is in C++, where no Python handler (nlg train's
+`stop_signals`) can run, and nothing is there to unwind yet. So when one rank refuses to start
+before joining (a --work_dir in use, say), torchrun's agent stops the waiting ranks at once,
+where they would otherwise sit out its 30 s grace period before it kills them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,11 +88,26 @@ def init_runtime(device: str = "auto", timeout: float | None = None) -> Runtime:
     chosen = pick_device(device, int(os.environ.get("LOCAL_RANK", 0)), world_size)
     if world_size > 1:
         seconds = default_timeout() if timeout is None else timeout
-        dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(seconds=seconds),
-                                device_id=chosen if chosen.type == "cuda" else None)
+        with sigterm_ends_process():
+            dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(seconds=seconds),
+                                    device_id=chosen if chosen.type == "cuda" else None)
         rank, world_size = dist.get_rank(), dist.get_world_size()
     return Runtime(rank=rank, world_size=world_size, device=chosen)
+
+
+@contextlib.contextmanager
+def sigterm_ends_process() -> Iterator[None]:
+    """While the block runs, SIGTERM has its default action (see the module's note); then the
+    handler before it again. Only the main thread can set handlers: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def close_runtime(rt: Runtime) -> None:
