@@ -48,6 +48,22 @@ PAPER_COUNTS = (
                "46,080·(l_p + l_i) reaches 0.77M at no integer (16.7), and 0.77M is the LoRA row's"),
     PaperCount("prefix-embed", {"prefix_len": 5}, "gpt2.md", "",
                "n·d, the paper's PreEmbed d·(l_p + l_i) with l_i = 0 (no GPT-2 row in the paper)"),
+    # The PEFT-era methods beside their own papers' printed counts (each in PEFT's layout, which
+    # adapts GPT-2's fused c_attn as one matrix where those papers adapted q and v apart).
+    PaperCount("vera", {}, "gpt2.md", "0.098M",
+               "r=1024 on the whole c_attn: L·(r + 3d) = 24·4,096 = 98,304, equal to the paper's "
+               "L·2·(r + d) on q and v because d = r on GPT-2 M"),
+    PaperCount("vera", {}, "gpt2.lg", "0.17M",
+               "one d vector per block over q, k and v (PEFT's layout): 36·(1,024 + 3·1,280) = 175,104; "
+               "the paper's q and v apart: 36·2·(1,024 + 1,280) = 165,888"),
+    PaperCount("fourierft", {}, "gpt2.md", "0.048M",
+               "n=1000 on the whole c_attn (one spectrum per block: PEFT's layout): 24·1,000; the paper "
+               "counts q and v apart (2·n per block); --fourierft_n_frequency 2000 gives its 48,000"),
+    PaperCount("vblora", {}, "gpt2.md", "0.076M",
+               "PEFT's defaults: what trains (the bank and every logit); the paper prints what it stores "
+               "(top-k weights and indices)"),
+    PaperCount("ia3", {}, "gpt2.md", "",
+               "k, v and the FFN's inner activation per block: 24·(2·1,024 + 4,096) (no GPT-2 row in its paper)"),
 )
 
 

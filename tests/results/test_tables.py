@@ -432,3 +432,13 @@ def test_untrained_seed_rows_carry_no_checkpoint_or_selection(make_run):
     assert all("| lora/checkpoint-300 | valid_loss: step 300 (300: 3) |" in line for line in trained)
     row = next(r for r in report["rows"] if r["kind"] == "untrained")
     assert all(run["checkpoint"] is None and run["selection"] is None for run in row["runs"])
+
+
+def test_another_papers_row_is_its_own_row_labelled_with_its_source() -> None:
+    """The LoRA rerun another paper published sits beside the LoRA paper's row, not merged into it."""
+    from nlg import datasets
+    from nlg.results.tables import paper_rows
+
+    labels = [row.label for row in paper_rows(datasets.get("e2e").recipe, ["gpt2.md"], ["all"])]
+    assert "LoRA 0.35M" in labels and "LoRA 0.35M (FourierFT (Gao et al., ICML 2024): LoRA rerun)" in labels
+    assert any(label.startswith("VeRA 0.098M (VeRA") for label in labels)

@@ -51,6 +51,16 @@ class LoRA(Method):
                                  f"(default {','.join(DEFAULTS.targets)})"}
     fixed_on_resume = ("lora_dim", "lora_alpha", "lora_targets")  # the dropout may change (--allow_changed)
     parameter_marks = (".lora_",)
+    # The LoRA paper's own rows are the datasets' (nlg.datasets.e2e.PAPER); here the independent
+    # reruns other papers published beside their methods: 3 seeds, as issue 27 cites them from
+    # FourierFT's E2E table (VeRA reports BLEU 68.9 as well); not checked against the PDF here.
+    paper_rows = {
+        "e2e": (
+            (101, "gpt2.md", "all", "0.35M", {"BLEU": 68.9, "NIST": 8.76, "METEOR": 46.6, "ROUGE_L": 71.5, "CIDEr": 2.53},
+             {"BLEU": 0.3, "NIST": 0.06, "METEOR": 0.1, "ROUGE_L": 0.1, "CIDEr": 0.03}, False,
+             "FourierFT (Gao et al., ICML 2024): LoRA rerun"),
+        ),
+    }
     files = ("adapter_config.json", "adapter_model.safetensors")
     merges = True
 
