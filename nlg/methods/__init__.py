@@ -7,6 +7,7 @@
     adapter-h   nlg.methods.adapters    two per block (Houlsby et al., 2019); AdapterHub's files
     prefix      nlg.methods.prefix      keys and values of n positions per layer (Li & Liang, 2021)
     prefix-embed nlg.methods.prefix     n input embeddings before the context; PEFT's files
+    dora        nlg.methods.dora        LoRA's direction update and a trained magnitude (Liu et al., 2024); PEFT's files
 
 A method owns some of `nlg train`'s flags (its `flags`, TrainConfig fields) and says:
 
@@ -223,10 +224,10 @@ def register(method: Method) -> Method:
 
 def _load_modules() -> None:
     # Each module registers its method(s) on import; none imports torch at module level.
-    from nlg.methods import adapters, full, lora, prefix, top_layers  # noqa: F401
+    from nlg.methods import adapters, dora, full, lora, prefix, top_layers  # noqa: F401
 
 
-ORDER = ("lora", "full", "top2", "adapter-l", "adapter-h", "prefix", "prefix-embed")  # as tables and messages list them
+ORDER = ("lora", "full", "top2", "adapter-l", "adapter-h", "prefix", "prefix-embed", "dora")  # as tables and messages list them
 
 
 def names() -> list[str]:
