@@ -7,6 +7,7 @@
     adapter-h   nlg.methods.adapters    two per block (Houlsby et al., 2019); AdapterHub's files
     prefix      nlg.methods.prefix      keys and values of n positions per layer (Li & Liang, 2021)
     prefix-embed nlg.methods.prefix     n input embeddings before the context; PEFT's files
+    dora        nlg.methods.dora        LoRA's direction update and a trained magnitude (Liu et al., 2024); PEFT's files
     vera        nlg.methods.vera        shared random A, B; trained vectors d, b (Kopiczko et al., 2024); PEFT's files
     vblora      nlg.methods.vblora      LoRA mixed from a shared vector bank (Li et al., 2024); PEFT's files
     fourierft   nlg.methods.fourierft   n spectral entries per matrix, ΔW = α·Re(IDFT2(F)) (Gao et al., 2024); PEFT's files
@@ -22,6 +23,7 @@ A method owns some of `nlg train`'s flags (its `flags`, TrainConfig fields) and 
     save(model, dir, ...)       its trained weights, in its ecosystem's layout (`files`)
     load(model, dir)            the same into a model built by `apply`, strictly
     prepare_inference(model)    merge into the base weights where it can (LoRA), else nothing
+    training_hook(model, ...)   what it does in each training step (TrainingHook), or None
 
 Every checkpoint also holds `method.json` (METHOD_FILE): the method, its settings, the model's
 shape and the trainable count, so `nlg beam --checkpoint`, `nlg analyze` and `--resume` read
@@ -94,6 +96,32 @@ def block_count(d: int) -> int:
     return 12 * d * d + 13 * d
 
 
+class TrainingHook:
+    """What a method does in `nlg train`'s steps besides its forward pass (AdaLoRA: an extra loss
+    term and a budget schedule). `Method.training_hook` makes one per run, or None (the default:
+    the trainer then does nothing extra). nlg.training.step.Stepper.update calls, every step:
+
+        regularise()          when the step's gradients are complete and unscaled (the mean
+                              loss's), before clipping: add the gradient of an extra loss term
+        after_update(step)    after the optimiser's update, before the gradients are zeroed;
+                              `step`: the updates done before this one (0 for the first)
+
+    and the checkpoint keeps `state_dict()` (tensors and plain values: training_state.pt is read
+    with weights_only) for `load_state_dict` on --resume, so a resumed run continues exactly."""
+
+    def regularise(self) -> None:
+        """Nothing by default."""
+
+    def after_update(self, step: int) -> None:
+        """Nothing by default."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing by default."""
+
+
 class Method:
     """The interface; each method module subclasses it and registers one instance."""
 
@@ -104,6 +132,7 @@ class Method:
     defaults: dict[str, Any] = {}  # their values when the command line leaves them out
     flag_types: dict[str, Any] = {}  # each flag's argparse type (int unless named here)
     flag_help: dict[str, str] = {}  # each flag's --help text
+    flag_minimum: dict[str, int] = {}  # an integer flag's least value where it is not 1 (AdaLoRA's 0 steps)
     fixed_on_resume: tuple[str, ...] | None = None  # flags --resume may never change (None: all of `flags`)
     sizes: tuple[str, ...] = ()  # the flags that size it: they pick its recipe row and paper row
     parameter_marks: tuple[str, ...] = ()  # substrings of the names of the parameters it adds to GPT-2
@@ -139,8 +168,8 @@ class Method:
                 continue
             if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
                 problems.append(f"--{flag} {value!r}: must be an integer")
-            elif kind is int and value < 1:
-                problems.append(f"--{flag} must be >= 1")
+            elif kind is int and value < self.flag_minimum.get(flag, 1):
+                problems.append(f"--{flag} must be >= {self.flag_minimum.get(flag, 1)}")
             elif kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))
                                     or not math.isfinite(value)):
                 problems.append(f"--{flag} {value!r}: not a finite number")
@@ -180,6 +209,11 @@ class Method:
 
     def prepare_inference(self, model) -> None:
         """Make `model` ready to decode; by default nothing (it runs as trained)."""
+
+    def training_hook(self, model, settings: Any, total_steps: int) -> TrainingHook | None:
+        """What this method does in each training step of a run of `total_steps` updates
+        (TrainingHook); None, the default: nothing beyond its forward pass."""
+        return None
 
     def recognizes(self, directory: Path) -> Any | None:
         """This method's settings if `directory` (without method.json) holds its files."""
@@ -229,7 +263,7 @@ def register(method: Method) -> Method:
 
 def _load_modules() -> None:
     # Each module registers its method(s) on import; none imports torch at module level.
-    from nlg.methods import adapters, fourierft, full, ia3, lora, prefix, top_layers, vblora, vera  # noqa: F401
+    from nlg.methods import adapters, dora, fourierft, full, ia3, lora, prefix, top_layers, vblora, vera  # noqa: F401
 
 
 ORDER = ("lora", "full", "top2", "adapter-l", "adapter-h", "prefix", "prefix-embed", "dora", "adalora", "vera", "vblora",
@@ -393,7 +427,7 @@ def read_record(directory: str | os.PathLike) -> Record | None:
     for flag, value in data["settings"].items():
         kind = method.flag_types.get(flag, int)
         if kind is int:
-            config_int(path, data["settings"], flag)
+            config_int(path, data["settings"], flag, minimum=method.flag_minimum.get(flag, 1))
         elif kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise InputError(f"{path}: {flag}: {json.dumps(value)} is not a number")
         elif kind is str and not (isinstance(value, str) or (isinstance(value, list)

@@ -8,8 +8,9 @@
                                                            shape, the trainable count
         training_state.pt                                  TrainingState: optimiser, scheduler,
                                                            step, data position, every rank's RNG
-                                                           states, the loss window, the config
-                                                           and its inputs' identities (nlg.training.checkpoints)
+                                                           states, the loss window, the config,
+                                                           its inputs' identities and the method's
+                                                           training-hook state (nlg.methods.TrainingHook)
         manifest.json                                      size and SHA-256 of each file above,
                                                            written last (nlg.files.write_manifest)
     WORK_DIR/train.lock                                    held by the run's rank 0 (lock_work_dir)
@@ -122,6 +123,7 @@ class TrainingState:
     world_size: int
     n_train: int  # training pairs
     inputs: dict | None = None  # the files the run read (nlg.training.checkpoints.input_identities); None before they were recorded
+    method_state: dict | None = None  # the method's TrainingHook.state_dict() (AdaLoRA's); None: it has no hook
 
     def to_file(self) -> dict:
         """The dict torch.save writes (the loss window as a plain dict)."""

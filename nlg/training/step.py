@@ -12,7 +12,9 @@ all-reduce, then the update (`Stepper.update`):
                         has averaged g over the ranks, else 1 (the static modes sum them). This
                         is GradScaler's unscale kernel, which also flags a non-finite gradient
     flag the step if its loss sum is not finite
-    clip to --clip, AdamW, zero the gradients, book the step in the ledger
+    the method's TrainingHook, if it has one: regularise() (its extra loss term's gradient)
+    clip to --clip, AdamW, the hook's after_update(step) (AdaLoRA's budget schedule), zero the
+    gradients, book the step in the ledger
 
 Nothing in it waits for the device. The loss and token counts are summed on the device
 (`Ledger`); the host reads them only at log, validation and checkpoint points (`Ledger.read`, one
@@ -63,6 +65,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from nlg.files import InputError
+from nlg.methods import TrainingHook
 from nlg.training.batching import Batch, Example, collate, collate_static
 from nlg.training.distributed import Runtime
 from nlg.training.log import LossWindow
@@ -181,9 +184,10 @@ class Stepper:
     where the gradients live, the optimiser, its schedule and the device ledger."""
 
     def __init__(self, lm: CompletionLM, params: list[nn.Parameter], config: TrainConfig, rt: Runtime,
-                 schedule: Callable[[int], float], mode: str | None = None):
-        """`schedule`: the lr factor after n updates; `mode`: default config.compile."""
-        self.lm, self.params, self.config, self.rt = lm, params, config, rt
+                 schedule: Callable[[int], float], mode: str | None = None, hook: TrainingHook | None = None):
+        """`schedule`: the lr factor after n updates; `mode`: default config.compile; `hook`: the
+        method's TrainingHook (nlg.methods), None for a method that needs none."""
+        self.lm, self.params, self.config, self.rt, self.hook = lm, params, config, rt, hook
         self.mode = resolve_mode(mode or config.compile, rt.device)
         self.static = self.mode in STATIC_MODES
         self.fused = self.static or rt.device.type == "cuda"
@@ -242,11 +246,15 @@ class Stepper:
         inv_scale = torch.div(self.grad_factor, ledger.step[1].clamp(min=1)).float()
         ledger.flag_nonfinite_loss()
         torch._amp_foreach_non_finite_check_and_unscale_(grads, ledger.found_inf, inv_scale)
+        if self.hook is not None:
+            self.hook.regularise()  # the method's own loss term (AdaLoRA's orthogonality), per step
         if self.config.clip > 0:
             nn.utils.clip_grad_norm_(params, self.config.clip)
         # Not fused only on a CPU in mode none: there the host reads the flag at no cost.
         if self.fused or not ledger.found_inf.item():
             self.optimizer.step()
+        if self.hook is not None:
+            self.hook.after_update(self.scheduler.last_epoch)  # the updates before this one
         if self.flat_grad is not None:
             self.flat_grad.zero_()
         else:

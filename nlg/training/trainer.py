@@ -410,8 +410,10 @@ class Trainer:
         self.plan = plan_steps(config, len(data.train), rt.world_size)
         length = self.plan.schedule_length
         self.lm = CompletionLM(self.model)
+        # A method that changes training, not only the model (AdaLoRA), acts in every step.
+        self.hook = methods.get(config.method).training_hook(self.model, config.method_settings, self.plan.total)
         self.stepper = Stepper(self.lm, self.params, config, rt,
-                               lambda s: lr_factor(s, config.scheduler, config.warmup_step, length))
+                               lambda s: lr_factor(s, config.scheduler, config.warmup_step, length), hook=self.hook)
         self.lengths = [len(e.tokens) for e in data.train]
         self.valid = eval_batches(data.valid, config.valid_batch_size, rt) if data.valid else []
         self.base_model = config.init_checkpoint or (config.model_card or "gpt2.md")  # named in adapter_config.json
@@ -441,6 +443,11 @@ class Trainer:
         self.changed_text = [d.text for d in changed]
         load_checkpoint_weights(self.model, path, self.config.to_json())
         self.stepper.load_state(state.optimizer, state.scheduler)
+        if self.hook is not None:
+            if state.method_state is None:
+                raise InputError(f"{path}: holds no state of method {self.config.method}'s training "
+                                 "hook; it cannot be resumed exactly")
+            self.hook.load_state_dict(state.method_state)
         self.progress = Progress(step=state.step, epoch=state.epoch, position=state.batch_in_epoch)
         self.window = state.log_window
         set_rng_state(state.rng[self.rt.rank])
@@ -553,7 +560,8 @@ class Trainer:
                                   scheduler=self.stepper.scheduler.state_dict(),
                                   rng=rngs, log_window=self.window, config=self.config.to_json(),
                                   world_size=self.rt.world_size, n_train=len(self.data.train),
-                                  inputs=self.data.inputs)
+                                  inputs=self.data.inputs,
+                                  method_state=None if self.hook is None else self.hook.state_dict())
             save_checkpoint(path, self.model, state, self.base_model)
         barrier(self.rt)  # nobody runs ahead of a checkpoint that may be resumed
         self.timer = time.perf_counter()  # nor is saving

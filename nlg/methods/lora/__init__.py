@@ -139,9 +139,9 @@ class LoRA(Method):
         if not is_adapter_dir(directory):
             return None
         try:
-            kind = read_json(directory / "adapter_config.json").get("peft_type")
-            if kind is None or kind != "LORA":
-                return None  # AdapterHub's has no peft_type; PEFT's prefix and prompt tuning other ones
+            config = read_json(directory / "adapter_config.json")
+            if config.get("peft_type") != "LORA" or config.get("use_dora") is True:
+                return None  # AdapterHub's has no peft_type, PEFT's prefix, prompt tuning and DoRA other ones
         except (InputError, TypeError):
             pass  # read_adapter names the bad line
         config, tensors, metadata = read_adapter(directory)
