@@ -263,10 +263,21 @@ def register(method: Method) -> Method:
 
 def _load_modules() -> None:
     # Each module registers its method(s) on import; none imports torch at module level.
-    from nlg.methods import adapters, dora, fourierft, full, ia3, lora, prefix, top_layers, vblora, vera  # noqa: F401
+    from nlg.methods import (  # noqa: F401
+        adapters,
+        dora,
+        fourierft,
+        full,
+        ia3,
+        lora,
+        prefix,
+        top_layers,
+        vblora,
+        vera,
+    )
 
 
-ORDER = ("lora", "full", "top2", "adapter-l", "adapter-h", "prefix", "prefix-embed", "dora", "adalora", "vera", "vblora",
+ORDER = ("lora", "full", "top2", "adapter-l", "adapter-h", "prefix", "prefix-embed", "dora", "vera", "vblora",
          "fourierft", "ia3")  # as tables and messages list them
 
 
