@@ -1,0 +1,482 @@
+"""`nlg reproduce DATASET`: the LoRA paper's GPT-2 experiments end to end (scripts/reproduce.sh
+fronts it). The usage text (nlg.pipeline.usage) documents every flag and setting.
+
+    shared, in WORK_DIR:   data -> pretrain (--demo) | the given or downloaded base model
+    per run directory:     train -> select -> beam -> untrained (--demo) -> decode -> score
+    with seeds:            one table over the seeds' run directories
+
+`run_chain(settings, records, run_dir, seed)` runs one run directory's stages; `reproduce` runs
+the shared stages, then each seed's run directory, then the seeds' table. Each stage skips when
+its marker's record fits the settings (nlg.pipeline.stages). Training and beam search run as
+`python -m nlg.train` / `nlg.beam`, on NPROC > 1 processes through torchrun; every other stage is
+`$NLG STAGE` (NLG, split like a shell's words). A stage that fails ends the run with its exit
+status; the pipeline's own problems are one `reproduce.sh: ...` line, exit 2 for bad input
+(before any work), 1 for a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nlg.files import InputError
+from nlg.pipeline import run_record, write_run_record, write_subset
+from nlg.pipeline.settings import PROG, Refusal, Settings, resolve
+from nlg.pipeline.stages import (
+    BY_NAME,
+    NAMES,
+    Records,
+    check_run,
+    is_done,
+    mark_done,
+    record_text,
+    removals,
+    remove,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+_START = time.monotonic()
+
+
+class Failed(Exception):
+    """A failure of the pipeline itself: `reproduce.sh: MESSAGE`, exit 1."""
+
+
+class StageFailed(Exception):
+    """A command of a stage failed: the run ends with its exit status (it said why)."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+def log(message: str) -> None:
+    elapsed = int(time.monotonic() - _START)
+    print(f"\n== {message}  [{elapsed // 60}m{elapsed % 60:02d}s]", file=sys.stderr, flush=True)
+
+
+def call(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run a stage's command; StageFailed with its exit status when it fails."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    result = subprocess.run(command, **kwargs)
+    if result.returncode != 0:
+        raise StageFailed(result.returncode)
+    return result
+
+
+def nlg(s: Settings, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return call([*s.nlg, *args], **kwargs)
+
+
+def launch(s: Settings, module: str, *args: str) -> None:
+    """Run a module on NPROC processes (torchrun) or one."""
+    nproc = s.number("NPROC")
+    if nproc > 1:
+        call(["torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", module, *args])
+    else:
+        call([sys.executable, "-m", module, *args])
+
+
+def plot(s: Settings, directory: Path) -> None:
+    try:
+        nlg(s, "plot", str(directory))
+    except StageFailed:
+        print("(no loss plot: matplotlib missing?)", file=sys.stderr)
+
+
+def vocab_args(s: Settings) -> list[str]:
+    return ["--vocab", s["NLG_VOCAB_DIR"]] if s["NLG_VOCAB_DIR"] else []
+
+
+# ---------------------------------------------------------------------------------------------
+# Files of one subset (all, seen, unseen) of a run directory
+# ---------------------------------------------------------------------------------------------
+
+
+def suffix(subset: str) -> str:
+    return "" if subset == "all" else f"_{subset}"
+
+
+def ref_path(s: Settings, run: Path, subset: str) -> Path:
+    # E2E's references are one grouped file; WebNLG's and DART's a folder of reference0..5
+    return run / f"{s.dataset}_ref{suffix(subset)}{'.txt' if s.dataset == 'e2e' else ''}"
+
+
+def pred_path(s: Settings, run: Path, subset: str) -> Path:
+    return run / f"{s.dataset}_pred{suffix(subset)}.txt"
+
+
+def scores_path(run: Path, subset: str) -> Path:
+    return run / f"scores{suffix(subset)}.json"
+
+
+def decode_subsets(s: Settings, run: Path, formatted: Path, subsets: list[str]) -> None:
+    """RUN/predict.jsonl -> each subset's reference and prediction files."""
+    for subset in subsets:
+        filter_args = [] if subset == "all" else ["--filter", subset]
+        nlg(s, "decode", "--sample_file", str(run / "predict.jsonl"), "--input_file", str(formatted),
+            *s.words("DECODE_ARGS"), *filter_args, "--output_ref_file", str(ref_path(s, run, subset)),
+            "--output_pred_file", str(pred_path(s, run, subset)), *vocab_args(s))
+
+
+def score_subsets(s: Settings, run: Path, subsets: list[str], quiet: bool = False) -> None:
+    """Each subset's report (on stdout unless `quiet`) and scores json."""
+    out = subprocess.DEVNULL if quiet else None
+    for subset in subsets:
+        if len(subsets) != 1 and not quiet:
+            print(f"-- {subset}", flush=True)
+        nlg(s, "score", str(ref_path(s, run, subset)), str(pred_path(s, run, subset)), *s.words("SCORE_ARGS"),
+            "--json", str(scores_path(run, subset)), stdout=out)
+
+
+def beam_args(s: Settings) -> list[str]:
+    flags = ["--beam", s["BEAM"], "--length_penalty", s["LENGTH_PENALTY"], "--no_repeat_ngram_size",
+             s["NO_REPEAT_NGRAM"], "--repetition_penalty", s["REPETITION_PENALTY"], "--eval_len", s["EVAL_LEN"],
+             "--seq_len", s["BEAM_SEQ_LEN"], "--batch_size", s["BEAM_BATCH"]]
+    for eos in s.words("EOS_IDS"):
+        flags += ["--eos_token_id", eos]
+    return flags
+
+
+def beam_model_args(s: Settings, base: str, checkpoint: Path) -> list[str]:
+    """The trained checkpoint for nlg beam (its method.json says what it is): what the method
+    trained, on the base model, or a whole model (a method that needs no base)."""
+    base_args = ["--init_checkpoint", base] if s.method_object.needs_base else []
+    return ["--model_card", s["MODEL_CARD"], *base_args, "--checkpoint", str(checkpoint)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared stages: data, and the base model (given, the demo's pre-training, or downloaded)
+# ---------------------------------------------------------------------------------------------
+
+
+def run_data(s: Settings, records: Records) -> None:
+    if not is_done(records, "data", s.work_dir, 0):
+        log(f"data: encode {s.dataset} into {s.data_dir}")
+        if s.raw_dir:
+            nlg(s, "data", s.dataset, "--raw-dir", s.raw_dir, "--out-dir", str(s.data_dir), *vocab_args(s))
+        else:
+            download(s)
+        s.work_dir.mkdir(parents=True, exist_ok=True)
+        mark_done(records, "data", s.work_dir, 0)
+    for split in s.splits_read():
+        path = s.data_dir / f"{split}.jsonl"
+        if not path.is_file():
+            raise Failed(f"{path} is missing (no raw {split} split in {s.raw_dir or s.data_dir / 'raw'}?)")
+
+
+def download(s: Settings) -> None:
+    """The paper's raw files downloaded into DATA_DIR/raw and encoded; when that fails, name the
+    setting that gives the files instead (nobody gave --download)."""
+    s.data_dir.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    result = subprocess.run([*s.nlg, "data", s.dataset, "--download", "--raw-dir", str(s.data_dir / "raw"),
+                             "--out-dir", str(s.data_dir), *vocab_args(s)], stderr=subprocess.PIPE, text=True)
+    if result.returncode == 0:
+        return
+    last = result.stderr.splitlines()[-1] if result.stderr.splitlines() else ""
+    reason = last.split("; without network")[0] if "; without network" in last else ""
+    reason = reason.removeprefix("nlg data: ")
+    splits = ", ".join(sorted({s["TRAIN_SPLIT"], *s.words("VALID_SPLIT"), "test"}))
+    raise Failed(f"no {s.dataset} raw files: {s.raw_env} is not set and downloading them into {s.data_dir}/raw "
+                 f"failed ({reason}); set {s.raw_env} to a folder holding the raw splits this run reads "
+                 f"({splits}; `nlg data {s.dataset} --help`)")
+
+
+def base_model(s: Settings, records: Records) -> str:
+    """The base model the method trains on: INIT_CHECKPOINT, the demo's pre-trained one, or the
+    published GPT-2 in PRETRAINED_DIR (downloaded when missing)."""
+    if s.init_given:
+        if not Path(s.init_given).exists():
+            raise Failed(f"INIT_CHECKPOINT={s.init_given} does not exist")
+        return s.init_given
+    if s.pretrain:
+        pretrain_dir = s.work_dir / "pretrain"
+        if not is_done(records, "pretrain", s.work_dir, 0):
+            log(f"pretrain (demo): train a random {s['MODEL_CARD']} fully on {s['TRAIN_SPLIT']} to stand in for GPT-2")
+            steps = ["--max_step", s["PRETRAIN_STEPS"]] if s.number("PRETRAIN_STEPS") > 0 else []
+            # No validation: in the E2E and DART demos the valid split is the training data.
+            call([sys.executable, "-m", "nlg.train", "--full_finetune", "--model_card", s["MODEL_CARD"],
+                  "--train_data", str(s.data_dir / f"{s['TRAIN_SPLIT']}.jsonl"),
+                  "--train_batch_size", s["BATCH"], "--lr", s["PRETRAIN_LR"], "--max_epoch", s["PRETRAIN_EPOCHS"],
+                  *steps, "--warmup_step", s["WARMUP"], "--seq_len", s["SEQ_LEN"], "--random_seed",
+                  s["PRETRAIN_SEED"], "--label_smooth", "0", "--save_interval", s["SAVE_INTERVAL"],
+                  "--eval_interval", "1000000", "--log_interval", "20", "--work_dir", str(pretrain_dir),
+                  "--resume", "latest"])
+            from nlg.pipeline import prune_checkpoints
+
+            prune_checkpoints(pretrain_dir)  # only the model it ends with is used
+            plot(s, pretrain_dir)
+            mark_done(records, "pretrain", s.work_dir, 0)
+        from nlg.training.checkpoints import latest_checkpoint
+
+        newest = latest_checkpoint(pretrain_dir)  # a whole model: the demo's "pretrained GPT-2"
+        if newest is None:
+            raise Failed(f"{pretrain_dir} holds no checkpoint: redo it with --from pretrain")
+        return str(newest)
+    base = s.base_path
+    if not (Path(base) / "config.json").is_file():
+        log(f"download the pretrained {s['MODEL_CARD']} into {base}")
+        try:
+            call([str(REPO / "scripts" / "download_pretrained.sh"), s["MODEL_CARD"], base])
+        except StageFailed:
+            raise Failed("no pretrained checkpoint: set INIT_CHECKPOINT to a local GPT-2 (HF directory or .bin)") \
+                from None
+        records.forget_base()  # the downloaded files are what the record holds from now on
+    return base
+
+
+# ---------------------------------------------------------------------------------------------
+# One run directory: train -> select -> beam -> untrained -> decode -> score
+# ---------------------------------------------------------------------------------------------
+
+
+def select_checkpoint(s: Settings, records: Records, base: str, run: Path, seed: int) -> None:
+    """RUN/selection.json by SELECT, on validation only."""
+    train_dir = run / s.method
+    if s["SELECT"] != "valid_metric":
+        nlg(s, "select", str(train_dir), "--criterion", s["SELECT"], "--out", str(run / "selection.json"))
+        return
+    # Each candidate beam-searched on SELECT_SPLIT (VALID_LIMIT contexts) with the test settings,
+    # decoded and scored by the suite; finished candidates (select/checkpoint-N/.done-beam) are kept.
+    try:
+        listed = nlg(s, "select", str(train_dir), "--list", stdout=subprocess.PIPE, text=True).stdout
+    except StageFailed:
+        raise StageFailed(2) from None
+    candidates = [Path(line) for line in listed.splitlines() if line]
+    if not candidates:
+        raise StageFailed(2)
+    (run / "select").mkdir(parents=True, exist_ok=True)
+    split = s["SELECT_SPLIT"]
+    valid_data, valid_formatted = s.data_dir / f"{split}.jsonl", s.data_dir / f"{split}_formatted.jsonl"
+    if s.number("VALID_LIMIT") > 0:
+        limited = run / "select" / "valid.jsonl", run / "select" / "valid_formatted.jsonl"
+        write_subset(valid_data, valid_formatted, s.number("VALID_LIMIT"), *limited)
+        valid_data, valid_formatted = limited
+    # A candidate's validation beam search is kept (select/checkpoint-N/.done-beam holds what it
+    # was made from), so an interrupted selection does not search it again; decoding and scoring
+    # are cheap and redone whenever the stage runs.
+    from nlg.pipeline.stages import BEAM_NAMES, describe_identity
+
+    made_from = record_text([*records.record("train", seed),
+                             *((name, s[name]) for name in ("SELECT_SPLIT", "VALID_LIMIT", *BEAM_NAMES)),
+                             *((path.name, describe_identity(path)) for path in BY_NAME["select"].inputs(s))])
+    scores = []
+    for checkpoint in candidates:
+        directory = run / "select" / checkpoint.name
+        done = directory / ".done-beam"
+        if done.is_file() and done.read_text().rstrip("\n") != made_from.rstrip("\n"):
+            remove([directory])
+        if not done.is_file():
+            log(f"select: beam-search {split} with {checkpoint} (beam {s['BEAM']})")
+            directory.mkdir(parents=True, exist_ok=True)
+            launch(s, "nlg.beam", "--data", str(valid_data), *beam_model_args(s, base, checkpoint), *beam_args(s),
+                   "--no_progress", "--output_file", str(directory / "predict.jsonl"))
+            done.write_text(made_from)
+        decode_subsets(s, directory, valid_formatted, ["all"])
+        score_subsets(s, directory, ["all"], quiet=True)
+        scores.append(f"{checkpoint.name.removeprefix('checkpoint-')}={scores_path(directory, 'all')}")
+    nlg(s, "select", str(train_dir), "--criterion", "valid_metric", "--metric", s["SELECT_METRIC"], "--scores",
+        *scores, "--out", str(run / "selection.json"))
+
+
+def chosen(run: Path) -> Path:
+    from nlg.select import chosen_checkpoint
+
+    try:
+        return chosen_checkpoint(run / "selection.json")
+    except InputError as error:
+        raise Failed(f"{error}: rerun with --from select") from None
+
+
+def run_chain(s: Settings, records: Records, base: str, run: Path, seed: int) -> bool:
+    """Every per-run stage in `run`, seeded with `seed`, from the base model `base`; True when
+    this call scored it (a finished run's table is printed instead, without seeds)."""
+    if s.seeds:
+        log(f"seed {seed}: {run}")
+    if not is_done(records, "train", run, seed):
+        log(f"train: {s.method} ({s.describe_method()}, seed {seed}), {s['NPROC']} process(es)")
+        valid = [arg for split in s.words("VALID_SPLIT") for arg in ("--valid_data", str(s.data_dir / f"{split}.jsonl"))]
+        steps = ["--max_step", s["MAX_STEP"]] if s.number("MAX_STEP") > 0 else []
+        launch(s, "nlg.train", "--model_card", s["MODEL_CARD"], "--init_checkpoint", base,
+               "--train_data", str(s.data_dir / f"{s['TRAIN_SPLIT']}.jsonl"), *valid,
+               "--train_batch_size", s["BATCH"], "--grad_acc", s["GRAD_ACC"], "--seq_len", s["SEQ_LEN"],
+               "--lr", s["LR"], "--weight_decay", s["WEIGHT_DECAY"], "--adam_beta2", s["ADAM_BETA2"],
+               "--clip", s["CLIP"], "--scheduler", s["SCHEDULER"], "--warmup_step", s["WARMUP"],
+               "--max_epoch", s["EPOCHS"], *steps, "--label_smooth", s["LABEL_SMOOTH"], *s.method_args(),
+               "--random_seed", str(seed), "--save_interval", s["SAVE_INTERVAL"],
+               "--eval_interval", s["EVAL_INTERVAL"], "--work_dir", str(run / s.method), "--resume", "latest")
+        plot(s, run / s.method)
+        mark_done(records, "train", run, seed)
+
+    if not is_done(records, "select", run, seed):
+        if s["SELECT"] == "last":
+            log("select: the checkpoint to decode, the last one")
+        else:
+            metric = f" ({s['SELECT_METRIC']})" if s["SELECT"] == "valid_metric" else ""
+            log(f"select: the checkpoint to decode, by {s['SELECT']}{metric} on validation")
+        select_checkpoint(s, records, base, run, seed)
+        mark_done(records, "select", run, seed)
+    checkpoint = chosen(run)
+
+    # The test subset is made by the beam stage only; decode reads what beam searched.
+    test_data, test_formatted = s.data_dir / "test.jsonl", s.data_dir / "test_formatted.jsonl"
+    if s.number("TEST_LIMIT") > 0:
+        test_data, test_formatted = run / "test_subset.jsonl", run / "test_subset_formatted.jsonl"
+    if not is_done(records, "beam", run, seed):
+        log(f"beam: beam {s['BEAM']}, length penalty {s['LENGTH_PENALTY']}, checkpoint {checkpoint}")
+        if s.number("TEST_LIMIT") > 0:
+            write_subset(s.data_dir / "test.jsonl", s.data_dir / "test_formatted.jsonl", s.number("TEST_LIMIT"),
+                         test_data, test_formatted)
+        launch(s, "nlg.beam", "--data", str(test_data), *beam_model_args(s, base, checkpoint), *beam_args(s),
+               "--output_file", str(run / "predict.jsonl"))
+        mark_done(records, "beam", run, seed)
+
+    # untrained (demo): the same card with random weights, beam-searched alike
+    if s.demo and not is_done(records, "untrained", run, seed):
+        log(f"untrained (demo): a random {s['MODEL_CARD']} beam-searched alike, what learning has to beat")
+        (run / "untrained").mkdir(parents=True, exist_ok=True)
+        launch(s, "nlg.beam", "--data", str(test_data), "--model_card", s["MODEL_CARD"], "--seed", str(seed),
+               *beam_args(s), "--no_progress", "--output_file", str(run / "untrained" / "predict.jsonl"))
+        mark_done(records, "untrained", run, seed)
+
+    # decode: the one prediction file, once per subset (WebNLG: all, seen, unseen)
+    if not is_done(records, "decode", run, seed):
+        log(f"decode: predictions and references to the scorer's files ({s['SUBSETS']})")
+        decode_subsets(s, run, test_formatted, s.subsets)
+        if s.demo:
+            log(f"decode (demo): the untrained {s['MODEL_CARD']}")
+            decode_subsets(s, run / "untrained", test_formatted, s.subsets)
+        mark_done(records, "decode", run, seed)
+
+    # score, results.md and results.json, and the run record run.json
+    if not is_done(records, "score", run, seed):
+        log(f"score: nlg score {s['SCORE_ARGS']} ({s['SUBSETS']})")
+        score_subsets(s, run, s.subsets)
+        files = [[subset, str(scores_path(run, subset)), str(ref_path(s, run, subset)), str(pred_path(s, run, subset))]
+                 for subset in s.subsets]
+        untrained: list[list[str]] = []
+        results_scores = [f"{subset}={scores_path(run, subset)}" for subset in s.subsets]
+        untrained_scores: list[str] = []
+        if s.demo:
+            log(f"score (demo): the untrained {s['MODEL_CARD']}")
+            score_subsets(s, run / "untrained", s.subsets, quiet=True)
+            u = run / "untrained"
+            untrained = [[subset, str(scores_path(u, subset)), str(ref_path(s, u, subset)), str(pred_path(s, u, subset))]
+                         for subset in s.subsets]
+            untrained_scores = ["--untrained", *(f"{subset}={scores_path(u, subset)}" for subset in s.subsets)]
+        write_run_record(run, run_record(run, s.dataset, s["MODEL_CARD"], seed, dict(records.record("score", seed)),
+                                         files, untrained, checkpoint))
+        outputs = ["--md", str(run / "results.md"), "--json", str(run / "results.json")]
+        if s.own_recipe():  # the run beside the paper's rows of the dataset's own recipe
+            nlg(s, "results", s.dataset, "--card", s["MODEL_CARD"], "--scores", *results_scores, *untrained_scores,
+                *outputs)
+        else:  # a baseline: labelled by method and size, beside every row of the paper's table
+            nlg(s, "results", s.dataset, "--runs", str(run), *outputs)
+        mark_done(records, "score", run, seed)
+        return True
+    if not s.seeds:
+        sys.stdout.write((run / "results.md").read_text())
+        sys.stdout.flush()
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole run
+# ---------------------------------------------------------------------------------------------
+
+
+def run_dirs(s: Settings) -> list[tuple[Path, int]]:
+    """(run directory, seed): WORK_DIR with SEED, or WORK_DIR/seed-SEED for each of SEEDS."""
+    if s.seeds:
+        return [(s.work_dir / f"seed-{seed}", seed) for seed in s.seeds]
+    return [(s.work_dir, int(s["SEED"]))]
+
+
+def reproduce(s: Settings, start: str = "") -> None:
+    """Check every finished stage, apply --from `start`, then run the chain."""
+    records = Records(s)
+    runs = run_dirs(s)
+    # Before any work (and before --from removes anything): every finished stage of every run
+    # directory that is kept fits the current settings.
+    for run, seed in runs:
+        check_run(records, run, seed, start)
+    if start:
+        remove(removals(s, start, [run for run, _ in runs]))
+    run_data(s, records)
+    for run, _ in runs:
+        run.mkdir(parents=True, exist_ok=True)
+    base = base_model(s, records)
+    for run, seed in runs:
+        run_chain(s, records, base, run, seed)
+    # the seeds' table, made again by every invocation: over exactly this invocation's seeds
+    if s.seeds:
+        log(f"results: {s.dataset} over seeds {' '.join(map(str, s.seeds))}")
+        nlg(s, "results", s.dataset, "--runs", *(str(run) for run, _ in runs), "--md", str(s.work_dir / "results.md"),
+            "--json", str(s.work_dir / "results.json"))
+    print(f"\nresults: {s.work_dir / 'results.md'} (results.json, run.json beside it)", file=sys.stderr)
+
+
+def parse_args(argv: list[str]) -> dict:
+    """The command line as the script always read it: DATASET, --demo, --method, --seeds, --from,
+    --help (each `--flag VALUE` or `--flag=VALUE`); Refusal for anything else."""
+    found = {"dataset": "", "demo": False, "from": "", "help": False, "seeds": "", "method": ""}
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        name, equals, value = arg.partition("=")
+        if arg == "--demo":
+            found["demo"] = True
+        elif arg in ("-h", "--help"):
+            found["help"] = True
+        elif name in ("--from", "--seeds", "--method"):
+            what = {"--from": "a stage", "--seeds": "a number", "--method": "a name"}[name]
+            if not equals:
+                if not args or not args[0]:
+                    raise Refusal(f"{name} needs {what}")
+                value = args.pop(0)
+            found[name[2:]] = value
+        elif arg.startswith("-"):
+            raise Refusal(f"unknown argument {arg} (see --help)")
+        elif found["dataset"]:
+            raise Refusal("one DATASET only (see --help)")
+        else:
+            found["dataset"] = arg
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    from nlg.pipeline.settings import DATASETS
+
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        if args["help"]:
+            from nlg.pipeline.usage import usage
+
+            print(usage())
+            return 0
+        if not args["dataset"]:
+            raise Refusal("which dataset? e2e, webnlg or dart (see --help)")
+        if args["dataset"] not in DATASETS:
+            raise Refusal(f"unknown dataset '{args['dataset']}' (one of: {', '.join(DATASETS)})")
+        if args["from"] and args["from"] not in NAMES:
+            raise Refusal(f"unknown stage '{args['from']}' (one of: {' '.join(NAMES)})")
+        settings = resolve(args["dataset"], os.environ, demo=args["demo"], method_flag=args["method"],
+                           seed_count=args["seeds"])
+        reproduce(settings, args["from"])
+    except Refusal as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 2
+    except Failed as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 1
+    except StageFailed as error:
+        return error.code
+    except InputError as error:  # a file the pipeline itself read (a split cut to N contexts)
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
