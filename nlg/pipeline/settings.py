@@ -121,9 +121,21 @@ def check_number(name: str, value: str, spec: Number | None = None) -> str | Non
     return None
 
 
+def all_numbers() -> dict[str, Number]:
+    """Every numeric setting: the pipeline's (NUMBERS) and every method's (`method_numbers`)."""
+    from nlg import methods
+
+    found = dict(NUMBERS)
+    for name in methods.names():
+        for key, number in method_numbers(methods.get(name)).items():
+            found.setdefault(key, number)
+    return found
+
+
 def check(pairs: list[str], numbers: Mapping[str, Number] | None = None) -> list[str]:
-    """The problems of NAME=VALUE pairs, in order (a name without a rule is a bug of the pipeline)."""
-    numbers = NUMBERS if numbers is None else numbers
+    """The problems of NAME=VALUE pairs, in order, by `numbers` (default: `all_numbers`; a name
+    without a rule is a bug of the pipeline)."""
+    numbers = all_numbers() if numbers is None else numbers
     problems = []
     for pair in pairs:
         name, _, value = pair.partition("=")
@@ -174,6 +186,28 @@ def problems(values: Mapping[str, str]) -> list[str]:
     if values.get("METHOD"):
         found += size_problems(values["METHOD"], values)
     return found
+
+
+def method_problem(method: Any, values: Mapping[str, str]) -> str | None:
+    """The first problem of a method's settings (its flags upper-cased; empty: not given), or
+    None: each must read as its flag's type, then the method's own `check` (what nlg train runs)
+    decides, every flag not given at its default. A refused value is named by its range where
+    that range refuses it (`method_numbers`), else by the method's words."""
+    numbers = method_numbers(method)
+    given = {flag: values.get(flag.upper(), "") for flag in method.flags}
+    for flag, value in given.items():
+        number = numbers.get(flag.upper())
+        if value and number and check_number(flag.upper(), value, Number(number.kind, None, empty=True)):
+            return check_number(flag.upper(), value, number)
+    parsed = {flag: parse(method, flag, value) for flag, value in given.items() if value}
+    found = method.check({**method.defaults, **parsed})
+    if not found:
+        return None
+    for flag, value in given.items():
+        number = numbers.get(flag.upper())
+        if value and number and check_number(flag.upper(), value, number):
+            return check_number(flag.upper(), value, number)
+    return f"{found[0]} ({', '.join(f'{flag.upper()}={value}' for flag, value in given.items() if value)})"
 
 
 def word(value: Any) -> str:
@@ -385,15 +419,10 @@ def resolve(dataset: str, environ: Mapping[str, str], demo: bool = False, method
     found = size_problems(name, values)
     if found:
         raise Refusal(f"{found[0]}; nothing was run")
-    numbers = method_numbers(method)
-    sizes = {}
-    for flag in method.sizes:
-        value = values.get(flag.upper(), "")
-        problem = check_number(flag.upper(), value, numbers[flag.upper()]) if flag.upper() in numbers else None
-        if problem:
-            raise Refusal(f"{problem}; nothing was run")
-        if value:
-            sizes[flag] = parse(method, flag, value)
+    problem = method_problem(method, values)
+    if problem:
+        raise Refusal(f"{problem}; nothing was run")
+    sizes = {flag: parse(method, flag, values[flag.upper()]) for flag in method.sizes if values.get(flag.upper())}
     recipe = _recipe(dataset, method, sizes, values)
     for key, value in recipe.items():
         values.setdefault(key, value)  # the recipe's where the environment (or the demo) set none
@@ -425,9 +454,7 @@ def resolve(dataset: str, environ: Mapping[str, str], demo: bool = False, method
     values.setdefault("NLG_VOCAB_DIR", "")
     init_given = values.get("INIT_CHECKPOINT", "")
 
-    pairs = [f"{key}={values.get(key, '')}" for key in NUMBERS]
-    pairs += [f"{key}={values[key]}" for key in numbers]
-    found = check(pairs, {**NUMBERS, **numbers})
+    found = check([f"{key}={values.get(key, '')}" for key in NUMBERS], NUMBERS)
     if found:
         raise Refusal(f"{found[0]}; nothing was run")
     seeds = [int(seed) for seed in values.get("SEEDS", "").split()]
@@ -441,11 +468,9 @@ def resolve(dataset: str, environ: Mapping[str, str], demo: bool = False, method
                                        values["SELECT_SPLIT"])), None)
     if problem:
         raise Refusal(f"{problem}; nothing was run")
-    own = {flag: parse(method, flag, values[flag.upper()]) for flag in method.flags}
-    found = method.check({flag: value for flag, value in own.items() if value is not None})
-    if found:
-        given = ", ".join(f"{flag.upper()}={values[flag.upper()]}" for flag in method.flags if values[flag.upper()])
-        raise Refusal(f"{found[0]} ({given}); nothing was run")
+    problem = method_problem(method, values)  # with the recipe's values too
+    if problem:
+        raise Refusal(f"{problem}; nothing was run")
 
     known = {*ENVIRONMENT, *NUMBERS, *(f.upper() for f in method.flags), *recipe, "RAW_DIR", "DATASET"}
     values["DATASET"] = dataset
