@@ -450,6 +450,15 @@ def parse_args(argv: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`nlg reproduce ...`: the pipeline's own problems are `reproduce.sh: ...` lines (exit 2 before
+    any work, 1 for a failure); a failed stage's exit status is the run's; a file the pipeline
+    itself reads or writes that fails is `reproduce.sh: error: FILE: reason` (nlg.cli.run_main)."""
+    from nlg.cli import run_main
+
+    return run_main(_main, argv, prog=PROG)
+
+
+def _main(argv: list[str] | None = None) -> int:
     from nlg.pipeline.settings import DATASETS
 
     try:
@@ -476,7 +485,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except StageFailed as error:
         return error.code
-    except InputError as error:  # a file the pipeline itself read (a split cut to N contexts)
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        return 130
     return 0

@@ -253,3 +253,19 @@ def test_the_command_line_is_the_scripts(capsys):
     assert main(["e2e", "--from", "nowhere"]) == 2 and "unknown stage 'nowhere'" in capsys.readouterr().err
     assert main(["--help"]) == 0
     assert capsys.readouterr().out.startswith("usage: scripts/reproduce.sh DATASET [--demo]")
+
+
+@pytest.mark.parametrize("name", methods.names())
+def test_every_method_resolves_to_its_own_flags(name):
+    """Every registered method runs through the pipeline by its own flags alone: its settings
+    are its flags upper-cased, only they reach nlg train, and its train record holds them."""
+    method = methods.get(name)
+    s = resolve("e2e", {**TOY, "METHOD": name}, demo=True)
+    args = s.method_args()
+    assert args[:2] == ["--method", name]
+    assert {flag.removeprefix("--") for flag in args[2::2]} <= set(method.flags)
+    others = {flag.upper() for other in methods.names() for flag in methods.get(other).flags} - set(s.method_names)
+    train = dict(Records(s).record("train", 110))
+    assert not others & set(train) and set(s.method_names) <= set(train)
+    assert s.describe_method()  # the train stage's log line
+    assert s["WORK_DIR"] == TOY["WORK_DIR"]
