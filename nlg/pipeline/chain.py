@@ -5,7 +5,7 @@ fronts it). The usage text (nlg.pipeline.usage) documents every flag and setting
     per run directory:     train -> select -> beam -> untrained (--demo) -> decode -> score
     with seeds:            one table over the seeds' run directories
 
-`run_chain(settings, records, run_dir, seed)` runs one run directory's stages; `reproduce` runs
+`run_chain(settings, run_dir, seed)` runs one run directory's stages; `reproduce` runs
 the shared stages, then each seed's run directory, then the seeds' table. Each stage skips when
 its marker's record fits the settings (nlg.pipeline.stages). Training and beam search run as
 `python -m nlg.train` / `nlg.beam`, on NPROC > 1 processes through torchrun; every other stage is
@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from nlg.files import InputError
@@ -293,91 +294,146 @@ def chosen(run: Path) -> Path:
         raise Failed(f"{error}: rerun with --from select") from None
 
 
-def run_chain(s: Settings, records: Records, base: str, run: Path, seed: int) -> bool:
-    """Every per-run stage in `run`, seeded with `seed`, from the base model `base`; True when
-    this call scored it (a finished run's table is printed instead, without seeds)."""
+@dataclass(frozen=True)
+class Run:
+    """One run directory: its settings and records, the base model it trains on, its seed."""
+
+    s: Settings
+    records: Records
+    base: str
+    dir: Path
+    seed: int
+
+    def done(self, stage: str) -> bool:
+        return is_done(self.records, stage, self.dir, self.seed)
+
+    def mark(self, stage: str) -> None:
+        mark_done(self.records, stage, self.dir, self.seed)
+
+    def test_files(self) -> tuple[Path, Path]:
+        """The test split as beam searches it: whole, or the TEST_LIMIT subset the beam stage makes."""
+        if self.s.number("TEST_LIMIT") > 0:
+            return self.dir / "test_subset.jsonl", self.dir / "test_subset_formatted.jsonl"
+        return self.s.data_dir / "test.jsonl", self.s.data_dir / "test_formatted.jsonl"
+
+
+def train(r: Run) -> None:
+    s = r.s
+    log(f"train: {s.method} ({s.describe_method()}, seed {r.seed}), {s['NPROC']} process(es)")
+    valid = [arg for split in s.words("VALID_SPLIT") for arg in ("--valid_data", str(s.data_dir / f"{split}.jsonl"))]
+    steps = ["--max_step", s["MAX_STEP"]] if s.number("MAX_STEP") > 0 else []
+    launch(s, "nlg.train", "--model_card", s["MODEL_CARD"], "--init_checkpoint", r.base,
+           "--train_data", str(s.data_dir / f"{s['TRAIN_SPLIT']}.jsonl"), *valid,
+           "--train_batch_size", s["BATCH"], "--grad_acc", s["GRAD_ACC"], "--seq_len", s["SEQ_LEN"],
+           "--lr", s["LR"], "--weight_decay", s["WEIGHT_DECAY"], "--adam_beta2", s["ADAM_BETA2"],
+           "--clip", s["CLIP"], "--scheduler", s["SCHEDULER"], "--warmup_step", s["WARMUP"],
+           "--max_epoch", s["EPOCHS"], *steps, "--label_smooth", s["LABEL_SMOOTH"], *s.method_args(),
+           "--random_seed", str(r.seed), "--save_interval", s["SAVE_INTERVAL"],
+           "--eval_interval", s["EVAL_INTERVAL"], "--work_dir", str(r.dir / s.method), "--resume", "latest")
+    plot(s, r.dir / s.method)
+
+
+def select(r: Run) -> None:
+    s = r.s
+    if s["SELECT"] == "last":
+        log("select: the checkpoint to decode, the last one")
+    else:
+        metric = f" ({s['SELECT_METRIC']})" if s["SELECT"] == "valid_metric" else ""
+        log(f"select: the checkpoint to decode, by {s['SELECT']}{metric} on validation")
+    select_checkpoint(s, r.records, r.base, r.dir, r.seed)
+
+
+def beam(r: Run, checkpoint: Path) -> None:
+    s = r.s
+    log(f"beam: beam {s['BEAM']}, length penalty {s['LENGTH_PENALTY']}, checkpoint {checkpoint}")
+    test_data, test_formatted = r.test_files()
+    if s.number("TEST_LIMIT") > 0:  # the test subset is made here only; decode reads what beam searched
+        write_subset(s.data_dir / "test.jsonl", s.data_dir / "test_formatted.jsonl", s.number("TEST_LIMIT"),
+                     test_data, test_formatted)
+    launch(s, "nlg.beam", "--data", str(test_data), *beam_model_args(s, r.base, checkpoint), *beam_args(s),
+           "--output_file", str(r.dir / "predict.jsonl"))
+
+
+def untrained(r: Run) -> None:
+    """The demo's yardstick: the same card with random weights, beam-searched alike."""
+    s = r.s
+    log(f"untrained (demo): a random {s['MODEL_CARD']} beam-searched alike, what learning has to beat")
+    (r.dir / "untrained").mkdir(parents=True, exist_ok=True)
+    launch(s, "nlg.beam", "--data", str(r.test_files()[0]), "--model_card", s["MODEL_CARD"], "--seed", str(r.seed),
+           *beam_args(s), "--no_progress", "--output_file", str(r.dir / "untrained" / "predict.jsonl"))
+
+
+def decode(r: Run) -> None:
+    """The one prediction file, once per subset (WebNLG: all, seen, unseen)."""
+    s = r.s
+    log(f"decode: predictions and references to the scorer's files ({s['SUBSETS']})")
+    decode_subsets(s, r.dir, r.test_files()[1], s.subsets)
+    if s.demo:
+        log(f"decode (demo): the untrained {s['MODEL_CARD']}")
+        decode_subsets(s, r.dir / "untrained", r.test_files()[1], s.subsets)
+
+
+def subset_files(s: Settings, run: Path) -> list[list[str]]:
+    """[SUBSET, SCORES, REFERENCES, PREDICTIONS] of each subset, as run.json lists them."""
+    return [[subset, str(scores_path(run, subset)), str(ref_path(s, run, subset)), str(pred_path(s, run, subset))]
+            for subset in s.subsets]
+
+
+def score(r: Run, checkpoint: Path) -> None:
+    """Scores, run.json, results.md and results.json."""
+    s = r.s
+    log(f"score: nlg score {s['SCORE_ARGS']} ({s['SUBSETS']})")
+    score_subsets(s, r.dir, s.subsets)
+    scores = ["--scores", *(f"{subset}={scores_path(r.dir, subset)}" for subset in s.subsets)]
+    untrained_files: list[list[str]] = []
+    if s.demo:
+        log(f"score (demo): the untrained {s['MODEL_CARD']}")
+        score_subsets(s, r.dir / "untrained", s.subsets, quiet=True)
+        untrained_files = subset_files(s, r.dir / "untrained")
+        scores += ["--untrained", *(f"{subset}={scores_path(r.dir / 'untrained', subset)}" for subset in s.subsets)]
+    write_run_record(r.dir, run_record(r.dir, s.dataset, s["MODEL_CARD"], r.seed,
+                                       dict(r.records.record("score", r.seed)), subset_files(s, r.dir),
+                                       untrained_files, checkpoint))
+    outputs = ["--md", str(r.dir / "results.md"), "--json", str(r.dir / "results.json")]
+    if s.own_recipe():  # the run beside the paper's rows of the dataset's own recipe
+        nlg(s, "results", s.dataset, "--card", s["MODEL_CARD"], *scores, *outputs)
+    else:  # a baseline: labelled by method and size, beside every row of the paper's table
+        nlg(s, "results", s.dataset, "--runs", str(r.dir), *outputs)
+
+
+def run_chain(s: Settings, run: Path, seed: int, records: Records | None = None, base: str | None = None) -> bool:
+    """Every stage of one run directory `run`, seeded with `seed`: the shared ones first where
+    they are not done (data, the base model) unless `base` is given, then train -> select ->
+    beam -> untrained (--demo) -> decode -> score, each skipped when finished with these
+    settings. True when this call scored the run (a finished run's table is printed instead,
+    without seeds). One settings object, one directory: a sweep calls it once per point."""
+    records = records or Records(s)
+    if base is None:
+        run_data(s, records)
+        base = base_model(s, records)
+    run.mkdir(parents=True, exist_ok=True)
+    r = Run(s, records, base, run, seed)
     if s.seeds:
         log(f"seed {seed}: {run}")
-    if not is_done(records, "train", run, seed):
-        log(f"train: {s.method} ({s.describe_method()}, seed {seed}), {s['NPROC']} process(es)")
-        valid = [arg for split in s.words("VALID_SPLIT") for arg in ("--valid_data", str(s.data_dir / f"{split}.jsonl"))]
-        steps = ["--max_step", s["MAX_STEP"]] if s.number("MAX_STEP") > 0 else []
-        launch(s, "nlg.train", "--model_card", s["MODEL_CARD"], "--init_checkpoint", base,
-               "--train_data", str(s.data_dir / f"{s['TRAIN_SPLIT']}.jsonl"), *valid,
-               "--train_batch_size", s["BATCH"], "--grad_acc", s["GRAD_ACC"], "--seq_len", s["SEQ_LEN"],
-               "--lr", s["LR"], "--weight_decay", s["WEIGHT_DECAY"], "--adam_beta2", s["ADAM_BETA2"],
-               "--clip", s["CLIP"], "--scheduler", s["SCHEDULER"], "--warmup_step", s["WARMUP"],
-               "--max_epoch", s["EPOCHS"], *steps, "--label_smooth", s["LABEL_SMOOTH"], *s.method_args(),
-               "--random_seed", str(seed), "--save_interval", s["SAVE_INTERVAL"],
-               "--eval_interval", s["EVAL_INTERVAL"], "--work_dir", str(run / s.method), "--resume", "latest")
-        plot(s, run / s.method)
-        mark_done(records, "train", run, seed)
-
-    if not is_done(records, "select", run, seed):
-        if s["SELECT"] == "last":
-            log("select: the checkpoint to decode, the last one")
-        else:
-            metric = f" ({s['SELECT_METRIC']})" if s["SELECT"] == "valid_metric" else ""
-            log(f"select: the checkpoint to decode, by {s['SELECT']}{metric} on validation")
-        select_checkpoint(s, records, base, run, seed)
-        mark_done(records, "select", run, seed)
+    if not r.done("train"):
+        train(r)
+        r.mark("train")
+    if not r.done("select"):
+        select(r)
+        r.mark("select")
     checkpoint = chosen(run)
-
-    # The test subset is made by the beam stage only; decode reads what beam searched.
-    test_data, test_formatted = s.data_dir / "test.jsonl", s.data_dir / "test_formatted.jsonl"
-    if s.number("TEST_LIMIT") > 0:
-        test_data, test_formatted = run / "test_subset.jsonl", run / "test_subset_formatted.jsonl"
-    if not is_done(records, "beam", run, seed):
-        log(f"beam: beam {s['BEAM']}, length penalty {s['LENGTH_PENALTY']}, checkpoint {checkpoint}")
-        if s.number("TEST_LIMIT") > 0:
-            write_subset(s.data_dir / "test.jsonl", s.data_dir / "test_formatted.jsonl", s.number("TEST_LIMIT"),
-                         test_data, test_formatted)
-        launch(s, "nlg.beam", "--data", str(test_data), *beam_model_args(s, base, checkpoint), *beam_args(s),
-               "--output_file", str(run / "predict.jsonl"))
-        mark_done(records, "beam", run, seed)
-
-    # untrained (demo): the same card with random weights, beam-searched alike
-    if s.demo and not is_done(records, "untrained", run, seed):
-        log(f"untrained (demo): a random {s['MODEL_CARD']} beam-searched alike, what learning has to beat")
-        (run / "untrained").mkdir(parents=True, exist_ok=True)
-        launch(s, "nlg.beam", "--data", str(test_data), "--model_card", s["MODEL_CARD"], "--seed", str(seed),
-               *beam_args(s), "--no_progress", "--output_file", str(run / "untrained" / "predict.jsonl"))
-        mark_done(records, "untrained", run, seed)
-
-    # decode: the one prediction file, once per subset (WebNLG: all, seen, unseen)
-    if not is_done(records, "decode", run, seed):
-        log(f"decode: predictions and references to the scorer's files ({s['SUBSETS']})")
-        decode_subsets(s, run, test_formatted, s.subsets)
-        if s.demo:
-            log(f"decode (demo): the untrained {s['MODEL_CARD']}")
-            decode_subsets(s, run / "untrained", test_formatted, s.subsets)
-        mark_done(records, "decode", run, seed)
-
-    # score, results.md and results.json, and the run record run.json
-    if not is_done(records, "score", run, seed):
-        log(f"score: nlg score {s['SCORE_ARGS']} ({s['SUBSETS']})")
-        score_subsets(s, run, s.subsets)
-        files = [[subset, str(scores_path(run, subset)), str(ref_path(s, run, subset)), str(pred_path(s, run, subset))]
-                 for subset in s.subsets]
-        untrained: list[list[str]] = []
-        results_scores = [f"{subset}={scores_path(run, subset)}" for subset in s.subsets]
-        untrained_scores: list[str] = []
-        if s.demo:
-            log(f"score (demo): the untrained {s['MODEL_CARD']}")
-            score_subsets(s, run / "untrained", s.subsets, quiet=True)
-            u = run / "untrained"
-            untrained = [[subset, str(scores_path(u, subset)), str(ref_path(s, u, subset)), str(pred_path(s, u, subset))]
-                         for subset in s.subsets]
-            untrained_scores = ["--untrained", *(f"{subset}={scores_path(u, subset)}" for subset in s.subsets)]
-        write_run_record(run, run_record(run, s.dataset, s["MODEL_CARD"], seed, dict(records.record("score", seed)),
-                                         files, untrained, checkpoint))
-        outputs = ["--md", str(run / "results.md"), "--json", str(run / "results.json")]
-        if s.own_recipe():  # the run beside the paper's rows of the dataset's own recipe
-            nlg(s, "results", s.dataset, "--card", s["MODEL_CARD"], "--scores", *results_scores, *untrained_scores,
-                *outputs)
-        else:  # a baseline: labelled by method and size, beside every row of the paper's table
-            nlg(s, "results", s.dataset, "--runs", str(run), *outputs)
-        mark_done(records, "score", run, seed)
+    if not r.done("beam"):
+        beam(r, checkpoint)
+        r.mark("beam")
+    if s.demo and not r.done("untrained"):
+        untrained(r)
+        r.mark("untrained")
+    if not r.done("decode"):
+        decode(r)
+        r.mark("decode")
+    if not r.done("score"):
+        score(r, checkpoint)
+        r.mark("score")
         return True
     if not s.seeds:
         sys.stdout.write((run / "results.md").read_text())
@@ -412,7 +468,7 @@ def reproduce(s: Settings, start: str = "") -> None:
         run.mkdir(parents=True, exist_ok=True)
     base = base_model(s, records)
     for run, seed in runs:
-        run_chain(s, records, base, run, seed)
+        run_chain(s, run, seed, records, base)
     # the seeds' table, made again by every invocation: over exactly this invocation's seeds
     if s.seeds:
         log(f"results: {s.dataset} over seeds {' '.join(map(str, s.seeds))}")

@@ -378,60 +378,86 @@ def resolve(dataset: str, environ: Mapping[str, str], demo: bool = False, method
     """Every setting of a run of `dataset` from the environment, the demo's defaults and the
     recipe (module docstring), checked: Refusal on the first problem."""
     from nlg import methods
-    from nlg.files import InputError
 
-    env = dict(environ)
-    given_method = env.get("METHOD", "")
-    if method_flag and given_method and given_method != method_flag:
-        raise Refusal(f"--method {method_flag} and METHOD={given_method} disagree; give one")
-    name = method_flag or given_method or methods.DEFAULT
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
-        raise Refusal(f"METHOD='{name}' is not a method name (e.g. {', '.join(methods.names()[:3])})")
-    if seed_count:
-        if not _INT.match(seed_count) or int(seed_count) < 1:
-            raise Refusal(f"--seeds '{seed_count}' is not a whole number >= 1")
-        if env.get("SEEDS"):
-            raise Refusal(f"give --seeds {seed_count} or SEEDS=\"{env['SEEDS']}\", not both")
-    try:
-        method = methods.get(name)
-    except InputError as error:
-        raise Refusal(str(error)) from None
-    values = env  # the settings as they are resolved: what is set stays
-    values["METHOD"] = name
-
-    def default(key: str, value: str) -> None:  # where unset or empty
-        if not values.get(key):
-            values[key] = value
-
-    select_given = bool(env.get("SELECT"))
-    suffix = "" if name == methods.DEFAULT else f"-{name}"
+    method = _method(environ, method_flag, seed_count)
+    values = dict(environ)  # the settings as they are resolved: what is set stays
+    values["METHOD"] = method.name
+    suffix = "" if method.name == methods.DEFAULT else f"-{method.name}"
+    select_given = bool(values.get("SELECT"))
     if demo:
-        default("MODEL_CARD", DEMO_DEFAULTS["MODEL_CARD"])
-        default("WORK_DIR", f"runs/{dataset}-demo{suffix}")
-        for flag, value in method.demo_values.items():
-            default(flag.upper(), word(value))
-        for key, value in {**DEMO_DEFAULTS, **DEMO_BY_DATASET.get(dataset, {})}.items():
-            default(key, value)
-        if dataset in DEMO_NO_VALIDATION:
-            values.setdefault("VALID_SPLIT", "")
-        default("SAVE_INTERVAL", "200")
-        default("EVAL_INTERVAL", values["SAVE_INTERVAL"])  # validation at every checkpoint (valid_loss)
-    found = size_problems(name, values)
-    if found:
-        raise Refusal(f"{found[0]}; nothing was run")
-    problem = method_problem(method, values)
+        _demo_defaults(values, dataset, method, suffix)
+    problem = next(iter(size_problems(method.name, values)), None) or method_problem(method, values)
     if problem:
         raise Refusal(f"{problem}; nothing was run")
     sizes = {flag: parse(method, flag, values[flag.upper()]) for flag in method.sizes if values.get(flag.upper())}
     recipe = _recipe(dataset, method, sizes, values)
     for key, value in recipe.items():
         values.setdefault(key, value)  # the recipe's where the environment (or the demo) set none
+    _defaults(values, dataset, method, suffix, select_given)
+    seeds = _checked_seeds(values, seed_count)
+    problem = method_problem(method, values)  # with the recipe's values too
+    if problem:
+        raise Refusal(f"{problem}; nothing was run")
 
-    default("MODEL_CARD", "gpt2.md")
-    default("WORK_DIR", f"runs/{dataset}-{values['MODEL_CARD']}{suffix}")
-    default("DATA_DIR", f"data/{dataset}")
-    default("PRETRAINED_DIR", "pretrained")
-    default("TRAIN_SPLIT", "train")
+    known = {*ENVIRONMENT, *NUMBERS, *(f.upper() for f in method.flags), *recipe, "RAW_DIR", "DATASET"}
+    values["DATASET"] = dataset
+    raw_env = f"{dataset.upper()}_RAW_DIR"
+    init_given = values.get("INIT_CHECKPOINT", "")
+    nlg = shlex.split(environ["NLG"]) if environ.get("NLG") else [sys.executable, "-m", "nlg"]
+    return Settings(dataset=dataset, demo=demo, method=method.name,
+                    values={key: value for key, value in values.items() if key in known},
+                    seeds=seeds, nlg=nlg, raw_env=raw_env, raw_dir=values.get(raw_env, ""),
+                    init_given=init_given, pretrain=demo and not init_given)
+
+
+def _method(environ: Mapping[str, str], method_flag: str, seed_count: str) -> Any:
+    """The method of the run (--method or METHOD, default nlg.methods.DEFAULT), and --seeds checked."""
+    from nlg import methods
+    from nlg.files import InputError
+
+    given = environ.get("METHOD", "")
+    if method_flag and given and given != method_flag:
+        raise Refusal(f"--method {method_flag} and METHOD={given} disagree; give one")
+    name = method_flag or given or methods.DEFAULT
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
+        raise Refusal(f"METHOD='{name}' is not a method name (e.g. {', '.join(methods.names()[:3])})")
+    if seed_count:
+        if not _INT.match(seed_count) or int(seed_count) < 1:
+            raise Refusal(f"--seeds '{seed_count}' is not a whole number >= 1")
+        if environ.get("SEEDS"):
+            raise Refusal(f"give --seeds {seed_count} or SEEDS=\"{environ['SEEDS']}\", not both")
+    try:
+        return methods.get(name)
+    except InputError as error:
+        raise Refusal(str(error)) from None
+
+
+def _default(values: dict[str, str], key: str, value: str) -> None:
+    """`value` where `key` is unset or empty (the shell's ${KEY:-value})."""
+    if not values.get(key):
+        values[key] = value
+
+
+def _demo_defaults(values: dict[str, str], dataset: str, method: Any, suffix: str) -> None:
+    _default(values, "MODEL_CARD", DEMO_DEFAULTS["MODEL_CARD"])
+    _default(values, "WORK_DIR", f"runs/{dataset}-demo{suffix}")
+    for flag, value in method.demo_values.items():
+        _default(values, flag.upper(), word(value))
+    for key, value in {**DEMO_DEFAULTS, **DEMO_BY_DATASET.get(dataset, {})}.items():
+        _default(values, key, value)
+    if dataset in DEMO_NO_VALIDATION:
+        values.setdefault("VALID_SPLIT", "")
+    _default(values, "SAVE_INTERVAL", "200")
+    _default(values, "EVAL_INTERVAL", values["SAVE_INTERVAL"])  # validation at every checkpoint (valid_loss)
+
+
+def _defaults(values: dict[str, str], dataset: str, method: Any, suffix: str, select_given: bool) -> None:
+    """The pipeline's own defaults, after the environment, the demo's and the recipe's."""
+    _default(values, "MODEL_CARD", "gpt2.md")
+    _default(values, "WORK_DIR", f"runs/{dataset}-{values['MODEL_CARD']}{suffix}")
+    _default(values, "DATA_DIR", f"data/{dataset}")
+    _default(values, "PRETRAINED_DIR", "pretrained")
+    _default(values, "TRAIN_SPLIT", "train")
     values.setdefault("VALID_SPLIT", "valid")  # set but empty: no validation
     for flag in method.flags:
         values.setdefault(flag.upper(), "")
@@ -439,21 +465,21 @@ def resolve(dataset: str, environ: Mapping[str, str], demo: bool = False, method
         values["SELECT"] = "last"  # the recipe's SELECT needs a validation split
     values.setdefault("SELECT_SPLIT", values["VALID_SPLIT"])
     for key, value in (("VALID_LIMIT", "0"), ("MAX_STEP", "0"), ("SAVE_INTERVAL", "1000")):
-        default(key, value)
+        _default(values, key, value)
     if values["SELECT"] == "valid_loss":
-        default("EVAL_INTERVAL", values["SAVE_INTERVAL"])
+        _default(values, "EVAL_INTERVAL", values["SAVE_INTERVAL"])
     for key, value in (("EVAL_INTERVAL", "2000"), ("BEAM_BATCH", "16"), ("TEST_LIMIT", "0"),
                        ("PRETRAIN_LR", "3e-3"), ("PRETRAIN_EPOCHS", "1"), ("PRETRAIN_STEPS", "0"),
                        ("PRETRAIN_SEED", values["SEED"])):
-        default(key, value)
-    raw_env = f"{dataset.upper()}_RAW_DIR"
-    raw_dir = values.get(raw_env, "")
-    values["RAW_DIR"] = raw_dir or f"download into {values['DATA_DIR']}/raw"
+        _default(values, key, value)
+    values["RAW_DIR"] = values.get(f"{dataset.upper()}_RAW_DIR") or f"download into {values['DATA_DIR']}/raw"
     if not values.get("NPROC"):
         values["NPROC"] = str(default_nproc())
     values.setdefault("NLG_VOCAB_DIR", "")
-    init_given = values.get("INIT_CHECKPOINT", "")
 
+
+def _checked_seeds(values: Mapping[str, str], seed_count: str) -> list[int]:
+    """The numbers, the seeds, the selection and the splits checked; the seeds to run."""
     found = check([f"{key}={values.get(key, '')}" for key in NUMBERS], NUMBERS)
     if found:
         raise Refusal(f"{found[0]}; nothing was run")
@@ -464,21 +490,10 @@ def resolve(dataset: str, environ: Mapping[str, str], demo: bool = False, method
     if repeated:
         raise Refusal(f"SEEDS=\"{values['SEEDS']}\" names seed(s) {' '.join(repeated)} more than once")
     _check_selection(values)
-    problem = next(iter(split_problems(values["TRAIN_SPLIT"], values["VALID_SPLIT"], values["SELECT"],
-                                       values["SELECT_SPLIT"])), None)
-    if problem:
-        raise Refusal(f"{problem}; nothing was run")
-    problem = method_problem(method, values)  # with the recipe's values too
-    if problem:
-        raise Refusal(f"{problem}; nothing was run")
-
-    known = {*ENVIRONMENT, *NUMBERS, *(f.upper() for f in method.flags), *recipe, "RAW_DIR", "DATASET"}
-    values["DATASET"] = dataset
-    nlg = shlex.split(environ["NLG"]) if environ.get("NLG") else [sys.executable, "-m", "nlg"]
-    return Settings(dataset=dataset, demo=demo, method=name,
-                    values={key: value for key, value in values.items() if key in known},
-                    seeds=seeds, nlg=nlg, raw_env=raw_env, raw_dir=raw_dir,
-                    init_given=init_given, pretrain=demo and not init_given)
+    found = split_problems(values["TRAIN_SPLIT"], values["VALID_SPLIT"], values["SELECT"], values["SELECT_SPLIT"])
+    if found:
+        raise Refusal(f"{found[0]}; nothing was run")
+    return seeds
 
 
 def _check_selection(values: Mapping[str, str]) -> None:
