@@ -479,8 +479,10 @@ def reproduce(s: Settings, start: str = "") -> None:
 
 def parse_args(argv: list[str]) -> dict:
     """The command line as the script always read it: DATASET, --demo, --method, --seeds, --from,
-    --help (each `--flag VALUE` or `--flag=VALUE`); Refusal for anything else."""
-    found = {"dataset": "", "demo": False, "from": "", "help": False, "seeds": "", "method": ""}
+    --help, and a sweep's --sweep (repeatable), --point, --points, --gather (each `--flag VALUE`
+    or `--flag=VALUE`); Refusal for anything else."""
+    found = {"dataset": "", "demo": False, "from": "", "help": False, "seeds": "", "method": "",
+             "sweep": [], "point": "", "points": False, "gather": False}  # a sweep's: nlg.pipeline.sweep
     args = list(argv)
     while args:
         arg = args.pop(0)
@@ -489,13 +491,19 @@ def parse_args(argv: list[str]) -> dict:
             found["demo"] = True
         elif arg in ("-h", "--help"):
             found["help"] = True
-        elif name in ("--from", "--seeds", "--method"):
-            what = {"--from": "a stage", "--seeds": "a number", "--method": "a name"}[name]
+        elif arg in ("--points", "--gather"):
+            found[arg[2:]] = True
+        elif name in ("--from", "--seeds", "--method", "--sweep", "--point"):
+            what = {"--from": "a stage", "--seeds": "a number", "--method": "a name", "--sweep": "NAME=V1,V2,...",
+                    "--point": "an index (--points lists them)"}[name]
             if not equals:
                 if not args or not args[0]:
                     raise Refusal(f"{name} needs {what}")
                 value = args.pop(0)
-            found[name[2:]] = value
+            if name == "--sweep":
+                found["sweep"].append(value)
+            else:
+                found[name[2:]] = value
         elif arg.startswith("-"):
             raise Refusal(f"unknown argument {arg} (see --help)")
         elif found["dataset"]:
@@ -530,6 +538,13 @@ def _main(argv: list[str] | None = None) -> int:
             raise Refusal(f"unknown dataset '{args['dataset']}' (one of: {', '.join(DATASETS)})")
         if args["from"] and args["from"] not in NAMES:
             raise Refusal(f"unknown stage '{args['from']}' (one of: {' '.join(NAMES)})")
+        if args["sweep"]:
+            from nlg.pipeline.sweep import run_sweep
+
+            return run_sweep(args["dataset"], os.environ, args, sys.argv[1:] if argv is None else list(argv))
+        for flag in ("point", "points", "gather"):
+            if args[flag] not in ("", False):
+                raise Refusal(f"--{flag} is of a sweep: give --sweep NAME=V1,V2,... with it (see --help)")
         settings = resolve(args["dataset"], os.environ, demo=args["demo"], method_flag=args["method"],
                            seed_count=args["seeds"])
         reproduce(settings, args["from"])
