@@ -16,6 +16,7 @@ status; the pipeline's own problems are one `reproduce.sh: ...` line, exit 2 for
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -477,32 +478,30 @@ def reproduce(s: Settings, start: str = "") -> None:
     print(f"\nresults: {s.work_dir / 'results.md'} (results.json, run.json beside it)", file=sys.stderr)
 
 
-def parse_args(argv: list[str]) -> dict:
-    """The command line as the script always read it: DATASET, --demo, --method, --seeds, --from,
-    --help (each `--flag VALUE` or `--flag=VALUE`); Refusal for anything else."""
-    found = {"dataset": "", "demo": False, "from": "", "help": False, "seeds": "", "method": ""}
-    args = list(argv)
-    while args:
-        arg = args.pop(0)
-        name, equals, value = arg.partition("=")
-        if arg == "--demo":
-            found["demo"] = True
-        elif arg in ("-h", "--help"):
-            found["help"] = True
-        elif name in ("--from", "--seeds", "--method"):
-            what = {"--from": "a stage", "--seeds": "a number", "--method": "a name"}[name]
-            if not equals:
-                if not args or not args[0]:
-                    raise Refusal(f"{name} needs {what}")
-                value = args.pop(0)
-            found[name[2:]] = value
-        elif arg.startswith("-"):
-            raise Refusal(f"unknown argument {arg} (see --help)")
-        elif found["dataset"]:
-            raise Refusal("one DATASET only (see --help)")
-        else:
-            found["dataset"] = arg
-    return found
+class _Parser(argparse.ArgumentParser):
+    """argparse, with the script's one-line messages (Refusal) for what it does not accept."""
+
+    def error(self, message: str):
+        extra = message.removeprefix("unrecognized arguments: ")
+        if extra != message:
+            first = extra.split()[0]
+            raise Refusal(f"unknown argument {first} (see --help)" if first.startswith("-")
+                          else "one DATASET only (see --help)")
+        raise Refusal(f"{message} (see --help)")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line as the script always read it: DATASET, --demo, --method NAME, --seeds N,
+    --from STAGE (each also --flag=VALUE), --help; Refusal for anything else. The usage text
+    (nlg.pipeline.usage, --help) is the documentation."""
+    parser = _Parser(prog=PROG, add_help=False, allow_abbrev=False)
+    parser.add_argument("dataset", nargs="?", default="")
+    parser.add_argument("--demo", action="store_true")
+    parser.add_argument("--method", default="")
+    parser.add_argument("--seeds", default="")
+    parser.add_argument("--from", dest="start", default="")
+    parser.add_argument("-h", "--help", action="store_true")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -519,20 +518,23 @@ def _main(argv: list[str] | None = None) -> int:
 
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
-        if args["help"]:
+        if args.help:
             from nlg.pipeline.usage import usage
 
-            print(usage())
+            try:
+                print(usage(), flush=True)
+            except BrokenPipeError:  # `--help | head`: the reader has what it wanted
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
-        if not args["dataset"]:
+        if not args.dataset:
             raise Refusal("which dataset? e2e, webnlg or dart (see --help)")
-        if args["dataset"] not in DATASETS:
-            raise Refusal(f"unknown dataset '{args['dataset']}' (one of: {', '.join(DATASETS)})")
-        if args["from"] and args["from"] not in NAMES:
-            raise Refusal(f"unknown stage '{args['from']}' (one of: {' '.join(NAMES)})")
-        settings = resolve(args["dataset"], os.environ, demo=args["demo"], method_flag=args["method"],
-                           seed_count=args["seeds"])
-        reproduce(settings, args["from"])
+        if args.dataset not in DATASETS:
+            raise Refusal(f"unknown dataset '{args.dataset}' (one of: {', '.join(DATASETS)})")
+        if args.start and args.start not in NAMES:
+            raise Refusal(f"unknown stage '{args.start}' (one of: {' '.join(NAMES)})")
+        settings = resolve(args.dataset, os.environ, demo=args.demo, method_flag=args.method,
+                           seed_count=args.seeds)
+        reproduce(settings, args.start)
     except Refusal as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
