@@ -369,9 +369,9 @@ def sweep_problems(words: list[str]) -> list[str]:
 
     try:
         args = parse_args(words)
-        settings = resolve(args["dataset"], {"NPROC": "1"}, demo=args["demo"], method_flag=args["method"],
-                           seed_count=args["seeds"])
-        parse_axes(args["sweep"], settings)
+        settings = resolve(args.dataset, {"NPROC": "1"}, demo=args.demo, method_flag=args.method,
+                           seed_count=args.seeds)
+        parse_axes(args.sweep, settings)
     except Refusal as error:
         return [f"reproduce.sh refuses it: {error}"]
     return []

@@ -16,6 +16,7 @@ status; the pipeline's own problems are one `reproduce.sh: ...` line, exit 2 for
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -477,40 +478,35 @@ def reproduce(s: Settings, start: str = "") -> None:
     print(f"\nresults: {s.work_dir / 'results.md'} (results.json, run.json beside it)", file=sys.stderr)
 
 
-def parse_args(argv: list[str]) -> dict:
-    """The command line as the script always read it: DATASET, --demo, --method, --seeds, --from,
-    --help, and a sweep's --sweep (repeatable), --point, --points, --gather (each `--flag VALUE`
-    or `--flag=VALUE`); Refusal for anything else."""
-    found = {"dataset": "", "demo": False, "from": "", "help": False, "seeds": "", "method": "",
-             "sweep": [], "point": "", "points": False, "gather": False}  # a sweep's: nlg.pipeline.sweep
-    args = list(argv)
-    while args:
-        arg = args.pop(0)
-        name, equals, value = arg.partition("=")
-        if arg == "--demo":
-            found["demo"] = True
-        elif arg in ("-h", "--help"):
-            found["help"] = True
-        elif arg in ("--points", "--gather"):
-            found[arg[2:]] = True
-        elif name in ("--from", "--seeds", "--method", "--sweep", "--point"):
-            what = {"--from": "a stage", "--seeds": "a number", "--method": "a name", "--sweep": "NAME=V1,V2,...",
-                    "--point": "an index (--points lists them)"}[name]
-            if not equals:
-                if not args or not args[0]:
-                    raise Refusal(f"{name} needs {what}")
-                value = args.pop(0)
-            if name == "--sweep":
-                found["sweep"].append(value)
-            else:
-                found[name[2:]] = value
-        elif arg.startswith("-"):
-            raise Refusal(f"unknown argument {arg} (see --help)")
-        elif found["dataset"]:
-            raise Refusal("one DATASET only (see --help)")
-        else:
-            found["dataset"] = arg
-    return found
+class _Parser(argparse.ArgumentParser):
+    """argparse, with the script's one-line messages (Refusal) for what it does not accept."""
+
+    def error(self, message: str):
+        extra = message.removeprefix("unrecognized arguments: ")
+        if extra != message:
+            first = extra.split()[0]
+            raise Refusal(f"unknown argument {first} (see --help)" if first.startswith("-")
+                          else "one DATASET only (see --help)")
+        raise Refusal(f"{message} (see --help)")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line as the script always read it: DATASET, --demo, --method NAME, --seeds N,
+    --from STAGE (each also --flag=VALUE), --help, and a sweep's --sweep SWEEP (repeatable),
+    --points, --point K, --gather (nlg.pipeline.sweep); Refusal for anything else. The usage text
+    (nlg.pipeline.usage, --help) is the documentation."""
+    parser = _Parser(prog=PROG, add_help=False, allow_abbrev=False)
+    parser.add_argument("dataset", nargs="?", default="")
+    parser.add_argument("--demo", action="store_true")
+    parser.add_argument("--method", default="")
+    parser.add_argument("--seeds", default="")
+    parser.add_argument("--from", dest="start", default="")
+    parser.add_argument("-h", "--help", action="store_true")
+    parser.add_argument("--sweep", action="append", default=[])
+    parser.add_argument("--points", action="store_true")
+    parser.add_argument("--point", default="")
+    parser.add_argument("--gather", action="store_true")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -527,27 +523,30 @@ def _main(argv: list[str] | None = None) -> int:
 
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
-        if args["help"]:
+        if args.help:
             from nlg.pipeline.usage import usage
 
-            print(usage())
+            try:
+                print(usage(), flush=True)
+            except BrokenPipeError:  # `--help | head`: the reader has what it wanted
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
-        if not args["dataset"]:
+        if not args.dataset:
             raise Refusal("which dataset? e2e, webnlg or dart (see --help)")
-        if args["dataset"] not in DATASETS:
-            raise Refusal(f"unknown dataset '{args['dataset']}' (one of: {', '.join(DATASETS)})")
-        if args["from"] and args["from"] not in NAMES:
-            raise Refusal(f"unknown stage '{args['from']}' (one of: {' '.join(NAMES)})")
-        if args["sweep"]:
+        if args.dataset not in DATASETS:
+            raise Refusal(f"unknown dataset '{args.dataset}' (one of: {', '.join(DATASETS)})")
+        if args.start and args.start not in NAMES:
+            raise Refusal(f"unknown stage '{args.start}' (one of: {' '.join(NAMES)})")
+        if args.sweep:
             from nlg.pipeline.sweep import run_sweep
 
-            return run_sweep(args["dataset"], os.environ, args, sys.argv[1:] if argv is None else list(argv))
+            return run_sweep(args.dataset, os.environ, args, sys.argv[1:] if argv is None else list(argv))
         for flag in ("point", "points", "gather"):
-            if args[flag] not in ("", False):
+            if getattr(args, flag) not in ("", False):
                 raise Refusal(f"--{flag} is of a sweep: give --sweep NAME=V1,V2,... with it (see --help)")
-        settings = resolve(args["dataset"], os.environ, demo=args["demo"], method_flag=args["method"],
-                           seed_count=args["seeds"])
-        reproduce(settings, args["from"])
+        settings = resolve(args.dataset, os.environ, demo=args.demo, method_flag=args.method,
+                           seed_count=args.seeds)
+        reproduce(settings, args.start)
     except Refusal as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2

@@ -48,6 +48,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nlg.pipeline.settings import NUMBERS, Refusal, Settings, check_number, method_numbers, resolve
 from nlg.pipeline.stages import (
@@ -323,30 +324,30 @@ def gather(base: Settings, axes: list[Axis], sweep_points: list[Point], argv: li
     return directory / "results.md"
 
 
-def run_sweep(dataset: str, environ: Mapping[str, str], args: dict, argv: list[str]) -> int:
-    """`reproduce.sh DATASET --sweep ...` (module docstring)."""
+def run_sweep(dataset: str, environ: Mapping[str, str], args: Any, argv: list[str]) -> int:
+    """`reproduce.sh DATASET --sweep ...` (module docstring); `args` as chain.parse_args gives them."""
     from nlg.pipeline.chain import log
     from nlg.pipeline.stages import NAMES, removals, remove
 
-    base = resolve(dataset, environ, demo=args["demo"], method_flag=args["method"], seed_count=args["seeds"])
-    axes = parse_axes(args["sweep"], base)
-    sweep_points = points(axes, dataset, environ, args["demo"], args["method"], args["seeds"], base)
+    base = resolve(dataset, environ, demo=args.demo, method_flag=args.method, seed_count=args.seeds)
+    axes = parse_axes(args.sweep, base)
+    sweep_points = points(axes, dataset, environ, args.demo, args.method, args.seeds, base)
     all_tasks = tasks(sweep_points)
-    if args["points"]:
+    if args.points:
         for index in range(len(all_tasks)):
             print(point_command(argv, index))
         return 0
-    if args["gather"]:
+    if args.gather:
         table = gather(base, axes, sweep_points, argv)
         sys.stdout.write(table.read_text())
         return 0
     chosen = all_tasks
-    if args["point"] != "":
-        if not args["point"].isdigit() or int(args["point"]) >= len(all_tasks):
-            raise Refusal(f"--point {args['point']}: not one of 0..{len(all_tasks) - 1} "
+    if args.point != "":
+        if not args.point.isdigit() or int(args.point) >= len(all_tasks):
+            raise Refusal(f"--point {args.point}: not one of 0..{len(all_tasks) - 1} "
                           f"({len(sweep_points)} point(s) x {len(seeds_of(base))} seed(s); --points lists them)")
-        chosen = [all_tasks[int(args["point"])]]
-    start = args["from"]
+        chosen = [all_tasks[int(args.point)]]
+    start = args.start
     for point, seed in chosen:
         check_run(Records(point.settings), point.run_dir(seed), seed, start, shared=False)
     if start:
@@ -358,7 +359,7 @@ def run_sweep(dataset: str, environ: Mapping[str, str], args: dict, argv: list[s
     model = prepare(base)
     for point, seed in chosen:
         run_task(point, seed, sweep_points, model)
-    if args["point"] != "":
+    if args.point != "":
         print(f"\nsweep: {chosen[0][0].name} seed {chosen[0][1]} done in {chosen[0][0].run_dir(chosen[0][1])}; "
               "the table: the same command with --gather instead of --point", file=sys.stderr)
         return 0

@@ -135,7 +135,7 @@ def test_points_lists_one_command_per_point_and_seed(reproduce, tmp_path):
     assert code == 0 and len(lines) == 4 and not (tmp_path / "run").exists()
     for index, line in enumerate(lines):
         assert line == f"scripts/reproduce.sh e2e --demo --sweep LORA_DIM=1,4 --seeds 2 --point {index}"
-        assert chain.parse_args(line.split()[1:])["point"] == str(index)
+        assert chain.parse_args(line.split()[1:]).point == str(index)
     code, _, err = reproduce("e2e", "--demo", "--sweep", "LORA_DIM=1,4", "--seeds", "2", "--point", "4")
     assert code == 2 and "--point 4: not one of 0..3" in err
     assert point_command(["e2e", "--sweep", "LR=1e-3", "--point", "2", "--gather"], 1) == \
