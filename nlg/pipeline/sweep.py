@@ -324,10 +324,23 @@ def gather(base: Settings, axes: list[Axis], sweep_points: list[Point], argv: li
     return directory / "results.md"
 
 
+def sweep_removals(base: Settings, chosen: list[tuple[Point, int]], start: str) -> list[Path]:
+    """What --from `start` removes in a sweep: a shared stage's outputs in WORK_DIR (with the
+    unswept settings), and from `start` (or train, for a shared one) on in each chosen point's
+    run directory."""
+    from nlg.pipeline.stages import NAMES, removals
+
+    found = removals(base, start, []) if BY_NAME[start].shared else []
+    first = NAMES[max(NAMES.index(start), NAMES.index("train"))]
+    for point, seed in chosen:
+        found += removals(point.settings, first, [point.run_dir(seed)])
+    return found
+
+
 def run_sweep(dataset: str, environ: Mapping[str, str], args: Any, argv: list[str]) -> int:
     """`reproduce.sh DATASET --sweep ...` (module docstring); `args` as chain.parse_args gives them."""
     from nlg.pipeline.chain import log
-    from nlg.pipeline.stages import NAMES, removals, remove
+    from nlg.pipeline.stages import remove
 
     base = resolve(dataset, environ, demo=args.demo, method_flag=args.method, seed_count=args.seeds)
     axes = parse_axes(args.sweep, base)
@@ -351,11 +364,7 @@ def run_sweep(dataset: str, environ: Mapping[str, str], args: Any, argv: list[st
     for point, seed in chosen:
         check_run(Records(point.settings), point.run_dir(seed), seed, start, shared=False)
     if start:
-        if BY_NAME[start].shared:
-            remove(removals(base, start, []))
-        first = max(NAMES.index(start), NAMES.index("train"))
-        for point, seed in chosen:
-            remove(removals(point.settings, NAMES[first], [point.run_dir(seed)]))
+        remove(sweep_removals(base, chosen, start))
     model = prepare(base)
     for point, seed in chosen:
         run_task(point, seed, sweep_points, model)

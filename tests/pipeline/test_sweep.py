@@ -26,6 +26,7 @@ from nlg.pipeline.sweep import (
     share_training,
     share_untrained,
     stage_of,
+    sweep_removals,
     tasks,
     unfinished,
 )
@@ -194,6 +195,22 @@ def test_the_demos_untrained_search_is_copied_where_made_alike(tmp_path):
     assert share_untrained(other_rank, 110, grid, Records(other_rank.settings)) == donor
     assert (other_rank.run_dir(110) / "untrained" / "predict.jsonl").read_text() == "{}\n"
     assert share_untrained(other_beam, 110, grid, Records(other_beam.settings)) is None  # searched otherwise
+
+
+def test_from_redoes_a_stage_in_every_point_and_a_shared_one_in_work_dir(tmp_path):
+    base, _, grid = sweep(tmp_path, "LORA_DIM=1,4", "BEAM=2,5")
+    for point in grid:
+        finish(point, 110, "score")
+    runs = [point.run_dir(110) for point in grid]
+    (runs[1] / "lora").symlink_to(tmp_path)  # a decoding point's link to its training point's
+    beam = sweep_removals(base, tasks(grid), "beam")
+    assert {run / ".done-beam" for run in runs} <= set(beam) and not {run / ".done-train" for run in runs} & set(beam)
+    assert base.work_dir / ".done-data" not in beam
+    train = sweep_removals(base, tasks(grid), "train")
+    assert runs[1] / "lora" in train  # the link, not what it points to (remove() unlinks a link)
+    pretrain = sweep_removals(base, tasks(grid), "pretrain")
+    assert base.work_dir / ".done-pretrain" in pretrain and {run / ".done-train" for run in runs} <= set(pretrain)
+    assert base.work_dir / ".done-data" not in pretrain
 
 
 def test_gather_names_each_point_not_finished_with_its_command(reproduce, tmp_path):
