@@ -147,9 +147,9 @@ class AdaLoRA(Method):
         if problems:
             return problems
         init_r, target_r = values.get("adalora_init_r"), values.get("adalora_target_r")
-        if init_r is not None and target_r is not None and target_r > init_r:
-            problems.append(f"--adalora_target_r {target_r}: must be at most --adalora_init_r {init_r} "
-                            "(the budget only prunes ranks)")
+        if init_r is not None and target_r is not None and target_r >= init_r:
+            problems.append(f"--adalora_target_r {target_r}: must be less than --adalora_init_r {init_r} "
+                            "(the budget prunes ranks; PEFT's allocator fails when it prunes none)")
         for flag in ("adalora_beta1", "adalora_beta2"):
             if values.get(flag) is not None and not 0 < values[flag] < 1:
                 problems.append(f"--{flag} {values[flag]}: must be in (0, 1)")

@@ -31,9 +31,9 @@ Masking keeps the b highest-scoring triplets over all modules: Λ_i ← 0 wherev
 (b(0) − b)-th smallest score (ties masked together, as PEFT's torch.kthvalue threshold). Ī and Ū
 update while t < T − tfinal; at t = T − tfinal the final allocation is made (b = b_T) and they are
 cleared. Masked triplets keep training (their P, Q, Λ receive gradients and AdamW updates, Λ is
-re-zeroed at the next masking), as in PEFT. One deviation: where b = b(0) on a masking step (the
-first steps of a long schedule, when (b(0) − b_T)·(1 − (1 − 1/D)³) < 1), PEFT's kthvalue(k=0)
-raises (huggingface/peft#2337); we mask nothing there.
+re-zeroed at the next masking), as in PEFT. The flags keep target_r < init_r and tinit < T − tfinal
+(as PEFT's config): then b(t) < b(0) at every masking step (int() rounds down), so k >= 1 (PEFT's
+torch.kthvalue cannot take k = 0: with target_r = init_r it raises).
 
 `state_dict()` holds Ī and Ū, the last allocation and every module's P, Λ and Q in full (a
 checkpoint's PEFT files drop the triplets not kept; --resume needs them back for an exact run).
@@ -148,12 +148,10 @@ class AdaLoRAHook(TrainingHook):
     @torch.no_grad()
     def mask_to_budget(self, budget: int) -> None:
         """Keep the `budget` best triplets over all modules, zero the rest's Λ, record them as kept."""
-        k = self.init_budget - budget
         scores = self.scores()
-        # PEFT's threshold: the k-th smallest score (k = 0, where PEFT raises: nothing is masked)
-        threshold = torch.kthvalue(torch.cat(list(scores.values())), k=k)[0].item() if k > 0 else None
+        threshold = torch.kthvalue(torch.cat(list(scores.values())), k=self.init_budget - budget)[0].item()
         for name, layer in self.layers.items():
-            kept = torch.ones_like(scores[name], dtype=torch.bool) if threshold is None else ~(scores[name] <= threshold)
+            kept = ~(scores[name] <= threshold)
             layer.lora_E.masked_fill_(~kept.view(-1, 1), 0.0)
             layer.kept = kept.clone()
 
