@@ -13,10 +13,13 @@ target_r remain per matrix. The layer (nlg.methods.adalora.layer) computes PEFT 
 ΔW x = (α / (init_r + 1e-5)) · P (λ ⊙ (Q x)); the regulariser and the allocator
 (nlg.methods.adalora.allocator, the method's TrainingHook) compute PEFT's AdaLoraModel.forward
 regulariser and update_and_allocate / RankAllocator, step for step (their docstrings say where
-PEFT's numbers differ from the paper's formulas: its regulariser is the unsquared Frobenius norm).
+PEFT's numbers differ from the paper's formulas: its regulariser, as the authors' code's, is the
+unsquared Frobenius norm).
 
-Flags and defaults (PEFT's AdaLoraConfig defaults; the AdaLoRA paper has no E2E / GPT-2
-experiment, so no recipe of its own: `nlg recipe e2e --method adalora` says so):
+Flags and defaults (PEFT's AdaLoraConfig defaults. The authors' released code, QingruZhang/AdaLoRA,
+has GLUE (DeBERTaV3), SQuAD v2 and BART XSum / CNN-DailyMail scripts and no GPT-2 or E2E one;
+their paper's tables were not read here. So no recipe of its own: `nlg recipe e2e --method
+adalora` says the paper gives none):
 
     --adalora_init_r 12  --adalora_target_r 8  --adalora_tinit 0  --adalora_tfinal 0
     --adalora_delta_t 1 (PEFT's deltaT)  --adalora_beta1 0.85  --adalora_beta2 0.85
@@ -123,7 +126,7 @@ class AdaLoRA(Method):
     parameter_marks = (".lora_",)
     files = (peft_dir.CONFIG_FILE, peft_dir.WEIGHTS_FILE)
     merges = True
-    # No baseline_recipes: the AdaLoRA paper has no E2E (GPT-2) experiment. The row is AdaLoRA's as
+    # No baseline_recipes: the authors' released code has no E2E (GPT-2) experiment. The row is AdaLoRA's as
     # VeRA's E2E table prints it, as issue 27 cites it; NOT VERIFIED (the search tool found neither
     # VeRA's table nor the source or the settings of its AdaLoRA row).
     paper_rows = {

@@ -2,8 +2,9 @@
 them (peft.tuners.adalora: AdaLoraModel.forward's regulariser, AdaLoraModel.update_and_allocate
 and RankAllocator), behind nlg.methods.TrainingHook.
 
-**Regulariser** (the paper's Eq. 4 adds R(P, Q) = ||PᵀP − I||²_F + ||QQᵀ − I||²_F; PEFT, whose
-numbers we match, adds the *unsquared* Frobenius norm averaged over the matrices):
+**Regulariser** (the paper's Eq. 4 writes R(P, Q) = ||PᵀP − I||²_F + ||QQᵀ − I||²_F; PEFT, whose
+numbers we match, and the authors' own loralib (QingruZhang/AdaLoRA, compute_orth_regu) add the
+*unsquared* Frobenius norm averaged over the matrices):
 
     R = w · (1/M) Σ_matrices ||C − I||_F,    C = Q Qᵀ (lora_A) or Pᵀ P (lora_B),  w = orth_reg_weight
 
@@ -149,7 +150,8 @@ class AdaLoRAHook(TrainingHook):
     def mask_to_budget(self, budget: int) -> None:
         """Keep the `budget` best triplets over all modules, zero the rest's Λ, record them as kept."""
         scores = self.scores()
-        threshold = torch.kthvalue(torch.cat(list(scores.values())), k=self.init_budget - budget)[0].item()
+        # a 0-d tensor (PEFT takes .item() of it: the same float32 number, without waiting for the device)
+        threshold = torch.kthvalue(torch.cat(list(scores.values())), k=self.init_budget - budget)[0]
         for name, layer in self.layers.items():
             kept = ~(scores[name] <= threshold)
             layer.lora_E.masked_fill_(~kept.view(-1, 1), 0.0)
