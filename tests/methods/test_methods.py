@@ -25,7 +25,7 @@ def base(seed: int = 0, **changes) -> GPT:
 
 def test_registry_lists_every_method_in_table_order_and_card_shapes_agree() -> None:
     assert methods.names() == ["lora", "full", "top2", "adapter-l", "adapter-h", "prefix", "prefix-embed",
-                               "dora", "vera", "vblora", "fourierft", "ia3"]
+                               "dora", "adalora", "vera", "vblora", "fourierft", "ia3"]
     for card, config in CARDS.items():
         assert methods.CARD_SHAPES[card] == methods.Shape.of(config)
 
