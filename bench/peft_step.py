@@ -27,8 +27,9 @@ hook (ours: Method.training_hook; PEFT's: update_and_allocate), which is no part
 Timing: --warmup untimed steps per side, then --repeats rounds; in each round every method
 runs --steps steps of ours and --steps of PEFT's, the two sides and the methods taking turns in
 rotating order, so a change in machine load hits all alike. Per method: ms/step (mean ± std
-over rounds) ours and PEFT's, and ours / PEFT (below 1: ours is faster), all from the same
-run; no thresholds. torch's intra-op threads are fixed (--threads) for both sides.
+over rounds) ours and PEFT's, ours / PEFT of the means (below 1: ours is faster) and the range
+of the rounds' own ratios (the two sides of a round ran back to back, under the same load), all
+from the same run; no thresholds. torch's intra-op threads are fixed (--threads) for both sides.
 """
 
 from __future__ import annotations
@@ -232,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                 synchronize(device)
                 times[name][which].append(1000 * (time.perf_counter() - start) / args.steps)
     width = max(len(name) for name in pairs)
-    print(f"  {'method':<{width}}  {'ours ms/step':>16}  {'PEFT ms/step':>16}  {'ours/PEFT':>9}  trainable")
+    print(f"  {'method':<{width}}  {'ours ms/step':>16}  {'PEFT ms/step':>16}  {'ours/PEFT':>9}  "
+          f"{'rounds':>11}  trainable")
     for name, (ours, theirs, kind, diff) in pairs.items():
         mine, peft_ms = times[name]
         mean, peft_mean = statistics.mean(mine), statistics.mean(peft_ms)
@@ -240,10 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         peft_std = statistics.stdev(peft_ms) if len(peft_ms) > 1 else 0.0
         count, peft_count = sum(p.numel() for p in ours.params), sum(p.numel() for p in theirs.params)
         agree = "agree" if count == peft_count else "DIFFER"
+        paired = [a / b for a, b in zip(mine, peft_ms, strict=True)]  # each round's two sides ran back to back
         print(f"  {name:<{width}}  {mean:8.2f} ± {std:5.2f}  {peft_mean:8.2f} ± {peft_std:5.2f}  {mean / peft_mean:9.2f}"
-              f"  {count:,} ours, {peft_count:,} PEFT's {kind}: {agree}; logits max |Δ| {diff:.1e}", flush=True)
+              f"  {min(paired):5.2f}–{max(paired):<5.2f}  {count:,} ours, {peft_count:,} PEFT's {kind}: {agree}; "
+              f"logits max |Δ| {diff:.1e}", flush=True)
         rows.append({"method": name, "peft_type": kind, "ours_ms": mean, "ours_std_ms": std, "peft_ms": peft_mean,
-                     "peft_std_ms": peft_std, "ratio": mean / peft_mean, "ours_trainable": count,
+                     "peft_std_ms": peft_std, "ratio": mean / peft_mean,
+                     "round_ratios": paired, "ours_trainable": count,
                      "peft_trainable": peft_count, "counts_agree": count == peft_count, "logits_max_diff": diff})
     if args.json:
         Path(args.json).write_text(json.dumps({"device": device_name, "dtype": args.dtype, "threads": args.threads,
