@@ -60,8 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from nlg.files import InputError
-from nlg.methods import Method, Shape, config_int, register
-from nlg.methods.fourierft import files as peft_dir
+from nlg.methods import Method, Shape, config_int, peft_dir, register
 
 KIND = "ADALORA"
 TARGETS = tuple(peft_dir.MODULES)  # qkv o fc proj
