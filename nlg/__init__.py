@@ -4,7 +4,7 @@ with beam search and score as the official scripts do.
 Stages (one module or package each, linked by files; `nlg STAGE` runs each alone):
     data -> train (nlg.training) -> select -> beam -> decode -> score -> results
     and beside them: recipe (nlg.datasets), compare, analyze (nlg.methods.lora), plot;
-    nlg.pipeline chains them (scripts/reproduce.sh).
+    nlg.pipeline chains them (`nlg reproduce`; scripts/reproduce.sh fronts it).
 Shared: model (GPT-2), weights (published checkpoints), methods, datasets, metrics, tokenizer,
 pairs, files, cli.
 """

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "select": ("nlg.select", "choose the checkpoint to decode by validation (last, loss or a metric)"),
     "analyze": ("nlg.methods.lora.analyze", "spectral analysis of a LoRA adapter"),
     "plot": ("nlg.results.plot", "plot training/validation loss curves from a run's metrics log"),
+    "reproduce": ("nlg.pipeline.chain", "the whole pipeline for a dataset, data to results (scripts/reproduce.sh)"),
 }
 
 # Packages of the `train` extra; scoring, data and decoding run without them.

@@ -97,6 +97,18 @@ def block_count(d: int) -> int:
     return 12 * d * d + 13 * d
 
 
+@dataclass(frozen=True)
+class Bound:
+    """Where a numeric flag's value must lie: >= low (> low when strict), and < below when given."""
+
+    low: float
+    below: float | None = None
+    strict: bool = False
+
+    def holds(self, value: float) -> bool:
+        return (value > self.low if self.strict else value >= self.low) and (self.below is None or value < self.below)
+
+
 class TrainingHook:
     """What a method does in `nlg train`'s steps besides its forward pass (AdaLoRA: an extra loss
     term and a budget schedule). `Method.training_hook` makes one per run, or None (the default:
@@ -134,6 +146,12 @@ class Method:
     flag_types: dict[str, Any] = {}  # each flag's argparse type (int unless named here)
     flag_help: dict[str, str] = {}  # each flag's --help text
     flag_minimum: dict[str, int] = {}  # an integer flag's least value where it is not 1 (AdaLoRA's 0 steps)
+    # The range of a numeric flag where it is narrower than its type's (an int >= flag_minimum or 1, a
+    # finite float): the pipeline checks its settings by these (nlg.pipeline.settings), as `check` does
+    flag_bounds: dict[str, Bound] = {}
+    # Flag values of the CPU demos (`nlg reproduce --demo`, a tiny random GPT-2 pre-trained first)
+    # where the environment sets none: the method scaled to a tiny model; empty: its recipe's
+    demo_values: dict[str, Any] = {}
     fixed_on_resume: tuple[str, ...] | None = None  # flags --resume may never change (None: all of `flags`)
     sizes: tuple[str, ...] = ()  # the flags that size it: they pick its recipe row and paper row
     parameter_marks: tuple[str, ...] = ()  # substrings of the names of the parameters it adds to GPT-2

@@ -1,40 +1,34 @@
-"""Helpers of scripts/reproduce.sh: its numeric settings checked, a split cut to N contexts, and
-each run's run.json.
+"""The pipeline: `nlg reproduce DATASET` (scripts/reproduce.sh fronts it) runs data -> pretrain
+(--demo) -> train -> select -> beam -> untrained (--demo) -> decode -> score for one of the LoRA
+paper's datasets.
 
-    python -m nlg.pipeline check NAME=VALUE ...       exit 2 with one line on the first bad value
-    python -m nlg.pipeline subset ENCODED FORMATTED N OUT_ENCODED OUT_FORMATTED
-    python -m nlg.pipeline record RUN_DIR --dataset webnlg --card gpt2.md --seed 110 \\
-        --settings RUN_DIR/.done-score --subset all scores.json webnlg_ref webnlg_pred.txt ...
+    nlg.pipeline.settings   every setting, resolved (environment, demo, recipe) and checked
+    nlg.pipeline.stages     each stage's settings, inputs, outputs; its record, differences, marker
+    nlg.pipeline.chain      the stages run in order (run_chain: one run directory), the command
+    nlg.pipeline.usage      the usage text (--help)
 
-`check` knows every numeric setting of the script (NUMBERS) and what it may hold: a whole
-number (at least 0 or at least 1), a float (positive, non-negative, or a fraction in [0, 1)),
-or a space-separated list of whole numbers. Empty values are allowed where the script reads
-empty as "none" (e.g. TOP_LAYERS unset).
+and here the pieces the stages share: a split cut to N contexts (TEST_LIMIT, VALID_LIMIT), each
+run's run.json, and the demo's pre-training pruned to its last checkpoint.
 
-`record` writes RUN_DIR/run.json atomically, the run record shared with `nlg results --runs`
-and `nlg compare`:
+run.json, written atomically, is the run record shared with `nlg results --runs` and `nlg compare`:
 
     {"dataset", "model_card", "method", "seed", "params", "settings", "checkpoint",
      "selection", "subsets", "untrained"}
 
 paths relative to RUN_DIR; `method` and `params` come from the train_config.json beside the checkpoint
 (`method`, default nlg.methods.DEFAULT; `trainable_params` or `trainable_parameters`, else null);
-`settings` are the script's NAME=value lines from the score stage's record (every setting that
-shapes the result, after overrides), less the locations of files (DATA_DIR, RAW_DIR,
-NLG_VOCAB_DIR) and the recorded input identities (lower-case names); `selection` is selection.json (`nlg select`) less its
-checkpoint path, null when the criterion was `last`; `untrained` is null outside the demos.
-Nothing here imports torch.
+`settings` are the score stage's record (every setting that shapes the result, after overrides),
+less the locations of files (DATA_DIR, RAW_DIR, NLG_VOCAB_DIR) and the recorded input identities
+(lower-case names); `selection` is selection.json (`nlg select`) less its checkpoint path, null
+when the criterion was `last`; `untrained` is null outside the demos. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import os
 import re
-import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
 from nlg import methods
@@ -43,86 +37,11 @@ from nlg.files import (
     atomic_files,
     atomic_write,
     check_outputs,
-    file_identity,
     read_jsonl,
     read_lines,
     read_text,
 )
-
-PROG = "reproduce.sh"
-
-
-@dataclass(frozen=True)
-class Number:
-    """What a numeric setting may hold."""
-
-    kind: str  # "int", "float" or "ints" (space-separated whole numbers)
-    low: float  # the smallest allowed value
-    below: float | None = None  # values must be < this (a fraction's 1), None: no bound
-    strict: bool = False  # low itself is not allowed (LR > 0)
-    empty: bool = False  # "" is allowed (the setting is off)
-
-    def describe(self) -> str:
-        what = {"int": "a whole number", "float": "a number", "ints": "whole numbers"}[self.kind]
-        bound = f"{'>' if self.strict else '>='} {self.low:g}"
-        if self.below is not None:
-            bound += f" and < {self.below:g}"
-        return f"{what} {bound}"
-
-
-WHOLE, POSITIVE = Number("int", 0), Number("int", 1)
-NUMBERS: dict[str, Number] = {
-    **dict.fromkeys(("MAX_STEP", "TEST_LIMIT", "VALID_LIMIT", "WARMUP", "SEED", "PRETRAIN_SEED",
-                     "NO_REPEAT_NGRAM", "PRETRAIN_STEPS"), WHOLE),
-    **dict.fromkeys(("BATCH", "GRAD_ACC", "SEQ_LEN", "EPOCHS", "LORA_DIM", "SAVE_INTERVAL",
-                     "EVAL_INTERVAL", "BEAM_BATCH", "BEAM", "EVAL_LEN", "BEAM_SEQ_LEN",
-                     "PRETRAIN_EPOCHS", "NPROC"), POSITIVE),
-    **dict.fromkeys(("ADAPTER_DIM", "TOP_LAYERS", "PREFIX_LEN"), Number("int", 1, empty=True)),
-    "SEEDS": Number("ints", 0, empty=True),
-    "EOS_IDS": Number("ints", 0),
-    **dict.fromkeys(("LR", "PRETRAIN_LR", "LORA_ALPHA", "REPETITION_PENALTY"), Number("float", 0, strict=True)),
-    **dict.fromkeys(("WEIGHT_DECAY", "CLIP", "LENGTH_PENALTY"), Number("float", 0)),
-    **dict.fromkeys(("ADAM_BETA2", "LORA_DROPOUT", "LABEL_SMOOTH"), Number("float", 0, below=1)),
-}
-_INT = re.compile(r"^[0-9]+$")
-
-
-def check_number(name: str, value: str) -> str | None:
-    """Why `value` is not a valid NAME, or None when it is (NAME must be in NUMBERS)."""
-    spec = NUMBERS[name]
-    if value == "" and spec.empty:
-        return None
-    if spec.kind in ("int", "ints"):
-        words = value.split() if spec.kind == "ints" else [value]
-        if not words or not all(_INT.match(word) for word in words):
-            return f"{name}={value!r} is not {spec.describe()}"
-        numbers = [float(word) for word in words]
-    else:
-        try:
-            numbers = [float(value)]
-        except ValueError:
-            return f"{name}={value!r} is not {spec.describe()}"
-        if not math.isfinite(numbers[0]) or value.strip() != value:
-            return f"{name}={value!r} is not {spec.describe()}"
-    for number in numbers:
-        if number < spec.low or (spec.strict and number == spec.low) or (spec.below is not None
-                                                                           and number >= spec.below):
-            return f"{name}={value!r} is not {spec.describe()}"
-    return None
-
-
-def check(pairs: list[str]) -> list[str]:
-    """The problems of NAME=VALUE pairs, in order (unknown names are a bug of the script)."""
-    problems = []
-    for pair in pairs:
-        name, _, value = pair.partition("=")
-        if name not in NUMBERS:
-            raise ValueError(f"no rule for the setting {name}")
-        problem = check_number(name, value)
-        if problem:
-            problems.append(problem)
-    return problems
-
+from nlg.pipeline.settings import NUMBERS, Number, check, check_number  # noqa: F401 (the pipeline's API)
 
 # ---------------------------------------------------------------------------------------------
 # A split cut to N contexts (TEST_LIMIT, VALID_LIMIT)
@@ -168,14 +87,9 @@ LOCATIONS = frozenset({"DATA_DIR", "RAW_DIR", "NLG_VOCAB_DIR"})
 _SETTING = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
-def read_settings(path: Path) -> dict[str, str]:
-    """NAME=value lines of a stage record, without file locations and input identities."""
-    settings = {}
-    for line in read_text(path).splitlines():
-        name, sep, value = line.partition("=")
-        if sep and _SETTING.match(name) and name not in LOCATIONS:
-            settings[name] = value
-    return settings
+def record_settings(pairs: Mapping[str, str]) -> dict[str, str]:
+    """A stage record's settings, without file locations and input identities."""
+    return {name: value for name, value in pairs.items() if _SETTING.match(name) and name not in LOCATIONS}
 
 
 def read_json(path: Path) -> dict:
@@ -193,7 +107,7 @@ def files_entry(run_dir: Path, scores: str, references: str, predictions: str) -
             (("scores", scores), ("references", references), ("predictions", predictions))}
 
 
-def run_record(run_dir: Path, dataset: str, card: str, seed: int, settings_file: Path,
+def run_record(run_dir: Path, dataset: str, card: str, seed: int, settings: Mapping[str, str],
                subsets: list[list[str]], untrained: list[list[str]], checkpoint: Path) -> dict:
     """The run.json record of one run directory (module docstring)."""
     config_file = checkpoint.parent / "train_config.json"  # the training run the checkpoint is of
@@ -209,7 +123,7 @@ def run_record(run_dir: Path, dataset: str, card: str, seed: int, settings_file:
     return {
         "dataset": dataset, "model_card": card, "method": config.get("method") or methods.DEFAULT, "seed": seed,
         "params": params if isinstance(params, int) else None,
-        "settings": read_settings(settings_file),
+        "settings": record_settings(settings),
         "checkpoint": os.path.relpath(checkpoint, run_dir),
         "selection": selection,
         "subsets": {name: files_entry(run_dir, *files) for name, *files in subsets},
@@ -233,95 +147,7 @@ def prune_checkpoints(directory: Path) -> Path | None:
     return Path(newest)
 
 
-def describe_identity(path: Path) -> str:
-    """A stage record's identity of one input: `N bytes, sha256 HEX` (nlg.files.file_identity), or
-    `missing`."""
-    if not path.is_file():
-        return "missing"
-    identity = file_identity(path)
-    return f"{identity['bytes']} bytes, sha256 {identity['sha256']}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nlg.pipeline",
-                                     description="helpers of scripts/reproduce.sh (see the module docstring)")
-    commands = parser.add_subparsers(dest="command", required=True)
-    checking = commands.add_parser("check", help="check numeric NAME=VALUE settings")
-    checking.add_argument("pairs", nargs="*")
-    other = commands.add_parser("settings", help="check splits and method sizes (nlg.pipeline.settings)")
-    other.add_argument("pairs", nargs="*")
-    prune = commands.add_parser("prune", help="keep only the newest checkpoint-N of a directory")
-    prune.add_argument("directory", type=Path)
-    subset = commands.add_parser("subset", help="cut a split's two files to N contexts")
-    subset.add_argument("encoded", type=Path)
-    subset.add_argument("formatted", type=Path)
-    subset.add_argument("limit", type=int)
-    subset.add_argument("out_encoded", type=Path)
-    subset.add_argument("out_formatted", type=Path)
-    identity = commands.add_parser("identity", help="a file's size and SHA-256 (nlg.files.file_identity)")
-    identity.add_argument("file", type=Path)
-    chosen = commands.add_parser("chosen", help="the checkpoint a selection.json chose (nlg.select)")
-    chosen.add_argument("selection", type=Path)
-    commands.add_parser("nproc", help="processes per run by default: one per GPU, else one")
-    record = commands.add_parser("record", help="write RUN_DIR/run.json")
-    record.add_argument("run_dir", type=Path)
-    record.add_argument("--dataset", required=True)
-    record.add_argument("--card", required=True)
-    record.add_argument("--seed", type=int, required=True)
-    record.add_argument("--settings", type=Path, required=True, help="the stage record (NAME=value lines)")
-    record.add_argument("--checkpoint", type=Path, required=True, help="the checkpoint decoded on test")
-    record.add_argument("--subset", nargs=4, action="append", default=[],
-                        metavar=("NAME", "SCORES", "REFERENCES", "PREDICTIONS"))
-    record.add_argument("--untrained", nargs=4, action="append", default=[],
-                        metavar=("NAME", "SCORES", "REFERENCES", "PREDICTIONS"))
-    args = parser.parse_args(argv)
-    if args.command == "check":
-        problems = check(args.pairs)
-        for problem in problems[:1]:  # one line: the first bad setting
-            print(f"{PROG}: {problem}; nothing was run", file=sys.stderr)
-        return 2 if problems else 0
-    if args.command == "settings":
-        from nlg.pipeline.settings import problems as setting_problems
-
-        found = setting_problems(dict(pair.partition("=")[::2] for pair in args.pairs))
-        for problem in found[:1]:
-            print(f"{PROG}: {problem}; nothing was run", file=sys.stderr)
-        return 2 if found else 0
-    if args.command == "identity":
-        print(describe_identity(args.file))
-        return 0
-    if args.command == "chosen":
-        from nlg.select import chosen_checkpoint
-
-        try:
-            print(chosen_checkpoint(args.selection))
-        except InputError as error:  # the script's own failure (exit 1), as its other stages' are
-            print(f"{PROG}: {error}: rerun with --from select", file=sys.stderr)
-            return 1
-        return 0
-    if args.command == "nproc":
-        try:
-            from nlg.training.distributed import default_nproc
-        except ModuleNotFoundError:  # no torch: one process (the stages then say what is missing)
-            print(1)
-            return 0
-        print(default_nproc())
-        return 0
-    if args.command == "prune":
-        print(prune_checkpoints(args.directory))
-        return 0
-    if args.command == "subset":
-        write_subset(args.encoded, args.formatted, args.limit, args.out_encoded, args.out_formatted)
-        return 0
-    record_json = run_record(args.run_dir, args.dataset, args.card, args.seed, args.settings,
-                             args.subset, args.untrained, args.checkpoint)
-    with atomic_write(args.run_dir / "run.json") as handle:
-        json.dump(record_json, handle, indent=1)
+def write_run_record(run_dir: Path, record: dict) -> None:
+    with atomic_write(run_dir / "run.json") as handle:
+        json.dump(record, handle, indent=1)
         handle.write("\n")
-    return 0
-
-
-if __name__ == "__main__":
-    from nlg.cli import run_main
-
-    sys.exit(run_main(main, prog="reproduce.sh"))

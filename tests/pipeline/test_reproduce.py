@@ -89,18 +89,26 @@ def stages_run(stderr: str) -> list[str]:
 
 
 def test_help_documents_every_setting():
+    from nlg import methods
+    from nlg.pipeline.settings import ENVIRONMENT, NUMBERS, resolve
+    from nlg.pipeline.stages import STAGES
+
     result = run_script("--help")
     assert result.returncode == 0
-    text = SCRIPT.read_text()
-    # every environment setting the script reads (NAME=${NAME:-...}, ${NAME-...}) is in --help
-    settings = set(re.findall(r"\$\{([A-Z_0-9]+):?-", text))
-    missing = sorted(name for name in settings if name not in result.stdout)
+    # every environment setting the script (${NAME:-...}) and nlg reproduce read is in --help,
+    # and so is every method's (its flags upper-cased)
+    settings = set(re.findall(r"\$\{([A-Z_0-9]+):?-", SCRIPT.read_text())) | set(ENVIRONMENT) | set(NUMBERS)
+    settings |= {flag.upper() for name in methods.names() for flag in methods.get(name).flags}
+    missing = sorted(name for name in settings
+                     if not re.search(rf"\b{name}=|^  {name} +nlg ", result.stdout, re.MULTILINE))
     assert not missing, f"undocumented settings: {missing}"
     for dataset in DATASETS:
         names = recipe_names(dataset)
-        # the recipe's settings, with their values, are in --help, and the script uses each
+        # the recipe's settings, with their values, are in --help, and the pipeline records each
         assert [name for name in names if not re.search(rf"^  {name} +nlg ", result.stdout, re.MULTILINE)] == []
-        assert [name for name in names if not re.search(rf"\$\{{?{name}\b", text)] == []
+        resolved = resolve(dataset, {"NPROC": "1"}, demo=True)
+        recorded = {name for stage in STAGES for name in stage.names(resolved)} | {"SELECT_METRIC"}
+        assert [name for name in names if name not in recorded or name not in resolved.values] == []
     assert re.search(r"^  WEIGHT_DECAY +nlg train --weight_decay +0\.01 \(dart: 0\.0\)$", result.stdout, re.MULTILINE)
 
 
@@ -129,21 +137,23 @@ def test_numeric_settings_are_checked(pair, problem):
 
 
 def test_subset_of_a_split_refuses_files_that_do_not_pair(tmp_path):
+    from nlg.files import InputError
+    from nlg.pipeline import write_subset
+
     encoded, formatted = tmp_path / "test.jsonl", tmp_path / "test_formatted.jsonl"
     encoded.write_text('{"context": [1], "completion": [2]}\n' * 3)
     formatted.write_text('{"context": "a", "completion": "x"}\n' * 2)
     out = [tmp_path / "sub.jsonl", tmp_path / "sub_formatted.jsonl"]
-    command = [sys.executable, "-m", "nlg.pipeline", "subset", str(encoded), str(formatted), "1", *map(str, out)]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 2 and result.stderr == (
-        f"reproduce.sh: error: {encoded} has 3 lines, {formatted} 2; they are one split's two files, "
-        "line for line (rerun `nlg data`)\n")
+    with pytest.raises(InputError) as error:
+        write_subset(encoded, formatted, 1, *out)
+    assert str(error.value) == (f"{encoded} has 3 lines, {formatted} 2; they are one split's two files, "
+                                "line for line (rerun `nlg data`)")
     formatted.write_text('{"context": "a", "completion": "x"}\n' * 2 + '{"completion": "y"}\n')
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 2 and f'{formatted}:3: no "context" string' in result.stderr
+    with pytest.raises(InputError, match=f'{re.escape(str(formatted))}:3: no "context" string'):
+        write_subset(encoded, formatted, 1, *out)
     assert not any(path.exists() for path in out)
     formatted.write_text('{"context": "a", "completion": "x"}\n' + '{"context": "b", "completion": "y"}\n' * 2)
-    assert subprocess.run(command, cwd=REPO).returncode == 0
+    assert write_subset(encoded, formatted, 1, *out) == 1
     assert out[1].read_text() == '{"context": "a", "completion": "x"}\n'
     assert out[0].read_text() == '{"context": [1], "completion": [2]}\n'
 
@@ -155,29 +165,28 @@ def test_subset_keeps_contexts_spread_over_the_split():
 
 
 def test_method_settings_come_from_the_methods_recipe(tmp_path, toy_env):
-    """--method NAME asks `nlg recipe DATASET --method NAME` for its settings (an `nlg` stand-in
-    here, logging its calls and adding a method's flags to today's recipe), checks them with
-    the rest, and names the run directory after the method."""
+    """--method NAME takes its settings from the method's recipe (in-process), checks them with
+    the rest, and names the run directory after the method; the stages call `$NLG STAGE` (an
+    `nlg` stand-in here, logging its calls, running `reproduce` and refusing every stage)."""
     log = tmp_path / "calls.txt"
     stub = tmp_path / "nlg"
     stub.write_text(f"""#!/bin/bash
 echo "$*" >> {log}
-if [ "$1" = recipe ]; then
-  {sys.executable} -m nlg recipe "$2" && echo METHOD=adapter-l && echo ADAPTER_DIM="$ADAPTER_DIM_FROM_RECIPE"
-  exit
+if [ "$1" = reproduce ]; then
+  exec {sys.executable} -m nlg "$@"
 fi
 exit 3
 """)
     stub.chmod(0o755)
     env = {**toy_env(tmp_path), "NLG": str(stub)}
     del env["WORK_DIR"]
-    bad = run_script("e2e", "--demo", "--method", "adapter-l", env={**env, "ADAPTER_DIM_FROM_RECIPE": "six"})
+    bad = run_script("e2e", "--demo", "--method", "adapter-l", env={**env, "ADAPTER_DIM": "six"})
     assert bad.returncode == 2 and bad.stderr == "reproduce.sh: ADAPTER_DIM='six' is not a whole number >= 1; nothing was run\n"
-    assert log.read_text() == "recipe e2e --method adapter-l\n"
+    assert log.read_text() == "reproduce e2e --demo --method adapter-l\n"
     runs = REPO / "runs"
     made = [path for path in (runs, runs / "e2e-demo-adapter-l") if not path.exists()]
     try:
-        good = run_script("e2e", "--demo", "--method=adapter-l", env={**env, "ADAPTER_DIM_FROM_RECIPE": "6"})
+        good = run_script("e2e", "--demo", "--method=adapter-l", env={**env, "ADAPTER_DIM": "6"})
         assert good.returncode == 3  # the stand-in refuses `nlg data`: the run got that far
         assert log.read_text().splitlines()[-1].startswith("data e2e ")
         # a data stage that fails leaves no (empty) run directory behind (issue 26, new user)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nlg.methods import Method, Shape, register
+from nlg.methods import Bound, Method, Shape, register
 
 FLOAT32_MAX = 3.4028234663852886e38
 TARGETS = ("q", "k", "v", "qkv", "o", "fc", "proj")  # as nlg.methods.lora.layer adapts them
@@ -49,6 +49,9 @@ class LoRA(Method):
                  "lora_dropout": f"dropout on LoRA's input, in [0, 1) (default {DEFAULTS.dropout})",
                  "lora_targets": f"comma-separated projections to adapt, from {','.join(TARGETS)} "
                                  f"(default {','.join(DEFAULTS.targets)})"}
+    flag_bounds = {"lora_alpha": Bound(0, strict=True), "lora_dropout": Bound(0, below=1)}
+    # The demos pre-train a tiny GPT-2 themselves: a wider update on more projections than the paper's
+    demo_values = {"lora_dim": 8, "lora_alpha": 16.0, "lora_targets": ("q", "v", "o", "fc")}
     fixed_on_resume = ("lora_dim", "lora_alpha", "lora_targets")  # the dropout may change (--allow_changed)
     parameter_marks = (".lora_",)
     # The LoRA paper's own rows are the datasets' (nlg.datasets.e2e.PAPER); here the independent
