@@ -63,6 +63,8 @@ class VBLoRA(Method):
                  "vblora_topk": f"bank vectors mixed into each sub-vector (default {DEFAULTS.topk})",
                  "vblora_dropout": f"dropout on the input, in [0, 1) (default {DEFAULTS.dropout})"}
     fixed_on_resume = ("vblora_rank", "vblora_num_vectors", "vblora_vector_length", "vblora_topk")
+    # The CPU demo's gpt2.tiny is 128 wide: the default 256-long bank vectors do not divide it
+    demo_values = {"vblora_vector_length": 64}
     sizes = ("vblora_num_vectors",)
     parameter_marks = (".vblora_",)
     files = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
