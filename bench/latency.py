@@ -1,17 +1,22 @@
 """Inference latency of one forward pass, as the LoRA paper's Table 1 measures it: GPT-2 M (random
 weights) at batch × length 32 × 512, 16 × 256 and 1 × 128, for
 
-    base          the model alone; merged LoRA is exactly this (W + BA is one matrix)
-    lora          LoRA r=4 on q and v, not merged (two extra small matmuls per adapted projection)
-    adapter-l     one bottleneck adapter per block (nlg.methods.adapters), unmerged by nature
-    adapter-h     two per block
-    prefix        prefix-layer tuning, 5 positions, folded as for decoding: every token attends to
-                  5 more keys per layer (not in the paper's Table 1)
+    base          the model alone
+    NAME          every method of nlg.methods.names() that adds parameters, at its defaults, its
+                  added parameters nonzero (as trained): as `nlg beam` decodes it when it does
+                  not merge (adapters unmerged by nature, prefix tuning folded into a past its
+                  tokens attend to), else unmerged, as it trains (LoRA: two extra small matmuls
+                  per adapted projection)
+    NAME:merged   for a method that merges (`Method.merges`): after its prepare_inference, the
+                  update folded into W; the base model's cost, up to what merging leaves
 
-with the adapters at the paper's sizes: |Θ| 0.5M at 32 × 512 and 11M at the two others (r chosen
-so that the count is nearest; `adapter_width`). Each setting runs --trials timed passes per
-variant after --warmup untimed ones, the variants taking turns pass by pass so that machine load
-hits them alike; mean ± std in ms, and the slowdown against base in percent beside the paper's.
+A method that adds nothing (full, top2) decodes as the base model and has no row; one that
+cannot be applied at the card (a setting that does not fit its width) is named and skipped.
+The methods of the paper's Table 1 (adapter-l, adapter-h) are at the paper's sizes: |Θ| 0.5M at
+32 × 512 and 11M at the two others (their size flag chosen so that the count is nearest;
+`adapter_width`). Each setting runs --trials timed passes per variant after --warmup untimed
+ones, the variants taking turns pass by pass so that machine load hits them alike; mean ± std
+in ms, and the slowdown against base in percent beside the paper's.
 
     python bench/latency.py --device cuda --json latency.json        # the paper's shapes, GPT-2 M
     python bench/latency.py                                          # CPU: smaller card and shapes
@@ -27,7 +32,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -39,7 +44,7 @@ from nlg.model import GPT, card_config
 PAPER_SHAPES = ((32, 512, 0.5e6), (16, 256, 11e6), (1, 128, 11e6))
 PAPER_MS = {"base": (1449.4, 338.0, 19.8), "adapter-l": (1482.0, 354.8, 23.9), "adapter-h": (1492.2, 366.3, 25.8)}
 CPU_SHAPES = ((2, 64, 0.5e6), (1, 32, 11e6), (1, 16, 11e6))
-VARIANTS = ("base", "lora", "adapter-l", "adapter-h", "prefix")
+MERGED = ":merged"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -51,8 +56,30 @@ class Setting:
 
 
 def adapter_width(method: str, card: str, params: float) -> int:
-    """The r whose count on `card` is nearest `params`."""
-    return min(range(1, 2048), key=lambda r: abs(methods.card_count(method, card, {"adapter_dim": r}) - params))
+    """The value of `method`'s size flag (adapter_dim) whose count on `card` is nearest `params`."""
+    flag = methods.get(method).sizes[0]
+    return min(range(1, 2048), key=lambda r: abs(methods.card_count(method, card, {flag: r}) - params))
+
+
+def variants_of(card: str) -> tuple[list[str], dict[str, str]]:
+    """(the rows: base, then each method that adds parameters, and NAME:merged after each that
+    merges, in nlg.methods' order; {method: why it has no row})."""
+    rows, skipped = ["base"], {}
+    config = replace(card_config(card), n_layer=min(card_config(card).n_layer, 2), vocab_size=64)
+    for name in methods.names():
+        method = methods.get(name)
+        model = GPT(config)
+        before = sum(p.numel() for p in model.parameters())
+        try:
+            method.apply(model, methods.settings_of(name, {}))
+        except (methods.InputError, ValueError) as error:
+            skipped[name] = f"cannot be applied at {card} ({error})"
+            continue
+        if sum(p.numel() for p in model.parameters()) == before:
+            skipped[name] = "adds no parameters: decodes as the base model"
+            continue
+        rows += [name, name + MERGED] if method.merges else [name]
+    return rows, skipped
 
 
 def build(variant: str, card: str, params: float, device: torch.device, dtype: torch.dtype) -> tuple[GPT, int]:
@@ -60,19 +87,18 @@ def build(variant: str, card: str, params: float, device: torch.device, dtype: t
     torch.manual_seed(0)
     with device:
         model = GPT(card_config(card))
-    added = 0
+    base_count = sum(p.numel() for p in model.parameters())
     if variant != "base":
-        values = {} if variant in ("lora", "prefix") else {"adapter_dim": adapter_width(variant, card, params)}
-        method = methods.get(variant)
-        settings = methods.settings_of(variant, values)
-        method.apply(model, settings)
+        name = variant.removesuffix(MERGED)
+        method = methods.get(name)
+        values = {method.sizes[0]: adapter_width(name, card, params)} if name in PAPER_MS else {}
+        method.apply(model, methods.settings_of(name, values))
         with torch.no_grad():  # nonzero, as trained (an untrained up-projection is zero, not free)
             for param in method.trainable(model).values():
                 param.normal_(0, 0.02)
-        if variant == "prefix":
-            method.prepare_inference(model)  # folded: the past, no MLP (as decoding runs it)
-        added = sum(p.numel() for p in method.trainable(model).values())
-    return model.to(dtype=dtype).eval(), added
+        if variant.endswith(MERGED) or not method.merges:
+            method.prepare_inference(model)  # merged, or as decoding runs it (prefix tuning: folded)
+    return model.to(dtype=dtype).eval(), sum(p.numel() for p in model.parameters()) - base_count
 
 
 def synchronize(device: torch.device) -> None:
@@ -107,9 +133,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--trials", type=int, default=None, help="timed passes per variant (default 100 GPU, 10 CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed passes first (default 10 GPU, 2 CPU)")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"from {','.join(VARIANTS)}")
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated rows, from base, every method that adds parameters and METHOD:merged "
+                             "for those that merge (default: all)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default torch's)")
     parser.add_argument("--json", default=None, help="write the results here too")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(max(args.threads, 1))
     on_gpu = args.device.startswith("cuda")
     args.card = args.card or ("gpt2.md" if on_gpu else "gpt2.sm")
     args.trials = args.trials or (100 if on_gpu else 10)
@@ -131,7 +162,13 @@ def settings_for(args) -> list[Setting]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
-    variants = [v for v in args.variants.split(",") if v]
+    every, skipped = variants_of(args.card)
+    variants = [v for v in args.variants.split(",") if v] if args.variants else every
+    unknown = [v for v in variants if v not in every]
+    if unknown:
+        print(f"--variants: {', '.join(unknown)}: not a row at {args.card}; choose from {', '.join(every)}",
+              file=sys.stderr)
+        return 2
     settings = settings_for(args)
     paper_like = args.card == "gpt2.md" and [(s.batch, s.length) for s in settings] == [s[:2] for s in PAPER_SHAPES]
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
@@ -140,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     if not paper_like:
         print(f"not the paper's setting: {args.card} at {', '.join(f'{s.batch}x{s.length}' for s in settings)} "
               "(the paper: gpt2.md at 32x512, 16x256, 1x128), adapter sizes scaled by the cards' parameter counts")
+    for name, reason in skipped.items():
+        print(f"{name}: no row, {reason}")
+    width = max(10, *map(len, variants))
     rows = []
     for index, setting in enumerate(settings):
         models, added = {}, {}
@@ -158,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                          "added_params": added[variant], "mean_ms": mean, "std_ms": std, "slowdown_pct": slowdown,
                          "paper_ms": paper[index] if paper and paper_like else None,
                          "paper_slowdown_pct": paper_slowdown})
-            line = f"  {variant:<10} {mean:9.2f} ± {std:6.2f} ms  {added[variant]:>11,} added"
+            line = f"  {variant:<{width}} {mean:9.2f} ± {std:6.2f} ms  {added[variant]:>11,} added"
             if slowdown is not None and variant != "base":
                 line += f"  {slowdown:+6.1f}%"
             if paper_slowdown is not None:
@@ -170,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"device": name, "card": args.card, "dtype": args.dtype,
                                                "trials": args.trials, "paper_setting": paper_like,
-                                               "rows": rows}, indent=2) + "\n")
+                                               "skipped": skipped, "rows": rows}, indent=2) + "\n")
     return 0
 
 

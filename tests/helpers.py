@@ -145,6 +145,8 @@ METHOD_SETTINGS: dict[str, dict] = {
     "prefix-embed": {"prefix_len": 6},
     "vera": {"vera_rank": 32},
     "vblora": {"vblora_rank": 2, "vblora_num_vectors": 16, "vblora_vector_length": 16},
+    # tinit 0, tfinal 1: a budget phase in runs of 2 steps and more (tests/methods/test_method_runs.py)
+    "adalora": {"adalora_init_r": 4, "adalora_target_r": 2, "adalora_tinit": 0, "adalora_tfinal": 1},
 }
 
 

@@ -8,6 +8,7 @@
     prefix      nlg.methods.prefix      keys and values of n positions per layer (Li & Liang, 2021)
     prefix-embed nlg.methods.prefix     n input embeddings before the context; PEFT's files
     dora        nlg.methods.dora        LoRA's direction update and a trained magnitude (Liu et al., 2024); PEFT's files
+    adalora     nlg.methods.adalora     SVD-form P Λ Q, ranks allocated by a budget schedule (Zhang et al., 2023); PEFT's files
     vera        nlg.methods.vera        shared random A, B; trained vectors d, b (Kopiczko et al., 2024); PEFT's files
     vblora      nlg.methods.vblora      LoRA mixed from a shared vector bank (Li et al., 2024); PEFT's files
     fourierft   nlg.methods.fourierft   n spectral entries per matrix, ΔW = α·Re(IDFT2(F)) (Gao et al., 2024); PEFT's files
@@ -282,6 +283,7 @@ def register(method: Method) -> Method:
 def _load_modules() -> None:
     # Each module registers its method(s) on import; none imports torch at module level.
     from nlg.methods import (  # noqa: F401
+        adalora,
         adapters,
         dora,
         fourierft,
@@ -295,8 +297,8 @@ def _load_modules() -> None:
     )
 
 
-ORDER = ("lora", "full", "top2", "adapter-l", "adapter-h", "prefix", "prefix-embed", "dora", "vera", "vblora",
-         "fourierft", "ia3")  # as tables and messages list them
+ORDER = ("lora", "full", "top2", "adapter-l", "adapter-h", "prefix", "prefix-embed", "dora", "adalora", "vera",
+         "vblora", "fourierft", "ia3")  # as tables and messages list them
 
 
 def names() -> list[str]:

@@ -62,6 +62,11 @@ PAPER_COUNTS = (
     PaperCount("vblora", {}, "gpt2.md", "0.076M",
                "PEFT's defaults: what trains (the bank and every logit); the paper prints what it stores "
                "(top-k weights and indices)"),
+    PaperCount("adalora", {}, "gpt2.md", "0.38M",
+               "PEFT's defaults on the whole c_attn (init_r 12 -> target_r 8): every triplet of init_r trains "
+               "(PEFT's count), 24·12·(1,024 + 3,072 + 1); the budget ends at 24·8·4,097 = 786,624. The cited "
+               "row's setting is not verified: 0.38M is near r=4 (24·4·4,097 = 393,312, 0.39M; q and v apart "
+               "24·2·4·2,049 = 393,408), as AdaLoRA's paper counts its final budget"),
     PaperCount("ia3", {}, "gpt2.md", "",
                "k, v and the FFN's inner activation per block: 24·(2·1,024 + 4,096) (no GPT-2 row in its paper)"),
 )

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nlg.methods import Method, Shape, register
+from nlg.methods import Method, Shape, peft_dir, register
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-_PREFIX = "base_model.model."
+KIND = "VBLORA"
+ADAPTER_CONFIG = peft_dir.CONFIG_FILE
+ADAPTER_WEIGHTS = peft_dir.WEIGHTS_FILE
 BANK = "base_model.vblora_vector_bank"
 
 
@@ -63,6 +63,8 @@ class VBLoRA(Method):
                  "vblora_topk": f"bank vectors mixed into each sub-vector (default {DEFAULTS.topk})",
                  "vblora_dropout": f"dropout on the input, in [0, 1) (default {DEFAULTS.dropout})"}
     fixed_on_resume = ("vblora_rank", "vblora_num_vectors", "vblora_vector_length", "vblora_topk")
+    # The CPU demo's gpt2.tiny is 128 wide: the default 256-long bank vectors do not divide it
+    demo_values = {"vblora_vector_length": 64}
     sizes = ("vblora_num_vectors",)
     parameter_marks = (".vblora_",)
     files = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
@@ -122,18 +124,9 @@ class VBLoRA(Method):
             module.merge()
 
     def recognizes(self, directory: Path) -> VBLoRASettings | None:
-        from nlg.files import InputError, read_json
-
-        path = Path(directory) / ADAPTER_CONFIG
-        if not path.is_file():
+        if peft_dir.peft_type(directory) != KIND:
             return None
-        try:
-            config = read_json(path)
-        except InputError:
-            return None
-        if not isinstance(config, dict) or config.get("peft_type") != "VBLORA":
-            return None
-        return _settings_of(config, path)
+        return _settings_of(peft_dir.read_config(directory, KIND, self.name), Path(directory) / ADAPTER_CONFIG)
 
 
 def _layer_class():
@@ -231,27 +224,16 @@ def _peft_config(settings: VBLoRASettings, base_model: str | None) -> dict:
 
 
 def save_vblora(model, directory: Path, base_model: str | None) -> None:
-    import torch
-    from safetensors.torch import save
-
-    from nlg.files import InputError, atomic_write
+    from nlg.files import InputError
 
     modules = _modules(model)
     if not modules:
         raise InputError("model has no VB-LoRA to save")
-    tensors = {}
-    with torch.no_grad():
-        for name, module in modules.items():
-            for part in ("A", "B"):
-                tensors[f"{_PREFIX}{name}.vblora_logits_{part}"] = \
-                    getattr(module, f"vblora_logits_{part}").detach().float().cpu().contiguous()
-        tensors[BANK] = next(iter(modules.values())).vblora_vector_bank.detach().float().cpu().contiguous()
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_write(directory / ADAPTER_WEIGHTS, "wb") as handle:
-        handle.write(save(tensors, metadata={"format": "pt"}))
-    with atomic_write(directory / ADAPTER_CONFIG) as handle:
-        handle.write(json.dumps(_peft_config(model.vblora_settings, base_model), indent=2) + "\n")
+    tensors = {BANK: next(iter(modules.values())).vblora_vector_bank.float()}  # shared by every layer
+    for name, module in modules.items():
+        tensors[f"{name}.vblora_logits_A"] = module.vblora_logits_A.float()
+        tensors[f"{name}.vblora_logits_B"] = module.vblora_logits_B.float()
+    peft_dir.write(directory, _peft_config(model.vblora_settings, base_model), tensors, {})
 
 
 def _settings_of(config: dict, path: Path) -> VBLoRASettings:
@@ -278,20 +260,12 @@ def load_vblora(model, directory: Path) -> VBLoRASettings:
     """PEFT's VB-LoRA files (ours or PEFT's) into `model` (adding VB-LoRA if it has none), strictly."""
     import torch
 
-    from nlg.files import InputError, read_json, verify_manifest
-    from nlg.methods.lora.peft_files import _read_tensors
+    from nlg.files import InputError
 
-    directory = Path(directory)
-    config_path, weights_path = directory / ADAPTER_CONFIG, directory / ADAPTER_WEIGHTS
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise InputError(f"{directory}: not a VB-LoRA adapter directory (no {path.name})")
-    verify_manifest(directory, (ADAPTER_CONFIG, ADAPTER_WEIGHTS))
-    config = read_json(config_path)
-    if not isinstance(config, dict) or config.get("peft_type") != "VBLORA":
-        raise InputError(f"{config_path}: peft_type: not VBLORA")
+    config = peft_dir.read_config(directory, KIND, "vblora")
+    config_path = Path(directory) / ADAPTER_CONFIG
     settings = _settings_of(config, config_path)
-    tensors, _ = _read_tensors(weights_path)
+    tensors, _, weights_path = peft_dir.read_tensors(directory)
     existing = getattr(model, "vblora_settings", None)
     if existing is None:
         add_vblora(model, settings)
@@ -306,14 +280,7 @@ def load_vblora(model, directory: Path) -> VBLoRASettings:
     for name, module in modules.items():
         expected[f"{name}.vblora_logits_A"] = tuple(module.vblora_logits_A.shape)
         expected[f"{name}.vblora_logits_B"] = tuple(module.vblora_logits_B.shape)
-    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise InputError(f"{weights_path}: tensor {(missing or unexpected)[0]}: "
-                         f"{'missing' if missing else 'not a tensor of VB-LoRA on this model'}")
-    for key, shape in expected.items():
-        if tuple(tensors[key].shape) != shape:
-            raise InputError(f"{weights_path}: tensor {key} has shape {tuple(tensors[key].shape)}, the model "
-                             f"needs {shape}")
+    peft_dir.check_tensors(tensors, expected, weights_path)
     with torch.no_grad():
         first.vblora_vector_bank.copy_(tensors[BANK])  # shared by every layer
         for name, module in modules.items():

@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nlg.methods import Method, Shape, register
+from nlg.methods import Method, Shape, peft_dir, register
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-_PREFIX = "base_model.model."
+KIND = "VERA"
+ADAPTER_CONFIG = peft_dir.CONFIG_FILE
+ADAPTER_WEIGHTS = peft_dir.WEIGHTS_FILE
 MODULE = "attn.c_attn"
 
 
@@ -118,18 +118,9 @@ class VeRA(Method):
             module.merge()
 
     def recognizes(self, directory: Path) -> VeRASettings | None:
-        from nlg.files import InputError, read_json
-
-        path = Path(directory) / ADAPTER_CONFIG
-        if not path.is_file():
+        if peft_dir.peft_type(directory) != KIND:
             return None
-        try:
-            config = read_json(path)
-        except InputError:
-            return None
-        if not isinstance(config, dict) or config.get("peft_type") != "VERA":
-            return None
-        return _settings_of(config, path)
+        return _settings_of(peft_dir.read_config(directory, KIND, self.name), Path(directory) / ADAPTER_CONFIG)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,29 +244,18 @@ def _peft_config(settings: VeRASettings, base_model: str | None) -> dict:
 
 
 def save_vera(model, directory: Path, settings: VeRASettings, base_model: str | None) -> None:
-    import torch
-    from safetensors.torch import save
-
-    from nlg.files import atomic_write
+    from nlg.files import InputError
 
     modules = {name: m for name, m in model.named_modules() if isinstance(m, layer_class())}
     if not modules:
-        from nlg.files import InputError
         raise InputError("model has no VeRA to save")
     tensors = {}
-    with torch.no_grad():
-        for name, module in modules.items():
-            tensors[f"{_PREFIX}{name}.vera_lambda_b"] = module.vera_lambda_b.detach().float().cpu().contiguous()
-            tensors[f"{_PREFIX}{name}.vera_lambda_d"] = module.vera_lambda_d.detach().float().cpu().contiguous()
-        any_module = next(iter(modules.values()))
-        tensors["base_model.vera_A"] = any_module.vera_A.detach().float().cpu().contiguous()
-        tensors["base_model.vera_B"] = any_module.vera_B.detach().float().cpu().contiguous()
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_write(directory / ADAPTER_WEIGHTS, "wb") as handle:
-        handle.write(save(tensors, metadata={"format": "pt"}))
-    with atomic_write(directory / ADAPTER_CONFIG) as handle:
-        handle.write(json.dumps(_peft_config(model.vera_settings, base_model), indent=2) + "\n")
+    for name, module in modules.items():
+        tensors[f"{name}.vera_lambda_b"] = module.vera_lambda_b.float()
+        tensors[f"{name}.vera_lambda_d"] = module.vera_lambda_d.float()
+    tensors["base_model.vera_A"] = model.vera_projection.vera_A.float()  # shared by every layer
+    tensors["base_model.vera_B"] = model.vera_projection.vera_B.float()
+    peft_dir.write(directory, _peft_config(model.vera_settings, base_model), tensors, {})
 
 
 def _settings_of(config: dict, path: Path) -> VeRASettings:
@@ -301,21 +281,12 @@ def load_vera(model, directory: Path) -> VeRASettings:
     """PEFT's VeRA files (ours or PEFT's) into `model` (adding VeRA if it has none), strictly."""
     import torch
 
-    from nlg.files import InputError, read_json, verify_manifest
-    from nlg.methods.lora.peft_files import _read_tensors
+    from nlg.files import InputError
 
-    directory = Path(directory)
-    config_path, weights_path = directory / ADAPTER_CONFIG, directory / ADAPTER_WEIGHTS
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise InputError(f"{directory}: not a VeRA adapter directory (no {path.name})")
-    verify_manifest(directory, (ADAPTER_CONFIG, ADAPTER_WEIGHTS))
-    config = read_json(config_path)
-    if not isinstance(config, dict) or config.get("peft_type") != "VERA":
-        raise InputError(f"{config_path}: peft_type: not VERA")
+    config = peft_dir.read_config(directory, KIND, "vera")
+    config_path = Path(directory) / ADAPTER_CONFIG
     settings = _settings_of(config, config_path)
-    tensors, _ = _read_tensors(weights_path)
-    tensors = {k.replace(".default", ""): v for k, v in tensors.items()}
+    tensors, _, weights_path = peft_dir.read_tensors(directory)
     existing = getattr(model, "vera_settings", None)
     if existing is None:
         add_vera(model, settings)
@@ -327,18 +298,10 @@ def load_vera(model, directory: Path) -> VeRASettings:
     for name, module in modules.items():
         expected[f"{name}.vera_lambda_b"] = (module.out_features,)
         expected[f"{name}.vera_lambda_d"] = (settings.rank,)
-    first = next(iter(modules.values()))
     if config.get("save_projection", True):
-        expected["base_model.vera_A"] = tuple(first.vera_A.shape)
-        expected["base_model.vera_B"] = tuple(first.vera_B.shape)
-    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise InputError(f"{weights_path}: tensor {(missing or unexpected)[0]}: "
-                         f"{'missing' if missing else 'not a tensor of VeRA on this model'}")
-    for key, shape in expected.items():
-        if tuple(tensors[key].shape) != shape:
-            raise InputError(f"{weights_path}: tensor {key} has shape {tuple(tensors[key].shape)}, the model "
-                             f"needs {shape}")
+        expected["base_model.vera_A"] = tuple(model.vera_projection.vera_A.shape)
+        expected["base_model.vera_B"] = tuple(model.vera_projection.vera_B.shape)
+    peft_dir.check_tensors(tensors, expected, weights_path)
     with torch.no_grad():
         if "base_model.vera_A" in expected:  # shared: one copy serves every layer
             model.vera_projection.vera_A.copy_(tensors["base_model.vera_A"])

@@ -80,7 +80,7 @@ def test_a_peft_file_with_q_entries_cannot_load_into_a_k_v_model(tmp_path) -> No
     model = base()
     method = methods.get("ia3")
     method.apply(model, methods.settings_of("ia3", {}))  # k,v,ff
-    with pytest.raises(InputError, match=r"\(IA\)³ on q,k,v,ff; the model has it on k,v,ff"):
+    with pytest.raises(InputError, match=r"\(IA\)³ vectors on q,k,v,ff; the model has \(IA\)³ vectors on k,v,ff"):
         method.load(model, tmp_path, methods.settings_of("ia3", {}))
     # and a file of ours whose q rows are not 1 (edited): the tensor is named
     method.save(model, tmp_path / "ours", methods.settings_of("ia3", {}), None)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from nlg import methods
 
@@ -40,7 +41,23 @@ def test_a_tiny_cpu_run_reports_every_variant_and_says_it_is_not_the_papers(late
     assert "not the paper's setting" in capsys.readouterr().out
     report = json.loads(out.read_text())
     assert not report["paper_setting"]
-    assert [(r["batch"], r["variant"]) for r in report["rows"]] == [
-        (b, v) for b in (2, 1) for v in ("base", "lora", "adapter-l", "adapter-h", "prefix")]
+    variants, skipped = latency.variants_of("gpt2.tiny")
+    assert [(r["batch"], r["variant"]) for r in report["rows"]] == [(b, v) for b in (2, 1) for v in variants]
+    assert report["skipped"] == skipped
+    # every method has its rows or says why not: a new method appears without an edit
+    named = [v for v in variants if v != "base" and not v.endswith(":merged")]
+    assert sorted(named + list(skipped)) == sorted(methods.names()) and not set(named) & set(skipped)
+    assert [v for v in variants if v.endswith(":merged")] == [f"{n}:merged" for n in named if methods.get(n).merges]
+    assert {"lora", "lora:merged", "adapter-l", "adapter-h", "prefix"} <= set(variants)
+    assert skipped["full"] == "adds no parameters: decodes as the base model"
     for row in report["rows"]:
         assert row["mean_ms"] > 0 and (row["added_params"] > 0) == (row["variant"] != "base")
+
+
+def test_a_merged_row_computes_what_the_unmerged_one_does(latency) -> None:
+    for name in ("lora", "ia3"):
+        unmerged, added = latency.build(name, "gpt2.tiny", 1e4, torch.device("cpu"), torch.float32)
+        merged, same = latency.build(f"{name}:merged", "gpt2.tiny", 1e4, torch.device("cpu"), torch.float32)
+        x = torch.randint(0, 300, (2, 5))
+        with torch.no_grad():
+            assert added == same > 0 and torch.allclose(unmerged(x), merged(x), atol=1e-5)

@@ -33,7 +33,8 @@ from nlg.weights import from_pretrained
 
 ALL = list(METHOD_SETTINGS)
 CONFIG = tiny_config(vocab_size=128, n_positions=32)
-LR = {"lora": "5e-2", "full": "3e-3", "prefix": "3e-2", "prefix-embed": "3e-1", "vera": "3e-1", "vblora": "1e-1"}  # what moves the loss of each within a few steps
+LR = {"lora": "5e-2", "full": "3e-3", "prefix": "3e-2", "prefix-embed": "3e-1", "vera": "3e-1", "vblora": "1e-1",
+      "adalora": "3e-1"}  # what moves the loss of each within a few steps
 SEQ_LEN = {"prefix": "24", "prefix-embed": "24"}  # room for the prefix in the base's 32 positions
 
 

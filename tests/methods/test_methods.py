@@ -25,7 +25,7 @@ def base(seed: int = 0, **changes) -> GPT:
 
 def test_registry_lists_every_method_in_table_order_and_card_shapes_agree() -> None:
     assert methods.names() == ["lora", "full", "top2", "adapter-l", "adapter-h", "prefix", "prefix-embed",
-                               "dora", "vera", "vblora", "fourierft", "ia3"]
+                               "dora", "adalora", "vera", "vblora", "fourierft", "ia3"]
     for card, config in CARDS.items():
         assert methods.CARD_SHAPES[card] == methods.Shape.of(config)
 
@@ -161,3 +161,17 @@ def test_a_top2_checkpoint_as_init_checkpoint_says_to_pass_it_as_checkpoint(tmp_
     method.save(with_method(base(), "top2"), tmp_path, methods.settings_of("top2", METHOD_SETTINGS["top2"]), "tiny")
     with pytest.raises(CheckpointError, match="checkpoint of --method top2, not a whole GPT-2: give it as --checkpoint"):
         from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("name", methods.names())
+def test_every_method_fits_the_cpu_demos_card_at_its_demo_values(name):
+    """`reproduce.sh --demo --method NAME` trains gpt2.tiny (2 layers, 128 wide) at the method's
+    defaults and its demo_values: VB-LoRA's default 256-long bank vectors do not divide 128, so its
+    demo_values say 64; this fails for any method whose demo settings do not fit the demo's card."""
+    method = methods.get(name)
+    values = {**method.defaults, **method.demo_values}
+    assert method.check(values) == []
+    model = GPT(CARDS["gpt2.tiny"].__class__(**{**vars(CARDS["gpt2.tiny"]), "vocab_size": 64}))
+    settings = method.settings(values)
+    method.apply(model, settings)
+    assert sum(p.numel() for p in method.trainable(model).values()) == method.count(methods.Shape.of(model.config), settings)

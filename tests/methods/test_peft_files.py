@@ -124,7 +124,7 @@ def test_wrong_shape_names_the_tensor(tmp_path):
 def test_missing_layer_is_an_error(tmp_path):
     save_adapter(trained_like(add_lora(GPT(tiny_config()), rank=4, targets=("q", "v"))), tmp_path)
     deeper = GPT(tiny_config(n_layer=3))
-    with pytest.raises(AdapterError, match=r"missing transformer\.h\.2\.attn\.c_attn"):
+    with pytest.raises(AdapterError, match=r"tensor transformer\.h\.2\.attn\.c_attn\.lora_A\.weight missing"):
         load_adapter(deeper, tmp_path)
 
 

@@ -41,8 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from nlg.files import InputError
-from nlg.methods import Method, Shape, config_int, register
-from nlg.methods.fourierft import files as peft_dir
+from nlg.methods import Method, Shape, config_int, peft_dir, register
 
 KIND = "FOURIERFT"
 TARGETS = tuple(peft_dir.MODULES)  # qkv o fc proj
@@ -187,18 +186,8 @@ class FourierFT(Method):
 
         from nlg.methods.fourierft import layer
 
-        directory = Path(directory)
-        found = self.read_settings(directory)
-        present = layer.modules(model)
-        if not present:
-            self.apply(model, found)
-            present = layer.modules(model)
-        elif settings is not None and found != settings:
-            raise InputError(f"{directory / peft_dir.CONFIG_FILE}: FourierFT {self.describe(found)}; the model has "
-                             f"{self.describe(settings)}")
-        tensors, _, path = peft_dir.read_tensors(directory)
-        peft_dir.check_tensors(tensors, {f"{name}.fourierft_spectrum": (m.n_frequency,) for name, m in present.items()},
-                            path)
+        present, tensors, _ = peft_dir.load_checked(self, model, directory, self.read_settings(directory), settings,
+                                                    layer.modules, lambda m: {"fourierft_spectrum": (m.n_frequency,)})
         with torch.no_grad():
             for name, module in present.items():
                 module.fourierft_spectrum.copy_(tensors[f"{name}.fourierft_spectrum"])

@@ -39,8 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from nlg.files import InputError
-from nlg.methods import Method, Shape, register
-from nlg.methods.fourierft import files as peft_dir
+from nlg.methods import Method, Shape, peft_dir, register
 
 KIND = "IA3"
 TARGETS = ("q", "k", "v", "ff")
@@ -166,19 +165,9 @@ class IA3(Method):
 
         from nlg.methods.ia3 import layer
 
-        directory = Path(directory)
-        found = self.read_settings(directory)
-        present = layer.modules(model)
-        if not present:
-            self.apply(model, found)
-            present = layer.modules(model)
-        elif settings is not None and found != settings:
-            raise InputError(f"{directory / peft_dir.CONFIG_FILE}: (IA)³ on {','.join(found.targets)}; the model "
-                             f"has it on {','.join(settings.targets)}")
-        tensors, _, path = peft_dir.read_tensors(directory)
-        expected = {f"{name}.ia3_l": ((1, m.in_features) if m.feedforward else (m.out_features, 1))
-                    for name, m in present.items()}
-        peft_dir.check_tensors(tensors, expected, path)
+        present, tensors, path = peft_dir.load_checked(
+            self, model, directory, self.read_settings(directory), settings, layer.modules,
+            lambda m: {"ia3_l": (1, m.in_features) if m.feedforward else (m.out_features, 1)})
         with torch.no_grad():
             for name, module in present.items():
                 vector = tensors[f"{name}.ia3_l"].flatten().float()

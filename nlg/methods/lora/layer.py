@@ -112,6 +112,11 @@ class LoRALinear(nn.Linear):
             full[start:end, index * self.rank : (index + 1) * self.rank] = self.lora_B[name]
         return full
 
+    def extra_tensors(self) -> dict[str, nn.Parameter]:
+        """Parameters this layer keeps in PEFT's file beside lora_A / lora_B, by their PEFT name
+        after the module's: none for LoRA (DoRA's layer: its magnitude)."""
+        return {}
+
     def delta_weight(self) -> Tensor:
         """(alpha/r) · B A as one (out x in) matrix, in fp32."""
         return self.scaling * (self.block_B().float() @ self.stacked_A().float())
@@ -165,11 +170,13 @@ def _get(module: nn.Module, dotted: str) -> nn.Module:
 
 def add_lora(model: nn.Module, rank: int = DEFAULTS.rank, alpha: float = DEFAULTS.alpha,
              dropout: float = DEFAULTS.dropout,
-             targets: tuple[str, ...] | list[str] = DEFAULTS.targets) -> nn.Module:
-    """Put LoRA slices on `targets` of every block and freeze everything else (in place)."""
+             targets: tuple[str, ...] | list[str] = DEFAULTS.targets,
+             layer_class: type[LoRALinear] = LoRALinear) -> nn.Module:
+    """Put LoRA slices (`layer_class`: LoRALinear or a subclass, e.g. DoRA's) on `targets` of
+    every block and freeze everything else (in place)."""
     config = LoRAConfig(rank=rank, alpha=alpha, dropout=dropout, targets=tuple(targets))
     if lora_modules(model):
-        raise ValueError("model already has LoRA adapters")
+        raise ValueError("model already has LoRA or DoRA adapters")
     for param in model.parameters():
         param.requires_grad_(False)
     plan = _module_slices(model, config.targets)
@@ -178,7 +185,7 @@ def add_lora(model: nn.Module, rank: int = DEFAULTS.rank, alpha: float = DEFAULT
             parent_path, _, leaf = path.rpartition(".")
             parent = _get(block, parent_path)
             # a layer added to a model in eval mode is in eval mode too (no dropout while decoding)
-            setattr(parent, leaf, LoRALinear(getattr(parent, leaf), slices, config).train(model.training))
+            setattr(parent, leaf, layer_class(getattr(parent, leaf), slices, config).train(model.training))
     model.lora_config = config
     return model
 

@@ -23,6 +23,11 @@ blocks. The slice names travel in the safetensors metadata (`nlg.targets`, `nlg.
     adapter_lora_config(...)          the LoRAConfig the adapter was trained with
     split_blocks(...)                 one module's stacked A / block B -> each slice's (A, B)
     load_adapter(model, directory)    into a model, strictly (every tensor, every shape)
+
+DoRA (nlg.methods.dora) uses the same functions: its layer is a LoRALinear subclass whose
+`extra_tensors` (the magnitude) travel beside A and B, its config has use_dora. The reading of
+the files themselves (prefix, adapter name, non-finite values, the atomic write's files) is
+nlg.methods.peft_dir's, shared with every other method in PEFT's format.
 """
 
 from __future__ import annotations
@@ -36,18 +41,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from nlg.files import MANIFEST, InputError, atomic_write, read_json, verify_manifest
-from nlg.methods.lora.layer import TARGETS, LoRAConfig, add_lora, lora_modules
+from nlg.files import MANIFEST, InputError, read_json, verify_manifest
+from nlg.methods import peft_dir
+from nlg.methods.lora.layer import TARGETS, LoRAConfig, LoRALinear, add_lora, lora_modules
+from nlg.methods.peft_dir import AdapterError  # LoRA's callers import it from here too
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-_PEFT_PREFIX = "base_model.model."
+ADAPTER_CONFIG = peft_dir.CONFIG_FILE
+ADAPTER_WEIGHTS = peft_dir.WEIGHTS_FILE
 # The largest scale alpha/r the model's float32 arithmetic can hold (bf16 has the same range).
 MAX_SCALE = float(torch.finfo(torch.float32).max)
-
-
-class AdapterError(InputError):
-    """An adapter file that does not fit the model; the message names the tensor or key."""
 
 
 def is_adapter_dir(path: str | os.PathLike) -> bool:
@@ -113,10 +115,11 @@ def _peft_config(config: LoRAConfig, base_model: str | None) -> dict:
     }
 
 
-def save_adapter(model: nn.Module, directory: str | os.PathLike, base_model: str | None = None) -> Path:
-    """Write the LoRA weights and settings only, in PEFT's layout; returns the directory."""
-    from safetensors.torch import save
-
+def save_adapter(model: nn.Module, directory: str | os.PathLike, base_model: str | None = None,
+                 config_keys: dict | None = None) -> Path:
+    """Write the LoRA weights (and each layer's `extra_tensors`, e.g. DoRA's magnitude) and
+    settings only, in PEFT's layout, `config_keys` added to the config (DoRA's use_dora);
+    returns the directory."""
     config: LoRAConfig | None = getattr(model, "lora_config", None)
     modules = lora_modules(model)
     if config is None or not modules:
@@ -124,22 +127,13 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, base_model: str
     tensors = {}
     with torch.no_grad():
         for name, module in modules.items():
-            tensors[f"{_PEFT_PREFIX}{name}.lora_A.weight"] = module.stacked_A().detach().contiguous().cpu()
-            tensors[f"{_PEFT_PREFIX}{name}.lora_B.weight"] = module.block_B().detach().contiguous().cpu()
-    metadata = {
-        "format": "pt",
-        "nlg.targets": ",".join(config.targets),
-        "nlg.rank": str(config.rank),
-        "nlg.alpha": repr(float(config.alpha)),
-        "nlg.dropout": repr(float(config.dropout)),
-    }
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_write(directory / ADAPTER_WEIGHTS, "wb") as handle:
-        handle.write(save(tensors, metadata=metadata))
-    with atomic_write(directory / ADAPTER_CONFIG) as handle:
-        handle.write(json.dumps(_peft_config(config, base_model), indent=2) + "\n")
-    return directory
+            tensors[f"{name}.lora_A.weight"] = module.stacked_A()
+            tensors[f"{name}.lora_B.weight"] = module.block_B()
+            tensors.update({f"{name}.{key}": t for key, t in module.extra_tensors().items()})
+    metadata = {"nlg.targets": ",".join(config.targets), "nlg.rank": str(config.rank),
+                "nlg.alpha": repr(float(config.alpha)), "nlg.dropout": repr(float(config.dropout))}
+    peft_dir.write(directory, {**_peft_config(config, base_model), **(config_keys or {})}, tensors, metadata)
+    return Path(directory)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,8 +141,9 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, base_model: str
 # ---------------------------------------------------------------------------------------------
 
 
-def read_adapter(directory: str | os.PathLike) -> tuple[dict, dict[str, Tensor], dict[str, str]]:
-    """(adapter_config.json, tensors by module-relative name, safetensors metadata) of a directory.
+def read_adapter(directory: str | os.PathLike, dora: bool = False) -> tuple[dict, dict[str, Tensor], dict[str, str]]:
+    """(adapter_config.json, tensors by module-relative name, safetensors metadata) of a
+    directory: a LoRA adapter, or with `dora` a DoRA one (use_dora true).
 
     Tensor names lose PEFT's `base_model.model.` prefix and adapter name, e.g.
     `transformer.h.0.attn.c_attn.lora_A.weight`. Errors (AdapterError, naming the file): a file
@@ -170,11 +165,13 @@ def read_adapter(directory: str | os.PathLike) -> tuple[dict, dict[str, Tensor],
         raise AdapterError(f"{config_path}: expected a JSON object")
     if config.get("peft_type", "LORA") != "LORA":
         raise AdapterError(f"{config_path}: peft_type {config.get('peft_type')!r} is not LORA")
-    for key in ("use_dora", "use_rslora"):
+    if dora and config.get("use_dora") is not True:
+        raise AdapterError(f"{config_path}: use_dora: not a DoRA adapter (PEFT's LoRA with use_dora true)")
+    for key in ("use_rslora",) if dora else ("use_dora", "use_rslora"):
         if config.get(key):
             raise AdapterError(f"{config_path}: {key}=true is not supported")
     check_scales(config, config_path)
-    tensors, metadata = _read_tensors(weights_path)
+    tensors, metadata, _ = peft_dir.read_tensors(directory)
     check_config_agrees(config, tensors, metadata, config_path, weights_path)
     return config, tensors, metadata
 
@@ -228,30 +225,6 @@ def check_scales(config: dict, config_path: Path) -> None:
         alpha_key = f"alpha_pattern[{module!r}]" if module in alphas else "lora_alpha"
         check_rank_alpha(ranks.get(module, config["r"]), alphas.get(module, config["lora_alpha"]),
                          rank_key, alpha_key, config_path)
-
-
-def _read_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """adapter_model.safetensors' tensors (by module-relative name) and metadata."""
-    from safetensors import safe_open
-
-    tensors = {}
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            for key in handle.keys():
-                name = key[len(_PEFT_PREFIX):] if key.startswith(_PEFT_PREFIX) else key
-                name = name.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B.")
-                tensors[name] = handle.get_tensor(key)
-    except OSError:
-        raise  # no permission and the like: the machine's state, reported as such
-    except Exception as error:  # noqa: BLE001 - safetensors' own SafetensorError (and others) for a damaged file
-        raise AdapterError(f"{path}: not a readable safetensors file ({error})") from None
-    for name, tensor in tensors.items():  # the message every method's load gives (nlg.weights.check_finite)
-        bad = int(torch.count_nonzero(~torch.isfinite(tensor)))
-        if bad:
-            raise AdapterError(f"{path}: tensor {name} has {bad} non-finite values (NaN/inf): "
-                               "the adapter is broken (diverged training?)")
-    return tensors, metadata
 
 
 def _matches(module: str, key: str) -> bool:
@@ -349,12 +322,13 @@ def split_blocks(A: Tensor, B: Tensor, rows: dict[str, tuple[int, int]], rank: i
 # ---------------------------------------------------------------------------------------------
 
 
-def _fit_lora(model: nn.Module, lora_config: LoRAConfig, directory: str | os.PathLike) -> None:
-    """Add the adapter's LoRA to a model without any, or check an existing one matches it."""
+def _fit_lora(model: nn.Module, lora_config: LoRAConfig, directory: str | os.PathLike,
+              layer_class: type[LoRALinear] = LoRALinear) -> None:
+    """Add the adapter's LoRA (in `layer_class`) to a model without any, or check an existing one matches it."""
     existing: LoRAConfig | None = getattr(model, "lora_config", None)
     if existing is None:
         add_lora(model, rank=lora_config.rank, alpha=lora_config.alpha,
-                 dropout=lora_config.dropout, targets=lora_config.targets)
+                 dropout=lora_config.dropout, targets=lora_config.targets, layer_class=layer_class)
     elif (existing.rank, existing.alpha, existing.targets) != (lora_config.rank, lora_config.alpha,
                                                                lora_config.targets):
         raise AdapterError(f"{directory}: adapter has rank {lora_config.rank}, alpha {lora_config.alpha}, "
@@ -362,34 +336,30 @@ def _fit_lora(model: nn.Module, lora_config: LoRAConfig, directory: str | os.Pat
                            f"alpha {existing.alpha}, targets {existing.targets}")
 
 
-def _check_fit(model: nn.Module, tensors: dict[str, Tensor], directory: str | os.PathLike) -> None:
-    """Every adapter tensor the model has must be in the file, with its shape; nothing else."""
+def _expected_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Every adapter tensor the model's file must hold (name -> shape): each module's stacked A,
+    block B and `extra_tensors`."""
     expected = {}
     for name, module in lora_modules(model).items():
         expected[f"{name}.lora_A.weight"] = (len(module.slices) * module.rank, module.in_features)
         expected[f"{name}.lora_B.weight"] = (module.out_features, len(module.slices) * module.rank)
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
-            [f"unexpected {', '.join(unexpected)}"] if unexpected else [])
-        raise AdapterError(f"{directory}: adapter does not fit the model: " + "; ".join(parts))
-    for key, shape in expected.items():
-        if tuple(tensors[key].shape) != shape:
-            raise AdapterError(f"{directory}: tensor {key} has shape {tuple(tensors[key].shape)}, "
-                               f"the model needs {shape} (another model size or rank?)")
+        expected.update({f"{name}.{key}": tuple(t.shape) for key, t in module.extra_tensors().items()})
+    return expected
 
 
-def load_adapter(model: nn.Module, directory: str | os.PathLike) -> LoRAConfig:
-    """Load an adapter directory into `model` (adding LoRA first if it has none), strictly.
+def load_adapter(model: nn.Module, directory: str | os.PathLike, read=read_adapter,
+                 layer_class: type[LoRALinear] = LoRALinear) -> LoRAConfig:
+    """Load an adapter directory into `model` (adding LoRA in `layer_class` first if it has
+    none), strictly; `read` reads the directory (DoRA's: nlg.methods.dora.layer.read_dora).
 
-    Every adapter tensor of the model must be in the file with the right shape and nothing else
-    may be; a block-structured c_attn B must be zero outside its slices. Returns the config.
+    Every adapter tensor of the model (`_expected_shapes`) must be in the file with the right
+    shape and nothing else may be; a block-structured c_attn B must be zero outside its slices.
+    Returns the config.
     """
-    config, tensors, metadata = read_adapter(directory)
+    config, tensors, metadata = read(directory)
     lora_config = adapter_lora_config(config, tensors, metadata)
-    _fit_lora(model, lora_config, directory)
-    _check_fit(model, tensors, directory)
+    _fit_lora(model, lora_config, directory, layer_class)
+    peft_dir.check_tensors(tensors, _expected_shapes(model), Path(directory) / ADAPTER_WEIGHTS)
     with torch.no_grad():
         for name, module in lora_modules(model).items():
             parts = split_blocks(tensors[f"{name}.lora_A.weight"], tensors[f"{name}.lora_B.weight"],
@@ -397,4 +367,6 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike) -> LoRAConfig:
             for slice_name, (A, B) in parts.items():
                 module.lora_A[slice_name].copy_(A)
                 module.lora_B[slice_name].copy_(B)
+            for key, extra in module.extra_tensors().items():
+                extra.copy_(tensors[f"{name}.{key}"])
     return lora_config
