@@ -193,8 +193,9 @@ def _log_axis(values: list[float]) -> bool:
 
 def plot_sweep(names: list[str], plotted: list, metrics: tuple[str, ...], subsets: list[str],
                criterion: str) -> bytes:
-    """Each metric (and the validation value) against the first swept setting; one line per value
-    of the other settings; the mean with its 95 % interval over the seeds as error bars."""
+    """Each metric (and the validation value, where there is one) against the first swept setting
+    with more than one value; one line per value of the other settings; the mean with its 95 %
+    interval over the seeds as error bars. Three panels a row."""
     import io
 
     import matplotlib
@@ -203,14 +204,18 @@ def plot_sweep(names: list[str], plotted: list, metrics: tuple[str, ...], subset
     import matplotlib.pyplot as plt
 
     subset = "all" if "all" in subsets else subsets[0]
-    first, rest = names[0], names[1:]
-    panels = [criterion, *metrics]
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+    first = next((n for n in names if len({values[n] for values, _, _ in plotted}) > 1), names[0])
+    rest = [n for n in names if n != first]
+    has_validation = any(valid.mean is not None for _, _, valid in plotted)
+    panels = [criterion] * has_validation + list(metrics)
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
     groups: dict[tuple, list] = {}
     for values, row, valid in plotted:
         groups.setdefault(tuple(values[n] for n in rest), []).append((float(values[first]), row, valid))
     xs = [float(values[first]) for values, _, _ in plotted]
-    for axis, panel in zip(axes[0], panels, strict=True):
+    for axis, panel in zip(axes.flat, panels, strict=False):
         for key, members in groups.items():
             members.sort(key=lambda m: m[0])
             cells = [valid if panel == criterion else row.cells.get(subset, {}).get(panel) for _, row, valid in members]
@@ -223,11 +228,15 @@ def plot_sweep(names: list[str], plotted: list, metrics: tuple[str, ...], subset
                           label=label)
         if _log_axis(xs):
             axis.set_xscale("log", base=2)
+        axis.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))])  # the swept values
         axis.set_xlabel(first)
         axis.set_title(panel if panel == criterion or len(subsets) == 1 else f"{panel} ({subset})")
         axis.grid(alpha=0.3, which="both")
-        if rest and panel == criterion:
+        if rest and panel == panels[0]:
             axis.legend(fontsize="small")
+    for axis in list(axes.flat)[len(panels):]:
+        axis.set_visible(False)
+    figure.suptitle("mean over seeds, 95 % interval", fontsize="small")
     figure.tight_layout()
     png = io.BytesIO()
     figure.savefig(png, format="png", dpi=110)
