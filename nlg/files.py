@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import sys
@@ -141,35 +142,54 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside `path`; it becomes `path` only on success.
 
     An existing `path` is replaced. A kill at any moment leaves either the old
-    directory or the new one, never a partial one under the final name. An OSError
-    about the temporary directory or a file in it names `path` (or that file in `path`).
+    directory or the new one, never a partial one under the final name; an exception at any
+    moment (nlg train raises Ctrl-C and SIGTERM as exceptions) also leaves no temporary
+    directory behind and the old `path` in place. An OSError about the temporary directory or
+    a file in it names `path` (or that file in `path`).
     """
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        # Not tempfile.mkdtemp: its name is known only once it returns, so an exception a signal
+        # handler raised between its return and the assignment leaked the directory. Here the
+        # name is remembered before the directory exists (64 random bits: never another's).
+        while tmp is None:
+            tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+            try:
+                tmp.mkdir(mode=0o700)
+            except FileExistsError:
+                tmp = None
         with _replacing_dir(path, tmp) as folder:
             yield folder
-    except OSError as error:
-        _raise_naming(error, path, tmp)
+    except BaseException as error:
+        if tmp is not None:  # after a swap tmp is gone: nothing to remove
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(error, OSError):
+            _raise_naming(error, path, tmp)
+        raise
 
 
 @contextlib.contextmanager
 def _replacing_dir(path: Path, tmp: Path) -> Iterator[Path]:
-    """atomic_dir's body: fill `tmp`, then swap it in for `path`; `tmp` goes on failure."""
+    """atomic_dir's body: fill `tmp`, then swap it in for `path`; `tmp` goes on failure, and an
+    exception between the swap's two renames puts the old directory back."""
+    old = path.with_name(f".{path.name}.old")
+    moved = False
     try:
         tmp.chmod(_default_mode(directory=True))
         yield tmp
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
+            moved = True
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
     except BaseException:
+        if moved and not path.exists() and old.exists():
+            os.replace(old, path)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 

@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,47 @@ def test_atomic_write_keeps_old_content_on_failure(tmp_path):
             handle.write("new")
             raise RuntimeError("boom")
     assert target.read_text() == "old"
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("moment", ["made", "swapping"])
+def test_an_exception_at_any_moment_of_atomic_dir_leaves_no_temporary_directory(tmp_path, monkeypatch, moment):
+    """nlg train raises Ctrl-C and SIGTERM as exceptions, between any two bytecodes. One that
+    landed just after the temporary directory was made (tempfile.mkdtemp had returned, its name
+    not yet kept) leaked `.NAME.XXXX.tmp` (seen in the signal test under load); one between the
+    swap's two renames lost the old directory. Now: no temporary left, the old one in place."""
+    import nlg.files as files
+
+    target = tmp_path / "checkpoint-3"
+    if moment == "swapping":
+        target.mkdir()
+        (target / "old").write_text("old")
+    real_mkdir, real_replace = Path.mkdir, os.replace
+
+    def mkdir(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)
+        if self.name.endswith(".tmp"):
+            raise _Stop  # as a signal handler raises, right after the call returned
+
+    def replace(source, destination):
+        real_replace(source, destination)
+        if Path(destination).name.endswith(".old"):
+            raise _Stop
+
+    if moment == "made":
+        monkeypatch.setattr(Path, "mkdir", mkdir)
+    else:
+        monkeypatch.setattr(files.os, "replace", replace)
+    with pytest.raises(_Stop):
+        with atomic_dir(target) as tmp:
+            (tmp / "new").write_text("new")
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ([] if moment == "made" else ["checkpoint-3"])
+    if moment == "swapping":
+        assert [p.read_text() for p in target.iterdir()] == ["old"]  # cut mid-swap: the old one is back
 
 
 def test_atomic_dir_replaces_whole(tmp_path):
