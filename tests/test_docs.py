@@ -55,6 +55,7 @@ EXEMPT = {
     "bench/gpu_check.sh": "needs a CUDA GPU (--dry-run runs the whole check at toy size, minutes); "
                           "its options are checked against the script's text",
     "scripts/download_pretrained.sh": "downloads from huggingface.co; its card is checked against the script",
+    "sbatch": "submits a job to a SLURM cluster; the job's scripts/reproduce.sh line is checked where shown",
 }
 
 
@@ -321,7 +322,7 @@ def reproduce_accepts() -> tuple[set[str], dict[str, bool], set[str], set[str]]:
 def check_reproduce(command: Command, script: str, env: list[str], words: list[str]) -> None:
     datasets, flags, names, stages = reproduce_accepts()
     problems = [f"{name}= is not a setting of reproduce.sh (see its --help)"
-                for name in env if name not in names and name not in ("OMP_NUM_THREADS",)]
+                for name in env if name not in names and name not in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")]
     if script.endswith("e2e.sh"):
         words = ["e2e", *words]
     if "--help" in words:
@@ -354,8 +355,26 @@ def check_reproduce(command: Command, script: str, env: list[str], words: list[s
         problems.append(f"{positional[0]} is not a dataset of reproduce.sh ({', '.join(sorted(datasets))})")
     if len(positional) > 1:
         problems.append(f"unexpected arguments {positional[1:]}")
+    if "--sweep" in words and not problems:
+        problems += sweep_problems(words)
     if problems:
         pytest.fail(f"{command}\n  " + "; ".join(problems), pytrace=False)
+
+
+def sweep_problems(words: list[str]) -> list[str]:
+    """A sweep's settings and values as reproduce.sh checks them before any work (nlg.pipeline.sweep)."""
+    from nlg.pipeline.chain import parse_args
+    from nlg.pipeline.settings import Refusal, resolve
+    from nlg.pipeline.sweep import parse_axes
+
+    try:
+        args = parse_args(words)
+        settings = resolve(args.dataset, {"NPROC": "1"}, demo=args.demo, method_flag=args.method,
+                           seed_count=args.seeds)
+        parse_axes(args.sweep, settings)
+    except Refusal as error:
+        return [f"reproduce.sh refuses it: {error}"]
+    return []
 
 
 # ---- the dispatch -------------------------------------------------------------------------

@@ -492,7 +492,8 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line as the script always read it: DATASET, --demo, --method NAME, --seeds N,
-    --from STAGE (each also --flag=VALUE), --help; Refusal for anything else. The usage text
+    --from STAGE (each also --flag=VALUE), --help, and a sweep's --sweep SWEEP (repeatable),
+    --points, --point K, --gather (nlg.pipeline.sweep); Refusal for anything else. The usage text
     (nlg.pipeline.usage, --help) is the documentation."""
     parser = _Parser(prog=PROG, add_help=False, allow_abbrev=False)
     parser.add_argument("dataset", nargs="?", default="")
@@ -501,6 +502,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seeds", default="")
     parser.add_argument("--from", dest="start", default="")
     parser.add_argument("-h", "--help", action="store_true")
+    parser.add_argument("--sweep", action="append", default=[])
+    parser.add_argument("--points", action="store_true")
+    parser.add_argument("--point", default="")
+    parser.add_argument("--gather", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -532,6 +537,13 @@ def _main(argv: list[str] | None = None) -> int:
             raise Refusal(f"unknown dataset '{args.dataset}' (one of: {', '.join(DATASETS)})")
         if args.start and args.start not in NAMES:
             raise Refusal(f"unknown stage '{args.start}' (one of: {' '.join(NAMES)})")
+        if args.sweep:
+            from nlg.pipeline.sweep import run_sweep
+
+            return run_sweep(args.dataset, os.environ, args, sys.argv[1:] if argv is None else list(argv))
+        for flag in ("point", "points", "gather"):
+            if getattr(args, flag) not in ("", False):
+                raise Refusal(f"--{flag} is of a sweep: give --sweep NAME=V1,V2,... with it (see --help)")
         settings = resolve(args.dataset, os.environ, demo=args.demo, method_flag=args.method,
                            seed_count=args.seeds)
         reproduce(settings, args.start)

@@ -237,15 +237,16 @@ def mark_done(records: Records, stage: str, run: Path, seed: int) -> None:
         handle.write(record_text(records.record(stage, seed)))
 
 
-def check_run(records: Records, run: Path, seed: int, until: str = "") -> None:
+def check_run(records: Records, run: Path, seed: int, until: str = "", shared: bool = True) -> None:
     """Refusal unless every finished stage of `run` before `until` fits the settings: the first
     stage that differs is where to redo from; the last finished one's record (it holds every
-    earlier stage's settings too) names every difference."""
+    earlier stage's settings too) names every difference. `shared=False` checks only the run
+    directory's own stages (a sweep's point: its shared stages are made with the unswept settings)."""
     first, found = "", ""
     for stage in STAGES:
         if stage.name == until:
             break
-        if not stage.applies(records.settings):
+        if not stage.applies(records.settings) or (stage.shared and not shared):
             continue
         here = stage_differences(records, stage.name, run, seed)
         if here:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 USAGE = """\
 usage: scripts/reproduce.sh DATASET [--demo] [--method NAME] [--seeds N] [--from STAGE] [--help]
+                            [--sweep SWEEP] [--points] [--point K] [--gather]
                                                                    DATASET: e2e | webnlg | dart
 
 Reproduce one of the LoRA paper's GPT-2 tables: encode the dataset, fine-tune GPT-2 with LoRA
@@ -56,6 +57,18 @@ options:
                  every later one, discarding their outputs (in every seed's directory; pretrain
                  and untrained are demo stages; --from select keeps the candidates' validation
                  searches that fit the settings); the stages before it must fit the settings
+  --sweep SWEEP  SWEEP is NAME=V1,V2,...: run the chain once per value (and per seed) of a
+                 numeric setting of training or decoding (LR, WEIGHT_DECAY, the method's own: LORA_DIM, ADAPTER_DIM, ...,
+                 BEAM, LENGTH_PENALTY, ...), each in WORK_DIR/sweep/POINT/seed-SEED/ (POINT:
+                 lora_dim-4; several --sweep make a grid, lora_dim-4_lr-2e-4); data and the
+                 demo's pre-training are shared, decoding-only points share their training
+                 point's checkpoint; then WORK_DIR/sweep/results.md, results.json, results.png:
+                 a row per point, the point best on validation chosen (docs/reproducing.md)
+  --points       with --sweep: print one command per point and seed (--point K), run nothing
+  --point K      with --sweep: run only point-and-seed K (0-based, as --points lists them):
+                 a SLURM array task, or one per GPU with CUDA_VISIBLE_DEVICES
+  --gather       with --sweep: make the sweep's table from the finished points; a point or seed
+                 not finished is named (with its --point command), exit 1
   --help         this text
 
 settings (environment variables):

@@ -64,6 +64,17 @@ class LoRA(Method):
              "FourierFT (Gao et al., ICML 2024): LoRA rerun"),
         ),
     }
+    # The paper's rank sweep (Appendix H.2, Table 18: GPT-2 M on E2E, r = 1, 2, 4, ..., 1024; validation
+    # loss and test BLEU, NIST, METEOR, ROUGE-L, CIDEr), shown beside a sweep of LORA_DIM on E2E
+    # (nlg.results.sweep). Its numbers are not recorded: they were searched for (2026-12-07) in the
+    # stored pages, documentation and code (arXiv 2106.09685, "Table 18", the caption's words, the
+    # column heads) and not found; none is written from memory.
+    paper_sweeps = {
+        ("e2e", ("LORA_DIM",)): {
+            "source": "Hu et al. 2021, arXiv 2106.09685, Appendix H.2, Table 18", "card": "gpt2.md", "rows": None,
+            "note": "not found in the sources searched (2026-12-07); add them to nlg/methods/lora/__init__.py "
+                    "(paper_sweeps) from the paper, with where they were read"},
+    }
     files = ("adapter_config.json", "adapter_model.safetensors")
     merges = True
 
