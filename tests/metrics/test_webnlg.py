@@ -67,7 +67,7 @@ def dev_entries(shared_dir) -> list[tuple[list[str], list[str]]]:
 
 
 @needs_java
-def test_first_reference_as_system_tokenised(dev_entries, tmp_path):
+def test_first_reference_as_system_tokenised(dev_entries, tmp_path, shared_meteor):
     """The paper's case: decoded text and references tokenised (--tokenize --lower); the first
     text of each entry is the system, the others (up to 6) the references."""
     instances = [
@@ -85,7 +85,7 @@ def test_first_reference_as_system_tokenised(dev_entries, tmp_path):
     assert single and all(row["TER"] == 1.0 and row["chrF++"] is None for row in single)
 
 
-def test_template_system_raw_text(dev_entries, tmp_path):
+def test_template_system_raw_text(dev_entries, tmp_path, shared_meteor):
     """Untokenised text, a template system against all (up to 6) texts of each entry. BLEU and
     chrF++ do not tokenise; METEOR and TER need Punkt (where it is installed) to be exact."""
     instances = [(template(triples), lexes[:NUM_REFS]) for lexes, triples in dev_entries]
