@@ -175,7 +175,13 @@ def _meteor_jvm():
     from nlg.metrics.meteor import Meteor
 
     class Kept(Meteor):
-        """A Meteor whose `with` block leaves it running (it is killed when a block fails)."""
+        """A Meteor whose `with` block leaves it running; a block that fails kills it (it may be
+        blocked on a pipe), and the next test gets a new one."""
+
+        def __exit__(self, error_type, error, traceback) -> None:
+            if error_type is not None:
+                self.process.kill()
+                self.process.wait()
 
         def close(self) -> None:
             pass
