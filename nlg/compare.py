@@ -49,7 +49,7 @@ import numpy as np
 
 from nlg.cli import run_main, spellings
 from nlg.files import Failure, InputError, atomic_files, check_outputs, read_json, sha256_file
-from nlg.metrics import SUITES, suite
+from nlg.metrics import SUITES, print_notes, suite
 from nlg.metrics.resample import resamplers
 from nlg.score import add_webnlg_options, infer_suite, suite_options
 
@@ -511,8 +511,7 @@ def main(argv: list[str] | None = None) -> int:
             missing = ", ".join(result["unavailable"]["metrics"])
             print(f"warning: {missing} not computed: {result['unavailable']['why']} "
                   "(--strict makes this an error)", file=sys.stderr)
-        for note in result["notes"]:
-            print(f"note: {note}", file=sys.stderr)
+        print_notes(result["notes"])
     return 0
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from nlg import datasets
 from nlg.cli import run_main, spellings
 from nlg.files import Failure, InputError, atomic_files, check_outputs, json_line
-from nlg.metrics import SUITES, ScoreReport, score, suite
+from nlg.metrics import SUITES, ScoreReport, print_notes, score, suite
 
 E2E_ONLY = ("pymteval",)
 WEBNLG_ONLY = ("num_refs", "metrics", "ncorder", "nworder", "beta")
@@ -180,8 +180,7 @@ def run(args: argparse.Namespace, suite_name: str, **report_style) -> int:
             f"warning: {missing} not computed: {report.unavailable} (--strict makes this an error)",
             file=sys.stderr,
         )
-    for note in report.notes:
-        print(f"note: {note}", file=sys.stderr)
+    print_notes(report.notes)
     return 0
 
 

@@ -167,3 +167,53 @@ def full_disk(monkeypatch):
     monkeypatch.setattr("nlg.files.os.fsync", fsync)
     return state
 
+
+
+@pytest.fixture(scope="session")
+def _meteor_jvm():
+    """One METEOR 1.5 JVM with its full paraphrase table for the session (see shared_meteor)."""
+    from nlg.metrics.meteor import Meteor
+
+    class Kept(Meteor):
+        """A Meteor whose `with` block leaves it running; a block that fails kills it (it may be
+        blocked on a pipe), and the next test gets a new one."""
+
+        def __exit__(self, error_type, error, traceback) -> None:
+            if error_type is not None:
+                self.process.kill()
+                self.process.wait()
+
+        def close(self) -> None:
+            pass
+
+    kept: list[Kept] = []
+
+    def meteor(java: str) -> Kept:
+        if not kept or kept[0].process.poll() is not None or kept[0].command[0] != java:
+            if kept:
+                Meteor.close(kept.pop())
+            kept.append(Kept(java))
+        return kept[0]
+
+    yield meteor
+    if kept:
+        Meteor.close(kept[0])
+
+
+@pytest.fixture
+def shared_meteor(_meteor_jvm, monkeypatch):
+    """Scoring with the full paraphrase table (`cache_dir=None`, `nlg score --no_cache`) uses one
+    METEOR JVM for the whole session instead of starting its own: the same jar, arguments and
+    table, so the same numbers (METEOR's stdio protocol keeps no state between lines), without
+    loading the 5.3M-entry table again (~13 s of CPU each time). Scoring with a cache still
+    starts its own (`start_meteor`). Yields the function that gives the session's Meteor."""
+    from nlg.metrics import e2e, meteor, resample, webnlg
+
+    def start(references, java, cache_dir, salt=""):
+        if cache_dir is None:
+            return _meteor_jvm(java), None
+        return meteor.start_meteor(references, java, cache_dir, salt)
+
+    for module in (e2e, webnlg, resample):
+        monkeypatch.setattr(module, "start_meteor", start)
+    yield _meteor_jvm

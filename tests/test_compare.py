@@ -73,7 +73,10 @@ def write_webnlg(folder: Path, refs: list[list[str]], hyps: list[str]) -> tuple[
 
 
 def assert_equal_to_nlg_score(tmp_path, suite, refs, hyps, write, options, score_args):
-    with resamplers(suite, refs, [hyps], cache_dir=tmp_path / "cache", **options) as made:
+    """The resamplers' values of ROWS and of the full set equal `nlg score` on those files, with
+    METEOR's full paraphrase table on both sides (`cache_dir=None`, `--no_cache`: the cut of the
+    table is test_e2e's). Both use the session's METEOR JVM (tests/conftest.py shared_meteor)."""
+    with resamplers(suite, refs, [hyps], cache_dir=None, **options) as made:
         assert not made.missing
         values = made.values(ROWS)[0]
         full = made.values(np.arange(len(refs))[None, :])[0]
@@ -100,8 +103,8 @@ def assert_equal_to_nlg_score(tmp_path, suite, refs, hyps, write, options, score
 
 
 @needs_java
-@pytest.mark.slow  # METEOR loads its full paraphrase table for each file scored (~1-3 min)
-def test_e2e_resamples_equal_nlg_score_on_the_resampled_files(tmp_path, e2e_raw_dir):
+@pytest.mark.slow
+def test_e2e_resamples_equal_nlg_score_on_the_resampled_files(tmp_path, e2e_raw_dir, shared_meteor):
     refs, hyps = e2e_corpus(e2e_raw_dir, 12)
     assert_equal_to_nlg_score(tmp_path, "e2e", refs, hyps, write_e2e, {}, [])
 
@@ -121,7 +124,7 @@ def test_e2e_pymteval_resamples_equal_nlg_score(tmp_path, e2e_raw_dir):
 
 @needs_java
 @pytest.mark.slow
-def test_webnlg_resamples_equal_nlg_score_on_the_resampled_files(tmp_path, webnlg_xml_dir):
+def test_webnlg_resamples_equal_nlg_score_on_the_resampled_files(tmp_path, webnlg_xml_dir, shared_meteor):
     refs, hyps = webnlg_corpus(webnlg_xml_dir, 12)
     assert_equal_to_nlg_score(tmp_path, "webnlg", refs, hyps, write_webnlg, {}, [])
 

@@ -20,7 +20,8 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -38,6 +39,19 @@ class ScoreReport:
     per_instance: list[dict] = field(default_factory=list)
     unavailable: str | None = None  # why the metrics that need Java are missing
     notes: list[str] = field(default_factory=list)  # e.g. that a cache was built
+
+
+_NOTED: set[str] = set()  # the notes print_notes has printed in this process
+
+
+def print_notes(notes: Iterable[str]) -> None:
+    """Print each note to stderr as `note: ...`, each text once per process: a note that says the
+    same for every subset scored in one run (which tokenisation ran, e.g. that NLTK's punkt data
+    is missing) is said once; notes that differ (a count, a path) are each printed."""
+    for note in notes:
+        if note not in _NOTED:
+            _NOTED.add(note)
+            print(f"note: {note}", file=sys.stderr)
 
 
 def suite(name: str) -> ModuleType:

@@ -3,8 +3,10 @@
 The pinned E2E numbers were checked against a re-creation of the official script (its
 measure_scores.py multi-reference path, the scoring core of its mteval-v13a-sig.pl run by Perl, its
 pymteval.py, stock pycocoevalcap): they agree to 1e-14 or better, per instance too. Java (METEOR,
-the PTB tokenizer) runs in two tests: the five metrics (twice: with METEOR's full paraphrase
-table, then with the cached cut of it) and the official CSV files.
+the PTB tokenizer) runs in one test here: the five metrics, twice, each in a fresh `nlg score`
+process (with METEOR's full paraphrase table, then with the cached cut of it); the official CSV
+files are scored without Java (BLEU, NIST). METEOR also starts in test_meteor.py, test_webnlg.py
+and tests/test_compare.py, which share one JVM with the full table (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -133,7 +135,9 @@ def test_without_java_bleu_nist_still_print(write, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# All five metrics (Java): the only test that starts METEOR
+# All five metrics (Java): the one test here that starts METEOR. It starts its own (not the
+# session's, tests/conftest.py shared_meteor): what it checks is nlg score's cold start with the
+# full table, the cut it caches, and the warm start with that cut
 # ----------------------------------------------------------------------------------------------
 
 

@@ -56,9 +56,10 @@ def generation_eval_meteor(refs: list[list[str]], hyps: list[str], folder: Path)
 
 
 @needs_java
-def test_pipes_in_webnlg_text_are_words_as_in_generation_eval_files(tmp_path):
+def test_pipes_in_webnlg_text_are_words_as_in_generation_eval_files(tmp_path, shared_meteor):
     """Issue 23 case 9: `|||` in a reference (or hypothesis) is a word in GenerationEval's files;
-    sent as-is over METEOR's stdio protocol it would split the reference in two."""
+    sent as-is over METEOR's stdio protocol it would split the reference in two. GenerationEval's
+    file run starts its own JVM; the stdio runs share the session's (tests/conftest.py)."""
     refs = [
         ["Alan Bean ||| was born in Wheeler , Texas .", "Bean was born in Texas ."],
         ["The band A|||B plays rock .", "A||||B is a rock band ."],
@@ -70,7 +71,7 @@ def test_pipes_in_webnlg_text_are_words_as_in_generation_eval_files(tmp_path):
     assert got == pytest.approx(expected, abs=1e-14)  # the file run prints all digits
     tokenizer = Tokenizer(punkt_sentences())
     ref_tokens, hyp_tokens = [tokenizer(group) for group in refs], tokenizer(hyps)
-    with meteor.Meteor(find_java()) as raw:  # the protocol with the texts as they are
+    with shared_meteor(find_java()) as raw:  # the protocol with the texts as they are
         split, _ = raw.score(ref_tokens, hyp_tokens)
         protected, _ = raw.score(ref_tokens, hyp_tokens, files_convention=True)
     assert protected == got

@@ -67,7 +67,7 @@ def dev_entries(shared_dir) -> list[tuple[list[str], list[str]]]:
 
 
 @needs_java
-def test_first_reference_as_system_tokenised(dev_entries, tmp_path):
+def test_first_reference_as_system_tokenised(dev_entries, tmp_path, shared_meteor):
     """The paper's case: decoded text and references tokenised (--tokenize --lower); the first
     text of each entry is the system, the others (up to 6) the references."""
     instances = [
@@ -85,7 +85,7 @@ def test_first_reference_as_system_tokenised(dev_entries, tmp_path):
     assert single and all(row["TER"] == 1.0 and row["chrF++"] is None for row in single)
 
 
-def test_template_system_raw_text(dev_entries, tmp_path):
+def test_template_system_raw_text(dev_entries, tmp_path, shared_meteor):
     """Untokenised text, a template system against all (up to 6) texts of each entry. BLEU and
     chrF++ do not tokenise; METEOR and TER need Punkt (where it is installed) to be exact."""
     instances = [(template(triples), lexes[:NUM_REFS]) for lexes, triples in dev_entries]
@@ -189,3 +189,44 @@ def test_a_gap_in_a_reference_folder_is_named_by_every_entry_point(tmp_path, cap
     assert nlg("score", refs, hyp, "-m", "bleu,ter", "--json", tmp_path / "s.json") == 0
     scores = json.loads((tmp_path / "s.json").read_text())
     assert {k: v for k, v in scores.items() if k != "scored"} == {"BLEU": 100.0, "TER": 0.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# Notes: each said once per process
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_note_that_says_the_same_prints_once_per_process(tmp_path, capsys, monkeypatch):
+    """Which tokenisation ran (with or without NLTK's punkt data) is the same note for every
+    subset a run scores or compares: printed once per process. A note that differs (here the
+    count of lines a sentence break changes, where punkt is missing) is printed each time."""
+    from nlg import metrics
+
+    monkeypatch.setattr(metrics, "_NOTED", set())  # a fresh process
+    subsets = {"seen": ["The cat sat. It ran.", "a dog ."], "unseen": ["The dog sat. It ran.", "Cats sat. They slept."]}
+    for name, lines in subsets.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        for k in range(2):
+            (folder / f"reference{k}").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        (folder / "hypothesis").write_text("the cat sat .\na dog .\n", encoding="utf-8")
+        assert nlg("score", folder, folder / "hypothesis", "-m", "ter") == 0
+    name = "NLTK 3.5 word_tokenize rules; sentences " + (
+        "by NLTK's punkt, as GenerationEval" if punkt_sentences() else
+        "cut at . ? ! (NLTK's punkt data is not installed)")
+    err = capsys.readouterr().err
+    assert err.count(f"note: METEOR and TER on tokenised text: {name}\n") == 1
+    if punkt_sentences() is None:  # 1 line of seen, 2 of unseen (references; hypotheses alike)
+        assert re.findall(r"note: (\d) line\(s\) hold sentence breaks", err) == ["1", "2"]
+    # nlg compare over a run's two subsets: the same note once
+    monkeypatch.setattr(metrics, "_NOTED", set())
+    files = {name: {"references": name, "predictions": f"{name}/hypothesis"} for name in subsets}
+    (tmp_path / "run.json").write_text(json.dumps({"dataset": "webnlg", "subsets": files,
+                                                   "untrained": files}), encoding="utf-8")
+    assert nlg("compare", tmp_path, "-m", "ter", "--resamples", 5) == 0
+    err = capsys.readouterr().err
+    assert err.count(f"note: METEOR and TER on tokenised text: {name}\n") == 1
+    # the next process says it again
+    monkeypatch.setattr(metrics, "_NOTED", set())
+    assert nlg("score", tmp_path / "seen", tmp_path / "seen" / "hypothesis", "-m", "ter") == 0
+    assert capsys.readouterr().err.count("note: METEOR and TER on tokenised text") == 1
