@@ -397,8 +397,9 @@ def load_model(init_checkpoint: str | None, model_card: str | None, checkpoint: 
     from nlg import methods
 
     method, settings, record = (None, None, None) if checkpoint is None else methods.detect(checkpoint)
-    if method is not None and flag == "--lora_checkpoint" and not methods.is_lora(method):
-        raise InputError(f"--lora_checkpoint {checkpoint}: holds a checkpoint of method {method.name}, not LoRA; "
+    owner = methods.checkpoint_flag_owner(flag)  # --lora_checkpoint takes LoRA's checkpoints only
+    if method is not None and owner is not None and method is not owner:
+        raise InputError(f"{flag} {checkpoint}: holds a checkpoint of method {method.name}, not {owner.label}; "
                          "give it as --checkpoint")
     if method is not None and not method.needs_base:
         # The checkpoint is the whole model: no base to load.

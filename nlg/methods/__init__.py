@@ -167,6 +167,9 @@ class Method:
     paper_rows: dict[str, tuple] = {}
     files: tuple[str, ...] = ()  # what `save` writes into a checkpoint directory
     needs_base: bool = True  # False: a checkpoint is the whole model (full fine-tuning)
+    # An older `nlg beam` flag that takes this method's checkpoints only (LoRA's "--lora_checkpoint",
+    # from before other methods existed); None for none
+    checkpoint_flag: str | None = None
     merges: bool = False  # prepare_inference folds the method into the base weights
 
     def settings(self, values: dict[str, Any]) -> Any:
@@ -364,9 +367,9 @@ def is_added_parameter(name: str) -> bool:
     return any(mark in name for method in map(get, names()) for mark in method.parameter_marks)
 
 
-def is_lora(method: Method) -> bool:
-    """Whether `method` is LoRA (for commands and flags that only mean something for it)."""
-    return method.name == "lora"
+def checkpoint_flag_owner(flag: str) -> Method | None:
+    """The method whose own older checkpoint flag `flag` is (LoRA's --lora_checkpoint), or None."""
+    return next((method for method in map(get, names()) if method.checkpoint_flag == flag), None)
 
 
 def label(name: str) -> str:

@@ -39,6 +39,7 @@ DEFAULTS = LoRASettings()
 class LoRA(Method):
     name = "lora"
     label = "LoRA"
+    checkpoint_flag = "--lora_checkpoint"
     summary = "low-rank updates of q and v (Hu et al., 2021), merged for decoding; PEFT's files"
     flags = ("lora_dim", "lora_alpha", "lora_dropout", "lora_targets")
     defaults = {"lora_dim": DEFAULTS.rank, "lora_alpha": DEFAULTS.alpha, "lora_dropout": DEFAULTS.dropout,
