@@ -23,18 +23,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nlg.methods.layers import DeltaLinear, replace_in_blocks
+
 PARAMETERS = ("lora_A", "lora_E", "lora_B")  # PEFT's tensor names (without its adapter name)
 RANK_EPSILON = 1e-5  # PEFT's `ranknum + 1e-5`
 
 
-class SVDLinear(nn.Linear):
+class SVDLinear(DeltaLinear):
     """An nn.Linear (the base's `weight` and `bias`, shared, not copied) plus `lora_A` (r x in),
     `lora_E` (r x 1) and `lora_B` (out x r), in float32."""
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float):
-        nn.Module.__init__(self)  # no fresh weight: share base's (as LoRALinear does)
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.weight, self.bias = base.weight, base.bias
+        super().__init__(base)
         self.rank, self.alpha = rank, float(alpha)
         self.scale = self.alpha / (float(rank) + RANK_EPSILON)  # PEFT's scaling / (ranknum + 1e-5)
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -45,7 +45,6 @@ class SVDLinear(nn.Linear):
         nn.init.normal_(self.lora_A, mean=0.0, std=0.02)  # PEFT's reset_lora_parameters
         nn.init.normal_(self.lora_B, mean=0.0, std=0.02)
         self.kept: Tensor | None = None  # the last allocation's kept triplets (bool, r), None: none yet
-        self.merged = False
 
     def delta_weight(self) -> Tensor:
         """α/(r + 1e-5) · P (Λ ⊙ Q) as one (out x in) matrix, fp32 (PEFT's get_delta_weight, untransposed:
@@ -59,18 +58,6 @@ class SVDLinear(nn.Linear):
         scaled_A = (self.lora_A * self.lora_E).to(x.dtype)
         return out + F.linear(F.linear(self.lora_dropout(x), scaled_A), self.lora_B.to(x.dtype)) * self.scale
 
-    @torch.no_grad()
-    def merge(self) -> None:
-        if not self.merged:
-            self.weight += self.delta_weight().to(self.weight.dtype)
-            self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        if self.merged:
-            self.weight -= self.delta_weight().to(self.weight.dtype)
-            self.merged = False
-
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, adalora r={self.rank}, alpha={self.alpha:g}"
 
@@ -83,15 +70,6 @@ def modules(model: nn.Module) -> dict[str, SVDLinear]:
 def add(model: nn.Module, paths: tuple[str, ...], rank: int, alpha: float, dropout: float) -> None:
     """SVDLinear on block-relative module `paths` of every block; everything else frozen (in place).
     The layers draw P and Q from torch's global generator, block by block, path by path."""
-    from nlg.methods.lora.layer import _get
-
     if modules(model):
         raise ValueError("model already has AdaLoRA layers")
-    for param in model.parameters():
-        param.requires_grad_(False)
-    for block in model.transformer.h:
-        for path in paths:
-            parent_path, _, leaf = path.rpartition(".")
-            parent = _get(block, parent_path)
-            # a layer added to a model in eval mode is in eval mode too (no dropout while decoding)
-            setattr(parent, leaf, SVDLinear(getattr(parent, leaf), rank, alpha, dropout).train(model.training))
+    replace_in_blocks(model, paths, lambda base, _: SVDLinear(base, rank, alpha, dropout))

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nlg.methods.layers import DeltaLinear, replace_in_blocks
+
 _ENTRIES: dict[tuple[int, int, int, int], tuple[Tensor, Tensor]] = {}
 
 
@@ -28,20 +30,17 @@ def entries(out_features: int, in_features: int, n: int, seed: int) -> tuple[Ten
     return _ENTRIES[key]
 
 
-class FourierFTLinear(nn.Linear):
+class FourierFTLinear(DeltaLinear):
     """An nn.Linear (the same `weight`/`bias`, shared with the base) plus `fourierft_spectrum` (n,)."""
 
     def __init__(self, base: nn.Linear, n_frequency: int, scaling: float, seed: int):
-        nn.Module.__init__(self)  # no fresh weight: share base's (as LoRALinear does)
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.weight, self.bias = base.weight, base.bias
+        super().__init__(base)
         self.n_frequency, self.scaling, self.seed = n_frequency, float(scaling), seed
         rows, cols = entries(self.out_features, self.in_features, n_frequency, seed)
         device = self.weight.device
         self.register_buffer("fourierft_rows", rows.to(device), persistent=False)
         self.register_buffer("fourierft_cols", cols.to(device), persistent=False)
         self.fourierft_spectrum = nn.Parameter(torch.randn(n_frequency, device=device, dtype=torch.float32))
-        self.merged = False
 
     def delta_weight(self) -> Tensor:
         """α · Re(IDFT2(F)), (out x in), in float32 (ifft2 has no bf16/fp16 kernels)."""
@@ -56,18 +55,6 @@ class FourierFTLinear(nn.Linear):
             return out
         return out + F.linear(x, self.delta_weight().to(x.dtype))
 
-    @torch.no_grad()
-    def merge(self) -> None:
-        if not self.merged:
-            self.weight += self.delta_weight().to(self.weight.dtype)
-            self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        if self.merged:
-            self.weight -= self.delta_weight().to(self.weight.dtype)
-            self.merged = False
-
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, n_frequency={self.n_frequency}, scaling={self.scaling:g}, seed={self.seed}"
 
@@ -78,14 +65,6 @@ def modules(model: nn.Module) -> dict[str, FourierFTLinear]:
 
 def add(model: nn.Module, paths: tuple[str, ...], n_frequency: int, scaling: float, seed: int) -> None:
     """FourierFT on block-relative module `paths` of every block; everything else frozen."""
-    from nlg.methods.lora.layer import _get
-
     if modules(model):
         raise ValueError("model already has FourierFT layers")
-    for param in model.parameters():
-        param.requires_grad_(False)
-    for block in model.transformer.h:
-        for path in paths:
-            parent_path, _, leaf = path.rpartition(".")
-            parent = _get(block, parent_path)
-            setattr(parent, leaf, FourierFTLinear(getattr(parent, leaf), n_frequency, scaling, seed))
+    replace_in_blocks(model, paths, lambda base, _: FourierFTLinear(base, n_frequency, scaling, seed))

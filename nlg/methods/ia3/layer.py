@@ -15,18 +15,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nlg.methods.layers import SharedLinear, replace_in_blocks
 
-class IA3Linear(nn.Linear):
+
+class IA3Linear(SharedLinear):
     def __init__(self, base: nn.Linear, slices: dict[str, tuple[int, int]], feedforward: bool):
-        nn.Module.__init__(self)  # share base's weight (as LoRALinear does)
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.weight, self.bias = base.weight, base.bias
+        super().__init__(base)
         self.feedforward = feedforward
         self.slices = dict(sorted(slices.items(), key=lambda item: item[1]))
         device = self.weight.device
         self.ia3_l = nn.ParameterDict({name: nn.Parameter(torch.ones(end - start, device=device, dtype=torch.float32))
                                        for name, (start, end) in self.slices.items()})
-        self.merged = False
 
     def scale(self) -> Tensor:
         """The whole vector this layer multiplies by: (in,) for the feed-forward, else (out,),
@@ -74,14 +73,6 @@ def modules(model: nn.Module) -> dict[str, IA3Linear]:
 
 def add(model: nn.Module, plan: dict[str, tuple[dict[str, tuple[int, int]], bool]]) -> None:
     """(IA)³ vectors on every block: plan = {module path: (slices, feedforward)}; all else frozen."""
-    from nlg.methods.lora.layer import _get
-
     if modules(model):
         raise ValueError("model already has (IA)³ vectors")
-    for param in model.parameters():
-        param.requires_grad_(False)
-    for block in model.transformer.h:
-        for path, (slices, feedforward) in plan.items():
-            parent_path, _, leaf = path.rpartition(".")
-            parent = _get(block, parent_path)
-            setattr(parent, leaf, IA3Linear(getattr(parent, leaf), slices, feedforward))
+    replace_in_blocks(model, plan, lambda base, path: IA3Linear(base, *plan[path]))

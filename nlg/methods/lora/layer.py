@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nlg.methods.layers import DeltaLinear, replace_in_blocks, submodule
 from nlg.methods.lora import DEFAULTS
 
 # target -> (module path inside a Block, index of its slice of the fused c_attn or None)
@@ -67,7 +68,7 @@ class LoRAConfig:
         return self.alpha / self.rank
 
 
-class LoRALinear(nn.Linear):
+class LoRALinear(DeltaLinear):
     """An `nn.Linear` (same `weight`/`bias` names, so checkpoints still load) plus LoRA slices.
 
     slices: name -> (first row, end row) of the output that the slice's B writes to.
@@ -75,12 +76,7 @@ class LoRALinear(nn.Linear):
     """
 
     def __init__(self, base: nn.Linear, slices: dict[str, tuple[int, int]], config: LoRAConfig):
-        # nn.Linear.__init__ would allocate and randomly fill a full weight only to drop it (GBs
-        # of work on gpt2.lg, and it would consume global random numbers); share base's instead.
-        nn.Module.__init__(self)
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.weight = base.weight
-        self.bias = base.bias
+        super().__init__(base)
         self.rank = config.rank
         self.alpha = config.alpha
         self.scaling = config.scaling
@@ -94,7 +90,6 @@ class LoRALinear(nn.Linear):
             self.lora_A[name] = nn.Parameter(a)
             self.lora_B[name] = nn.Parameter(
                 torch.zeros(end - start, config.rank, device=self.weight.device, dtype=torch.float32))
-        self.merged = False
 
     def stacked_A(self) -> Tensor:
         """All slices' A stacked: (n_slices·r x in)."""
@@ -129,18 +124,6 @@ class LoRALinear(nn.Linear):
         B = self.block_B().to(x.dtype)
         return out + self.scaling * F.linear(F.linear(self.lora_dropout(x), A), B)
 
-    @torch.no_grad()
-    def merge(self) -> None:
-        if not self.merged:
-            self.weight += self.delta_weight().to(self.weight.dtype)
-            self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        if self.merged:
-            self.weight -= self.delta_weight().to(self.weight.dtype)
-            self.merged = False
-
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, lora_slices={list(self.slices)}, r={self.rank}, alpha={self.alpha}"
 
@@ -157,15 +140,9 @@ def _module_slices(model: nn.Module, targets: tuple[str, ...]) -> dict[str, dict
     plan: dict[str, dict[str, tuple[int, int]]] = {}
     for target in targets:
         path = TARGETS[target][0]
-        out_features = _get(model.transformer.h[0], path).out_features
+        out_features = submodule(model.transformer.h[0], path).out_features
         plan.setdefault(path, {})[target] = target_rows(target, out_features, model.config.n_embd)
     return plan
-
-
-def _get(module: nn.Module, dotted: str) -> nn.Module:
-    for part in dotted.split("."):
-        module = getattr(module, part)
-    return module
 
 
 def add_lora(model: nn.Module, rank: int = DEFAULTS.rank, alpha: float = DEFAULTS.alpha,
@@ -177,15 +154,8 @@ def add_lora(model: nn.Module, rank: int = DEFAULTS.rank, alpha: float = DEFAULT
     config = LoRAConfig(rank=rank, alpha=alpha, dropout=dropout, targets=tuple(targets))
     if lora_modules(model):
         raise ValueError("model already has LoRA or DoRA adapters")
-    for param in model.parameters():
-        param.requires_grad_(False)
     plan = _module_slices(model, config.targets)
-    for block in model.transformer.h:
-        for path, slices in plan.items():
-            parent_path, _, leaf = path.rpartition(".")
-            parent = _get(block, parent_path)
-            # a layer added to a model in eval mode is in eval mode too (no dropout while decoding)
-            setattr(parent, leaf, layer_class(getattr(parent, leaf), slices, config).train(model.training))
+    replace_in_blocks(model, plan, lambda base, path: layer_class(base, plan[path], config))
     model.lora_config = config
     return model
 
